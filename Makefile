@@ -1,0 +1,34 @@
+# Two entry points for a fresh machine: `make demo` (the main job end to end) and `make test`.
+# Each installs what it needs: a Python 3.11 virtual environment with pinned packages, and the
+# Debian packages the tests use (ffmpeg, to make and decode m4a files).
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install system-deps demo test bench clean
+
+$(STAMP): pyproject.toml constraints.txt setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	touch $@
+
+install: $(STAMP)
+
+system-deps:
+	@command -v ffmpeg >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null; }
+
+demo: $(STAMP)
+	$(BIN)/cattag demo
+
+test: $(STAMP) system-deps
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/featurize_bench.py
+
+clean:
+	rm -rf $(VENV) cattag-demo .pytest_cache

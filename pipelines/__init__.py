@@ -1,0 +1,1 @@
+"""Pipeline options and wiring, and the `cattag` command line. Nothing imports this package."""

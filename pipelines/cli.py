@@ -1,0 +1,64 @@
+"""The `cattag` command: parses the subcommand, hands its flags to that pipeline's run()."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+# name -> (module with run(argv) and OPTIONS, one-line help)
+COMMANDS = {
+    "featurize": ("pipelines.featurize", "decode a catalogue into sharded TFRecords of log-mel segments"),
+    "demo": ("pipelines.demo", "build a small synthetic catalogue and run the product on it end to end"),
+}
+_OUR_LOGGERS = ("pipelines", "transforms", "trainer", "schemas", "cattag")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print(_usage(), file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    command, rest = argv[0], argv[1:]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads, in workers too
+    module = importlib.import_module(COMMANDS[command][0])
+    if "-h" in rest or "--help" in rest:
+        print(help_text(command, module))
+        return 0
+    _configure_logging()
+    try:
+        module.run(rest)
+    except (ValueError, OSError) as err:  # bad flags, bad paths, mismatching configs: no traceback
+        print(f"cattag {command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def help_text(command: str, module) -> str:
+    parser = argparse.ArgumentParser(
+        prog=f"cattag {command}",
+        description=COMMANDS[command][1],
+        epilog="Flags not listed here go to Beam's PipelineOptions, for example --runner, "
+        "--direct_num_workers 2 --direct_running_mode multi_processing.",
+    )
+    for options_class in module.OPTIONS:
+        options_class._add_argparse_args(parser)  # pylint: disable=protected-access
+    return parser.format_help()
+
+
+def _usage() -> str:
+    lines = ["usage: cattag COMMAND [flags]  (cattag COMMAND --help for its flags)", "", "commands:"]
+    lines += [f"  {name:<10} {summary}" for name, (_, summary) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S", level=logging.WARNING)
+    for name in _OUR_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""cattag featurize: a catalogue -> sharded gzip TFRecords of log-mel segments.
+
+    ListCatalogue -> FeaturizeTracks -> PartitionBySplit -> Encode{Split} -> Write{Split}
+                           |                   '-> ComputeMelStats (train) --.
+                           |-> tracks -> CountTracks ------------------------+-> WriteMetadata
+                           '-> failures (+ rejected) -> SummarizeFailures ---'
+                                                    '-> WriteErrors (Parquet)
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import tempfile
+import time
+from importlib import metadata as importlib_metadata
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipelines.options import CatalogueOptions, load_feature_config, progress_is_local
+from schemas import examples
+from schemas.features import FeatureConfig, SegmentPolicy
+from schemas.tags import ERRORS_SCHEMA
+from transforms import beam as cbeam
+from transforms.catalogue import LABEL_MODES, Catalogue, list_catalogue
+from transforms.progress import ProgressMonitor
+from transforms.splits import parse_proportions
+
+_LOG = logging.getLogger(__name__)
+_OUTPUT_NAMES = (*examples.SPLITS, examples.ERRORS_DIR, examples.METADATA_FILE, examples.SCHEMA_FILE)
+
+
+class FeaturizeOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        # `--labels MODE` is accepted too (see _label_flag_alias): Beam's GoogleCloudOptions owns
+        # --labels for Dataflow job labels, so the option itself needs another name.
+        parser.add_argument("--label-source", "--labels MODE", dest="label_source", choices=LABEL_MODES,
+                            default="auto",
+                            help="where labels come from: from-dirs (parent folder, GTZAN layout), manifest, "
+                                 "none; auto: the manifest's label or genre column if any (default %(default)s)")
+        parser.add_argument("--splits", default="80,10,10",
+                            help="train,validation,test proportions (default %(default)s)")
+        parser.add_argument("--feature-config", default=None,
+                            help="JSON file of FeatureConfig fields (default: the built-in config)")
+        parser.add_argument("--overwrite", action="store_true",
+                            help="replace the outputs of an earlier run in --output")
+
+
+def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict:
+    """Runs featurize and returns the metadata it wrote, plus the wall time."""
+    options = PipelineOptions(_label_flag_alias(argv))
+    catalogue_options = options.view_as(CatalogueOptions)
+    featurize_options = options.view_as(FeaturizeOptions)
+    catalogue_options.require_paths()
+    cfg = load_feature_config(featurize_options.feature_config)
+    policy = catalogue_options.segment_policy()
+    proportions = parse_proportions(featurize_options.splits)
+    output = catalogue_options.output.rstrip("/")
+
+    catalogue = list_catalogue(catalogue_options.input, labels=featurize_options.label_source)
+    _prepare_output(output, overwrite=featurize_options.overwrite)
+    _LOG.info(
+        "featurize: %d inputs (%d refused while listing), %d labels, feature config %s -> %s",
+        len(catalogue.entries) + len(catalogue.rejected), len(catalogue.rejected),
+        len(catalogue.labels), cfg.version, output,
+    )
+
+    local_progress = progress_is_local(options, catalogue_options.progress)
+    progress_dir = tempfile.mkdtemp(prefix="cattag-progress-") if local_progress else None
+    pipeline = test_pipeline or beam.Pipeline(options=options)
+    build(pipeline, catalogue, output=output, cfg=cfg, policy=policy, proportions=proportions,
+          progress_dir=progress_dir)
+
+    started = time.monotonic()
+    if progress_dir:
+        with ProgressMonitor(progress_dir, total=len(catalogue.entries), label="featurize"):
+            pipeline.run().wait_until_finish()
+    else:
+        pipeline.run().wait_until_finish()
+    elapsed = time.monotonic() - started
+
+    with FileSystems.open(FileSystems.join(output, examples.METADATA_FILE)) as handle:
+        written = json.loads(handle.read())
+    _LOG.info("%s", summary_line(written, elapsed_s=elapsed, output=output))
+    return {**written, "wall_s": elapsed}
+
+
+def build(
+    pipeline: beam.Pipeline,
+    catalogue: Catalogue,
+    *,
+    output: str,
+    cfg: FeatureConfig,
+    policy: SegmentPolicy,
+    proportions: tuple[float, float, float],
+    progress_dir: str | None = None,
+) -> None:
+    """Adds the featurize steps to `pipeline`."""
+    entries = pipeline | "ListCatalogue" >> beam.Create(catalogue.entries)  # Create reshuffles: decode fans out
+    features = entries | "FeaturizeTracks" >> cbeam.FeaturizeTracks(cfg, policy, progress_dir)
+
+    by_split = features["segments"] | "PartitionBySplit" >> beam.Partition(
+        cbeam.split_partition, len(examples.SPLITS), proportions
+    )
+    for index, split in enumerate(examples.SPLITS):
+        name = split.capitalize()
+        _ = (
+            by_split[index]
+            | f"Encode{name}" >> beam.ParDo(cbeam.EncodeExample(catalogue.labels))
+            | f"Write{name}" >> beam.io.WriteToTFRecord(
+                FileSystems.join(output, split, "part"),
+                file_name_suffix=examples.TFRECORD_SUFFIX,
+                compression_type=CompressionTypes.GZIP,
+            )
+        )
+
+    rejected = pipeline | "ListRejected" >> beam.Create(
+        [cbeam.Failure(r.uri, r.track_id, "catalogue", r.reason) for r in catalogue.rejected]
+    )
+    failures = (features["failures"], rejected) | "AllFailures" >> beam.Flatten()
+    _ = (
+        failures
+        | "FailureRows" >> beam.Map(cbeam.Failure.to_row)
+        | "WriteErrors" >> beam.io.WriteToParquet(
+            FileSystems.join(output, examples.ERRORS_DIR, "part"),
+            ERRORS_SCHEMA,
+            file_name_suffix=".parquet",
+            num_shards=1,
+        )
+    )
+
+    stats = by_split[0] | "ComputeMelStats" >> beam.CombineGlobally(cbeam.MelStatsFn())
+    counts = features["tracks"] | "CountTracks" >> beam.CombineGlobally(cbeam.CountTracksFn(proportions))
+    failed = failures | "SummarizeFailures" >> beam.CombineGlobally(cbeam.SummarizeFailuresFn())
+    static = {
+        "cattag_version": _version(),
+        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "feature_config": cfg.to_dict(),
+        "feature_version": cfg.version,
+        "segment_policy": policy.to_dict(),
+        "labels": catalogue.labels,
+        "splits": dict(zip(examples.SPLITS, proportions)),
+        "split_key": "artist" if any(e.artist for e in catalogue.entries) else "track_id",
+        "inputs": len(catalogue.entries) + len(catalogue.rejected),
+        "skipped_non_audio_files": len(catalogue.skipped_files),
+        "files": {split: f"{split}/part-*{examples.TFRECORD_SUFFIX}" for split in examples.SPLITS},
+        "schema": examples.SCHEMA_FILE,
+        "errors": f"{examples.ERRORS_DIR}/part-*.parquet",
+    }
+    _ = (
+        pipeline
+        | "Once" >> beam.Create([None])
+        | "WriteMetadata" >> beam.Map(
+            write_metadata,
+            output=output,
+            static=static,
+            counts=beam.pvalue.AsSingleton(counts),
+            mel_stats=beam.pvalue.AsSingleton(stats),
+            failed=beam.pvalue.AsSingleton(failed),
+        )
+    )
+
+
+def write_metadata(_, *, output: str, static: dict, counts: dict, mel_stats: dict, failed: dict) -> None:
+    """Writes metadata.json and schema.pbtxt once every count is known."""
+    totals = {"tracks": 0, "segments": 0, "silent_segments": 0, "audio_ms": 0}
+    for by_label in counts.values():
+        for label_counts in by_label.values():
+            for key in totals:
+                totals[key] += label_counts[key]
+    metadata = {
+        **static,
+        "totals": {**totals, "failed": failed["count"]},
+        "counts": counts,
+        "mel_stats": {"split": "train", **mel_stats},
+        "failed": failed,
+    }
+    cfg = FeatureConfig.from_dict(static["feature_config"])
+    _write_text(FileSystems.join(output, examples.METADATA_FILE), json.dumps(metadata, indent=2) + "\n")
+    _write_text(FileSystems.join(output, examples.SCHEMA_FILE), examples.tfmd_schema_text(cfg, static["labels"]))
+
+
+def summary_line(metadata: dict, *, elapsed_s: float, output: str) -> str:
+    totals = metadata["totals"]
+    audio_s = totals["audio_ms"] / 1000
+    return (
+        f"featurize done: {metadata['inputs']} inputs, {totals['tracks']} tracks, "
+        f"{totals['segments']} segments ({totals['silent_segments']} silent dropped), "
+        f"{totals['failed']} failed, {audio_s / 3600:.2f} audio hours in {elapsed_s:.1f} s "
+        f"({audio_s / max(elapsed_s, 1e-9):.1f} audio-s/s) -> {output}"
+    )
+
+
+def _label_flag_alias(argv: list[str] | None) -> list[str] | None:
+    """Rewrites `--labels MODE` to `--label-source MODE` when MODE is a label mode; any other
+    --labels (key=value job labels) is left to Beam."""
+    if argv is None:
+        return None
+    rewritten = list(argv)
+    for i, flag in enumerate(rewritten):
+        if flag == "--labels" and i + 1 < len(rewritten) and rewritten[i + 1] in LABEL_MODES:
+            rewritten[i] = "--label-source"
+        elif flag.startswith("--labels=") and flag.split("=", 1)[1] in LABEL_MODES:
+            rewritten[i] = "--label-source=" + flag.split("=", 1)[1]
+    return rewritten
+
+
+def _prepare_output(output: str, *, overwrite: bool) -> None:
+    existing = [FileSystems.join(output, name) for name in _OUTPUT_NAMES if FileSystems.exists(FileSystems.join(output, name))]
+    if not existing:
+        return
+    if not overwrite:
+        raise ValueError(
+            f"--output {output} already holds featurize outputs ({', '.join(sorted(existing))}); "
+            "pass --overwrite to replace them, or choose another directory"
+        )
+    FileSystems.delete(existing)
+
+
+def _write_text(path: str, text: str) -> None:
+    with FileSystems.create(path) as handle:
+        handle.write(text.encode("utf-8"))
+
+
+def _version() -> str:
+    try:
+        return importlib_metadata.version("cattag")
+    except importlib_metadata.PackageNotFoundError:
+        return "unknown"
+
+
+OPTIONS = (CatalogueOptions, FeaturizeOptions)

@@ -1,0 +1,1 @@
+"""Training, evaluation and export of the genre model (see issue 3)."""

@@ -1,0 +1,1 @@
+"""Pure functions of the data pipelines, and the thin Beam DoFns and PTransforms around them."""

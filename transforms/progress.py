@@ -1,0 +1,87 @@
+"""Progress of a local run, across worker processes.
+
+Workers (threads or processes of the DirectRunner, or embedded Flink's Python workers) each write
+their running totals to a small JSON file in a shared local folder; the launcher sums the files
+every few seconds and prints one line. Files, rather than Beam metrics, because the DirectRunner
+only reports metrics once the pipeline has finished.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+import threading
+import time
+import uuid
+
+_LOG = logging.getLogger("cattag.progress")
+_FLUSH_EVERY_S = 1.0
+
+
+class ProgressTicker:
+    """Worker side: counts inputs done and audio seconds, flushing at most once a second."""
+
+    def __init__(self, directory: str):
+        self._path = pathlib.Path(directory) / f"{os.getpid()}-{uuid.uuid4().hex}.json"
+        self._inputs = 0
+        self._audio_s = 0.0
+        self._flushed_at = 0.0
+
+    def tick(self, *, audio_s: float) -> None:
+        self._inputs += 1
+        self._audio_s += audio_s
+        if time.monotonic() - self._flushed_at >= _FLUSH_EVERY_S:
+            self.flush()
+
+    def flush(self) -> None:
+        temporary = self._path.with_suffix(".tmp")
+        temporary.write_text(json.dumps({"inputs": self._inputs, "audio_s": self._audio_s}))
+        temporary.replace(self._path)  # atomic: the reader never sees half a file
+        self._flushed_at = time.monotonic()
+
+
+def read_progress(directory: str) -> tuple[int, float]:
+    """Sums every worker's totals: (inputs done, audio seconds)."""
+    inputs, audio_s = 0, 0.0
+    for path in pathlib.Path(directory).glob("*.json"):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # a file replaced between glob and read: the next poll sees it
+        inputs += data["inputs"]
+        audio_s += data["audio_s"]
+    return inputs, audio_s
+
+
+class ProgressMonitor:
+    """Launcher side: a thread that logs 'N/total inputs, audio-s/s' until stopped."""
+
+    def __init__(self, directory: str, *, total: int, label: str, every_s: float = 5.0):
+        self._directory = directory
+        self._total = total
+        self._label = label
+        self._every_s = every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cattag-progress", daemon=True)
+        self._started = time.monotonic()
+
+    def __enter__(self) -> ProgressMonitor:
+        self._started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every_s):
+            inputs, audio_s = read_progress(self._directory)
+            elapsed = time.monotonic() - self._started
+            _LOG.info(
+                "%s: %d/%d inputs (%.0f%%), %.0f audio-s, %.1f audio-s/s, %.0f s elapsed",
+                self._label, inputs, self._total, 100.0 * inputs / max(self._total, 1),
+                audio_s, audio_s / max(elapsed, 1e-9), elapsed,
+            )
