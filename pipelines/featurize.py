@@ -99,8 +99,8 @@ def build(
     policy: SegmentPolicy,
     proportions: tuple[float, float, float],
     progress_dir: str | None = None,
-) -> None:
-    """Adds the featurize steps to `pipeline`."""
+) -> dict[str, beam.PCollection]:
+    """Adds the featurize steps to `pipeline`; returns its segments, tracks and failures."""
     entries = pipeline | "ListCatalogue" >> beam.Create(catalogue.entries)  # Create reshuffles: decode fans out
     features = entries | "FeaturizeTracks" >> cbeam.FeaturizeTracks(cfg, policy, progress_dir)
 
@@ -164,6 +164,7 @@ def build(
             failed=beam.pvalue.AsSingleton(failed),
         )
     )
+    return {"segments": features["segments"], "tracks": features["tracks"], "failures": failures}
 
 
 def write_metadata(_, *, output: str, static: dict, counts: dict, mel_stats: dict, failed: dict) -> None:

@@ -9,8 +9,11 @@ resampler, so a 192 kHz 8-channel file costs no more memory than its mono result
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 import shutil
 import subprocess
+import tempfile
 
 import numpy as np
 import soundfile as sf
@@ -23,6 +26,10 @@ FFMPEG_SUFFIXES = frozenset({".m4a", ".mp4", ".aac", ".wma", ".webm", ".mka"})
 _BLOCK_FRAMES = 1 << 16
 # A file that decodes to less than this share of its declared length is reported as truncated.
 _TRUNCATED_BELOW = 0.98
+# libsndfile shortens the frame count of a WAV whose data chunk runs past the end of the file and
+# says so only in its log: "data : 220500 (should be 110228)".
+_SHORT_DATA_CHUNK = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+_STREAMING_SIZES = {0, 0xFFFFFFFF}  # written by streaming encoders that cannot seek back
 _RESAMPLE_QUALITY = "HQ"  # soxr's high quality: 20-bit precision, the librosa default too
 
 
@@ -54,22 +61,36 @@ def decode(uri: str, *, sample_rate_hz: int, max_duration_s: float) -> DecodedAu
         AudioError: the file is missing, empty, unreadable, not audio, longer than
             `max_duration_s`, truncated, or holds NaN or infinite samples.
     """
-    local = FileSystems.get_filesystem(uri).scheme() == "file"
-    size = _size_bytes(uri)
-    if size == 0:
+    if _size_bytes(uri) == 0:
         raise AudioError("read", "the file is empty (0 bytes)")
-    suffix = ("." + uri.rsplit(".", 1)[-1].lower()) if "." in uri.rsplit("/", 1)[-1] else ""
-    if suffix in FFMPEG_SUFFIXES:
-        return _decode_ffmpeg(uri, local=local, sample_rate_hz=sample_rate_hz, max_duration_s=max_duration_s)
+    if FileSystems.get_scheme(uri) in (None, "file"):
+        return _decode_path(uri, sample_rate_hz=sample_rate_hz, max_duration_s=max_duration_s)
+    # Remote objects are streamed to a local file first: libsndfile recognises some formats (MP3
+    # behind an ID3 tag) only by the file name, which a file-like object does not have.
+    with tempfile.TemporaryDirectory(prefix="cattag-") as folder:
+        local = os.path.join(folder, "input" + _suffix(uri))
+        try:
+            with FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED) as source, open(local, "wb") as copy:
+                shutil.copyfileobj(source, copy, 1 << 20)
+        except Exception as err:  # network and permission errors of any filesystem
+            raise AudioError("read", f"cannot read: {err}") from err
+        return _decode_path(local, sample_rate_hz=sample_rate_hz, max_duration_s=max_duration_s)
+
+
+def _decode_path(path: str, *, sample_rate_hz: int, max_duration_s: float) -> DecodedAudio:
+    if _suffix(path) in FFMPEG_SUFFIXES:
+        return _decode_ffmpeg(path, sample_rate_hz=sample_rate_hz, max_duration_s=max_duration_s)
     try:
-        if local:
-            return _decode_soundfile(uri, sample_rate_hz=sample_rate_hz, max_duration_s=max_duration_s)
-        with FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-            return _decode_soundfile(handle, sample_rate_hz=sample_rate_hz, max_duration_s=max_duration_s)
+        return _decode_soundfile(path, sample_rate_hz=sample_rate_hz, max_duration_s=max_duration_s)
     except sf.LibsndfileError as err:
-        raise AudioError("decode", f"not decodable audio ({_libsndfile_reason(err)})") from err
+        raise AudioError("decode", f"corrupt or not audio (libsndfile: {_libsndfile_reason(err)})") from err
     except (OSError, RuntimeError) as err:
         raise AudioError("decode", f"decoding failed: {err}") from err
+
+
+def _suffix(path: str) -> str:
+    name = path.rsplit("/", 1)[-1]
+    return "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
 
 
 def _decode_soundfile(source, *, sample_rate_hz: int, max_duration_s: float) -> DecodedAudio:
@@ -77,6 +98,7 @@ def _decode_soundfile(source, *, sample_rate_hz: int, max_duration_s: float) -> 
         rate, channels = audio.samplerate, audio.channels
         if rate <= 0 or channels <= 0:
             raise AudioError("decode", f"invalid header: {rate} Hz, {channels} channels")
+        _check_data_chunk(audio.extra_info)
         declared = audio.frames if 0 < audio.frames < 2**62 else None
         if declared and declared / rate > max_duration_s:
             raise _too_long(declared / rate, max_duration_s)
@@ -109,26 +131,21 @@ def _decode_soundfile(source, *, sample_rate_hz: int, max_duration_s: float) -> 
     return DecodedAudio(samples, sample_rate_hz, rate, channels)
 
 
-def _decode_ffmpeg(uri: str, *, local: bool, sample_rate_hz: int, max_duration_s: float) -> DecodedAudio:
+def _decode_ffmpeg(path: str, *, sample_rate_hz: int, max_duration_s: float) -> DecodedAudio:
     ffmpeg = shutil.which("ffmpeg")
     if not ffmpeg:
         raise AudioError(
             "decode",
-            f"{uri.rsplit('.', 1)[-1]} files need FFmpeg, which is not installed on this worker "
+            f"{_suffix(path)[1:]} files need FFmpeg, which is not installed on this worker "
             "(install the ffmpeg package, or convert the file to FLAC)",
         )
     # FFmpeg downmixes and resamples itself (-ac 1 -ar), and -t bounds how much it decodes.
     command = [
-        ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error",
-        "-i", uri if local else "pipe:0",
+        ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", path,
         "-map", "0:a:0", "-t", f"{max_duration_s + 1:.3f}",
         "-ac", "1", "-ar", str(sample_rate_hz), "-f", "f32le", "pipe:1",
     ]
-    stdin = None
-    if not local:
-        with FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-            stdin = handle.read()
-    done = subprocess.run(command, input=stdin, capture_output=True, check=False)
+    done = subprocess.run(command, capture_output=True, check=False)
     if done.returncode != 0:
         message = done.stderr.decode(errors="replace").strip().splitlines()
         raise AudioError("decode", f"FFmpeg could not decode it: {message[-1] if message else 'no message'}")
@@ -154,6 +171,17 @@ def _size_bytes(uri: str) -> int:
         raise
     except Exception as err:  # permissions, network errors, BeamIOError
         raise AudioError("read", f"cannot open: {err}") from err
+
+
+def _check_data_chunk(log: str) -> None:
+    match = _SHORT_DATA_CHUNK.search(log)
+    if match:
+        declared, present = int(match.group(1)), int(match.group(2))
+        if declared not in _STREAMING_SIZES and present < _TRUNCATED_BELOW * declared:
+            raise AudioError(
+                "decode",
+                f"truncated: the header declares {declared} bytes of audio, the file holds {present}",
+            )
 
 
 def _too_long(seconds: float, limit_s: float) -> AudioError:

@@ -1,0 +1,51 @@
+"""The `cattag` command as a user runs it: a subprocess, its exit code and what it prints."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+CATTAG = [sys.executable, "-m", "pipelines.cli"]
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def cattag(*args: str, cwd: pathlib.Path = REPO) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([*CATTAG, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+
+
+def test_usage_lists_the_commands():
+    done = cattag("--help")
+    assert done.returncode == 0 and "featurize" in done.stdout and "demo" in done.stdout
+    assert cattag("frobnicate").returncode == 2
+
+
+def test_featurize_help_documents_its_flags_and_beam_passthrough():
+    done = cattag("featurize", "--help")
+    assert done.returncode == 0
+    for flag in ("--input", "--output", "--labels MODE", "--splits", "--max-segments", "--short-tracks", "--overwrite"):
+        assert flag in done.stdout, flag
+    assert "--runner" in done.stdout  # the epilogue says where other flags go
+
+
+def test_missing_flags_and_paths_are_one_line_errors(tmp_path):
+    done = cattag("featurize", "--output", str(tmp_path / "o"))
+    assert done.returncode == 2 and "missing required flag(s): --input" in done.stderr
+    done = cattag("featurize", "--input", str(tmp_path / "nowhere"), "--output", str(tmp_path / "o"))
+    assert done.returncode == 2
+    assert f"cattag featurize: error: --input {str(tmp_path / 'nowhere')!r}: no such file or directory" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_demo_runs_end_to_end_and_prints_its_report(tmp_path):
+    done = cattag("demo", "--workdir", str(tmp_path / "demo"), "--tracks-per-style", "3", "--seconds", "6")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Segments per split and label:" in done.stdout
+    assert "empty.wav" in done.stdout and "not-audio.mp3" in done.stdout
+    assert "featurize done: 14 inputs, 12 tracks" in done.stderr
+    metadata = json.loads((tmp_path / "demo" / "features" / "metadata.json").read_text())
+    assert metadata["labels"] == ["ambient", "breakbeat", "four-on-the-floor", "waltz-piano"]
+    assert metadata["totals"]["tracks"] == 12 and metadata["totals"]["failed"] == 2

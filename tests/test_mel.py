@@ -1,0 +1,53 @@
+"""transforms/mel.py on synthesized signals, against librosa as the reference."""
+
+from __future__ import annotations
+
+import librosa
+import numpy as np
+import pytest
+
+from schemas.features import FeatureConfig
+from tests.conftest import tone
+from transforms.mel import log_mel, mel_basis
+
+CFG = FeatureConfig()
+
+
+@pytest.fixture(scope="module")
+def basis():
+    return mel_basis(CFG)
+
+
+def test_a_440_hz_tone_peaks_in_the_mel_bin_centred_nearest_440(basis):
+    mel = log_mel(tone(440, CFG.segment_s, sr=CFG.sample_rate_hz), basis=basis)
+    assert mel.shape == CFG.mel_shape and mel.dtype == np.float32
+    centres = librosa.mel_frequencies(n_mels=CFG.n_mels + 2, fmin=CFG.fmin_hz, fmax=CFG.fmax_hz)[1:-1]
+    expected_bin = int(np.argmin(np.abs(centres - 440)))
+    peak_bins = mel[5:-5].argmax(axis=1)  # away from the zero-padded edges
+    assert np.all(np.abs(peak_bins - expected_bin) <= 1), (set(peak_bins.tolist()), expected_bin)
+
+
+def test_matches_librosa_melspectrogram_and_power_to_db(basis):
+    rng = np.random.default_rng(1)
+    samples = (tone(300, CFG.segment_s, sr=CFG.sample_rate_hz) + 0.05 * rng.standard_normal(CFG.segment_samples)).astype(np.float32)
+    reference = librosa.power_to_db(
+        librosa.feature.melspectrogram(
+            y=samples, sr=CFG.sample_rate_hz, n_fft=CFG.n_fft, hop_length=CFG.hop_length, n_mels=CFG.n_mels,
+            fmin=CFG.fmin_hz, fmax=CFG.fmax_hz, center=True, pad_mode="constant",
+        ),
+        ref=CFG.db_ref_power, amin=1e-10, top_db=None,
+    ).T
+    np.testing.assert_allclose(log_mel(samples, basis=basis), np.maximum(reference, CFG.db_floor), atol=0.05)
+
+
+def test_the_reference_is_fixed_so_levels_compare_across_tracks(basis):
+    loud = log_mel(tone(1000, CFG.segment_s, sr=CFG.sample_rate_hz, amplitude=0.5), basis=basis)
+    quiet = log_mel(tone(1000, CFG.segment_s, sr=CFG.sample_rate_hz, amplitude=0.05), basis=basis)
+    # 20 dB quieter input -> 20 dB lower output (a per-file max reference would make them equal).
+    peak = loud[10].argmax()
+    assert loud[10, peak] - quiet[10, peak] == pytest.approx(20.0, abs=0.01)
+
+
+def test_silence_sits_at_the_floor(basis):
+    mel = log_mel(np.zeros(CFG.segment_samples, np.float32), basis=basis)
+    assert np.all(mel == CFG.db_floor)
