@@ -58,6 +58,10 @@ def _configure_logging() -> None:
     logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S", level=logging.WARNING)
     for name in _OUR_LOGGERS:
         logging.getLogger(name).setLevel(logging.INFO)
+    # Multi-process DirectRunner workers parse the flags without cattag's option classes and warn,
+    # per worker, that they discard them; the launcher has parsed them already. Worker errors are
+    # forwarded at ERROR and still show.
+    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
 
 
 if __name__ == "__main__":

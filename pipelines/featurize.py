@@ -17,17 +17,17 @@ import time
 from importlib import metadata as importlib_metadata
 
 import apache_beam as beam
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.options import CatalogueOptions, load_feature_config, progress_is_local
+from pipelines.options import CatalogueOptions, load_feature_config, make_pipeline, progress_is_local
 from schemas import examples
 from schemas.features import FeatureConfig, SegmentPolicy
 from schemas.tags import ERRORS_SCHEMA
 from transforms import beam as cbeam
 from transforms.catalogue import LABEL_MODES, Catalogue, list_catalogue
 from transforms.progress import ProgressMonitor
+from transforms.tfrecords import WriteToGzipTFRecord
 from transforms.splits import parse_proportions
 
 _LOG = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
 
     local_progress = progress_is_local(options, catalogue_options.progress)
     progress_dir = tempfile.mkdtemp(prefix="cattag-progress-") if local_progress else None
-    pipeline = test_pipeline or beam.Pipeline(options=options)
+    pipeline = test_pipeline or make_pipeline(options)
     build(pipeline, catalogue, output=output, cfg=cfg, policy=policy, proportions=proportions,
           progress_dir=progress_dir)
 
@@ -112,10 +112,8 @@ def build(
         _ = (
             by_split[index]
             | f"Encode{name}" >> beam.ParDo(cbeam.EncodeExample(catalogue.labels))
-            | f"Write{name}" >> beam.io.WriteToTFRecord(
-                FileSystems.join(output, split, "part"),
-                file_name_suffix=examples.TFRECORD_SUFFIX,
-                compression_type=CompressionTypes.GZIP,
+            | f"Write{name}" >> WriteToGzipTFRecord(
+                FileSystems.join(output, split, "part"), file_name_suffix=examples.TFRECORD_SUFFIX
             )
         )
 

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 
+import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from schemas.features import SHORT_TRACK_POLICIES, FeatureConfig, SegmentPolicy
 
 _DEFAULT_POLICY = SegmentPolicy()
-_LOCAL_RUNNERS = {None, "DirectRunner", "direct", "SwitchingDirectRunner", "BundleBasedDirectRunner"}
+_DIRECT_RUNNERS = {None, "DirectRunner", "direct", "SwitchingDirectRunner"}
+_LOCAL_RUNNERS = _DIRECT_RUNNERS | {"BundleBasedDirectRunner", "FnApiRunner"}
 
 
 class CatalogueOptions(PipelineOptions):
@@ -74,3 +76,23 @@ def progress_is_local(options: PipelineOptions, setting: str) -> bool:
     if runner == "PortableRunner":
         return all_options.get("job_endpoint") == "embed"
     return False
+
+
+def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
+    """A Pipeline on the runner the flags name.
+
+    Without --runner (or with --runner DirectRunner) this is the FnApiRunner, which Beam's
+    DirectRunner itself falls back to, minus the DirectRunner's first attempt at PrismRunner:
+    Prism downloads a binary at run time, so it fails offline and behaves differently online.
+    --direct_num_workers and --direct_running_mode apply as usual.
+    """
+    if options.view_as(StandardOptions).runner not in _DIRECT_RUNNERS:
+        return beam.Pipeline(options=options)
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    # As the DirectRunner does: workers read the pipeline options from the provision info.
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
+    return beam.Pipeline(runner=fn_runner.FnApiRunner(provision_info=provision), options=options)

@@ -7,7 +7,6 @@ bytes that featurize compresses and the trainer reads compared with a float32 li
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +15,7 @@ from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from schemas.features import FeatureConfig
+from schemas.tf_example import example_class
 
 TRACK_ID = "track_id"
 SEGMENT_INDEX = "segment_index"
@@ -34,35 +34,25 @@ SCHEMA_FILE = "schema.pbtxt"
 ERRORS_DIR = "errors"
 
 
-@functools.cache
-def _tf_train():
-    # TensorFlow is imported on first use only: it takes seconds, and the schema module is
-    # imported by code (CLI help, catalogue listing) that never encodes an example.
-    import tensorflow as tf
-
-    return tf.train
-
-
 def encode_example(
     *, track_id: str, segment_index: int, label_id: int, label: str, mel: np.ndarray
 ) -> bytes:
     """Serializes one segment. `mel` is [frames, n_mels] in dB."""
-    train = _tf_train()
-    feature = {
-        TRACK_ID: train.Feature(bytes_list=train.BytesList(value=[track_id.encode()])),
-        SEGMENT_INDEX: train.Feature(int64_list=train.Int64List(value=[segment_index])),
-        LABEL_ID: train.Feature(int64_list=train.Int64List(value=[label_id])),
-        LABEL: train.Feature(bytes_list=train.BytesList(value=[label.encode()])),
-        MEL: train.Feature(bytes_list=train.BytesList(value=[mel.astype(MEL_DTYPE).tobytes()])),
-        MEL_SHAPE: train.Feature(int64_list=train.Int64List(value=list(mel.shape))),
-    }
-    return train.Example(features=train.Features(feature=feature)).SerializeToString()
+    example = example_class()()
+    feature = example.features.feature
+    feature[TRACK_ID].bytes_list.value.append(track_id.encode())
+    feature[SEGMENT_INDEX].int64_list.value.append(segment_index)
+    feature[LABEL_ID].int64_list.value.append(label_id)
+    feature[LABEL].bytes_list.value.append(label.encode())
+    feature[MEL].bytes_list.value.append(mel.astype(MEL_DTYPE).tobytes())
+    feature[MEL_SHAPE].int64_list.value.extend(mel.shape)
+    return example.SerializeToString()
 
 
 def decode_example(serialized: bytes) -> dict[str, Any]:
     """Parses one serialized example into Python values (for tools and tests; tf.data uses
     `feature_spec` and `decode_mel`)."""
-    feature = _tf_train().Example.FromString(serialized).features.feature
+    feature = example_class().FromString(serialized).features.feature
     shape = tuple(feature[MEL_SHAPE].int64_list.value)
     mel = np.frombuffer(feature[MEL].bytes_list.value[0], dtype=MEL_DTYPE)
     return {
@@ -76,7 +66,7 @@ def decode_example(serialized: bytes) -> dict[str, Any]:
 
 def feature_spec(cfg: FeatureConfig) -> dict[str, Any]:
     """`tf.io.parse_example` spec of the layout above."""
-    import tensorflow as tf
+    import tensorflow as tf  # here, not at the top: featurize workers never load TensorFlow
 
     del cfg  # the shape travels in MEL_SHAPE; the config checks it in decode_mel
     return {

@@ -1,0 +1,139 @@
+"""Featurize throughput and memory, side by side in one run on the same files.
+
+    .venv/bin/python bench/featurize_bench.py [--copies 20] [--workdir /tmp/cattag-bench]
+
+Measures, on ../shared/data/gtzan-dev repeated --copies times under distinct names:
+  * bare loop: librosa.load + librosa mel (same FeatureConfig parameters), one process, no Beam,
+    no output written;
+  * cattag featurize, DirectRunner, 1 worker (in-process) and 2 workers (multi_processing),
+    end to end: listing, decoding, mel, encoding, gzip TFRecords, statistics, metadata;
+  * the fixed start-up cost of each pipeline mode (a one-track run), so throughput can be read
+    with and without it;
+  * peak resident memory of each pipeline process for 60, 600 and the full catalogue.
+Each pipeline run is its own subprocess, so its peak memory is its own. Prints Markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import resource
+import shutil
+import subprocess
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+GTZAN = REPO.parent / "shared" / "data" / "gtzan-dev"
+
+
+def make_catalogue(folder: pathlib.Path, copies: int) -> list[pathlib.Path]:
+    """copies x the GTZAN clips as symlinks with distinct names (distinct track ids)."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    sources = sorted(GTZAN.glob("*/*.flac"))
+    paths = []
+    for copy in range(copies):
+        for source in sources:
+            link = folder / source.parent.name / f"{source.stem}-c{copy:02d}.flac"
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(source)
+            paths.append(link)
+    return paths
+
+
+def bare_loop(paths: list[pathlib.Path]) -> dict:
+    import librosa
+
+    from schemas.features import FeatureConfig
+
+    cfg = FeatureConfig()
+    librosa.feature.melspectrogram(y=librosa.load(paths[0], sr=cfg.sample_rate_hz)[0], sr=cfg.sample_rate_hz)  # warm-up
+    audio_s, started = 0.0, time.perf_counter()
+    for path in paths:
+        samples, sr = librosa.load(path, sr=cfg.sample_rate_hz, mono=True)
+        mel = librosa.feature.melspectrogram(
+            y=samples, sr=sr, n_fft=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.n_mels,
+            fmin=cfg.fmin_hz, fmax=cfg.fmax_hz)
+        librosa.power_to_db(mel, ref=cfg.db_ref_power, amin=1e-10, top_db=None)
+        audio_s += len(samples) / sr
+    return {"audio_s": audio_s, "wall_s": time.perf_counter() - started}
+
+
+def child(args: list[str]) -> None:
+    """Runs featurize in this process and prints its timing and the peak memory of the processes."""
+    from pipelines import featurize
+
+    started = time.perf_counter()
+    result = featurize.run([*args, "--progress", "off"])
+    print(json.dumps({
+        "audio_s": result["totals"]["audio_ms"] / 1000,
+        "segments": result["totals"]["segments"],
+        "wall_s": time.perf_counter() - started,
+        "launcher_peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "worker_peak_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }))
+
+
+def pipeline(catalogue: pathlib.Path, output: pathlib.Path, workers: int) -> dict:
+    flags = ["--input", str(catalogue), "--output", str(output), "--overwrite"]
+    if workers > 1:
+        flags += ["--direct_num_workers", str(workers), "--direct_running_mode", "multi_processing"]
+    done = subprocess.run([sys.executable, __file__, "--child", *flags], capture_output=True, text=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, check=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    # In-process runs have no worker children: the launcher is the worker.
+    result["per_worker_peak_mib"] = result["worker_peak_mib"] if workers > 1 else result["launcher_peak_mib"]
+    return result
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[2:])
+        return
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--copies", type=int, default=20, help="catalogue = copies x 60 GTZAN clips (default 20)")
+    parser.add_argument("--workdir", default="/tmp/cattag-bench")
+    args = parser.parse_args()
+    work = pathlib.Path(args.workdir)
+    sizes = sorted({1, 60, 600, 60 * args.copies})
+    catalogues = {}
+    for size in sizes:
+        paths = make_catalogue(work / f"catalogue-{size}", max(size // 60, 1))[:size]
+        if size == 1:
+            for extra in paths[1:]:
+                extra.unlink()
+        catalogues[size] = paths
+    largest = max(sizes)
+    for source in GTZAN.glob("*/*.flac"):  # warm the page cache for every contender alike
+        source.read_bytes()
+
+    bare = bare_loop(catalogues[largest])
+    bare_rate = bare["audio_s"] / bare["wall_s"]
+    runs = {(size, workers): pipeline(work / f"catalogue-{size}", work / f"out-{size}-{workers}", workers)
+            for workers in (1, 2) for size in sizes}
+
+    print(f"\n{largest} tracks ({bare['audio_s'] / 3600:.2f} audio hours), {os.cpu_count()} cores, "
+          f"bare loop {bare['wall_s']:.1f} s = {bare_rate:.0f} audio-s/s\n")
+    print("| cattag featurize | start-up s (1 track) | wall s | audio-s/s | x bare loop | "
+          "x bare loop, start-up excluded |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for workers, name in ((1, "1 worker (in-process)"), (2, "2 workers (multi_processing)")):
+        startup, run = runs[(1, workers)]["wall_s"], runs[(largest, workers)]
+        rate = run["audio_s"] / run["wall_s"]
+        steady = run["audio_s"] / (run["wall_s"] - startup)
+        print(f"| {name} | {startup:.1f} | {run['wall_s']:.1f} | {rate:.0f} | {rate / bare_rate:.2f} | "
+              f"{steady / bare_rate:.2f} |")
+    print("\n| peak RSS per worker process | " + " | ".join(f"{s} tracks" for s in sizes if s > 1)
+          + f" | {largest} vs 60 |")
+    print("|---|" + "---:|" * (len(sizes))) 
+    for workers, name in ((1, "1 worker (in-process)"), (2, "2 workers, largest worker")):
+        peaks = [runs[(s, workers)]["per_worker_peak_mib"] for s in sizes if s > 1]
+        print(f"| {name} | " + " | ".join(f"{p:.0f} MiB" for p in peaks) + f" | {peaks[-1] / peaks[0]:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
