@@ -1,6 +1,6 @@
 """cattag featurize: a catalogue -> sharded gzip TFRecords of log-mel segments.
 
-    ListCatalogue -> FeaturizeTracks -> PartitionBySplit -> Encode{Split} -> Write{Split}
+    ListCatalogue -> FanOutDecode -> FeaturizeTracks -> PartitionBySplit -> Encode{Split} -> Write{Split}
                            |                   '-> ComputeMelStats (train) --.
                            |-> tracks -> CountTracks ------------------------+-> WriteMetadata
                            '-> failures (+ rejected) -> SummarizeFailures ---'
@@ -101,7 +101,11 @@ def build(
     progress_dir: str | None = None,
 ) -> dict[str, beam.PCollection]:
     """Adds the featurize steps to `pipeline`; returns its segments, tracks and failures."""
-    entries = pipeline | "ListCatalogue" >> beam.Create(catalogue.entries)  # Create reshuffles: decode fans out
+    entries = (
+        pipeline
+        | "ListCatalogue" >> beam.Create(catalogue.entries, reshuffle=False)
+        | "FanOutDecode" >> beam.Reshuffle()  # spreads the inputs over workers before decoding
+    )
     features = entries | "FeaturizeTracks" >> cbeam.FeaturizeTracks(cfg, policy, progress_dir)
 
     by_split = features["segments"] | "PartitionBySplit" >> beam.Partition(

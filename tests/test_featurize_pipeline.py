@@ -10,6 +10,7 @@ import pathlib
 import apache_beam as beam
 import pyarrow.parquet as pq
 import pytest
+import soundfile as sf
 import tensorflow as tf
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
@@ -19,7 +20,7 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 from pipelines import featurize
 from schemas import examples
 from schemas.features import FeatureConfig, SegmentPolicy
-from tests.conftest import make_bad_files, make_good_files
+from tests.conftest import make_bad_files, make_good_files, tone
 from transforms.catalogue import list_catalogue
 
 GENRES_USED = ("blues", "classical", "jazz", "metal", "reggae")
@@ -172,3 +173,19 @@ def test_real_unlabelled_catalogue_of_music_and_non_music(catalogue_sample_dir, 
     assert result["skipped_non_audio_files"] == 1  # SOURCES.csv
     assert result["labels"] == []
     assert all(e["label_id"] == examples.UNLABELLED_ID for e in read_split(tmp_path / "f", "train"))
+
+
+def test_feature_config_file_changes_shapes_and_version(tmp_path):
+    for i in range(3):
+        sf.write(tmp_path / f"t{i}.wav", tone(300 + 100 * i, 5.0, sr=16000), 16000)
+    cfg = FeatureConfig(sample_rate_hz=16000, n_fft=512, hop_length=256, n_mels=64, fmax_hz=8000.0, segment_s=2.0)
+    (tmp_path / "features.json").write_text(json.dumps(cfg.to_dict()))
+    result = featurize.run(["--input", str(tmp_path), "--output", str(tmp_path / "out"),
+                            "--feature-config", str(tmp_path / "features.json"), "--splits", "100,0,0"])
+    assert result["feature_version"] == cfg.version != FeatureConfig().version
+    written = read_split(tmp_path / "out", "train")
+    assert len(written) == 3 * 2 and all(e["mel"].shape == cfg.mel_shape == (126, 64) for e in written)
+
+    (tmp_path / "bad.json").write_text(json.dumps({**cfg.to_dict(), "n_mels": 65}))
+    with pytest.raises(ValueError, match="--feature-config .*hash to"):
+        featurize.run(["--input", str(tmp_path), "--output", str(tmp_path / "out2"), "--feature-config", str(tmp_path / "bad.json")])

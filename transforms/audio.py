@@ -193,6 +193,9 @@ def _too_long(seconds: float, limit_s: float) -> AudioError:
 
 
 def _libsndfile_reason(err: sf.LibsndfileError) -> str:
-    text = getattr(err, "error_string", "") or str(err)
-    return text.strip().rstrip(".")
-
+    text = (getattr(err, "error_string", "") or str(err)).strip().rstrip(".")
+    # libsndfile's MP3 probe says this of data it cannot parse; decode() has already checked
+    # that the file exists and is not empty, so say what it means here.
+    if "does not exist or is not a regular file" in text:
+        return "no recognisable audio format in the data"
+    return text
