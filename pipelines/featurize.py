@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import shutil
 import tempfile
 import time
 from importlib import metadata as importlib_metadata
@@ -27,8 +28,8 @@ from schemas.tags import ERRORS_SCHEMA
 from transforms import beam as cbeam
 from transforms.catalogue import LABEL_MODES, Catalogue, list_catalogue
 from transforms.progress import ProgressMonitor
-from transforms.tfrecords import WriteToGzipTFRecord
 from transforms.splits import parse_proportions
+from transforms.tfrecords import WriteToGzipTFRecord
 
 _LOG = logging.getLogger(__name__)
 _OUTPUT_NAMES = (*examples.SPLITS, examples.ERRORS_DIR, examples.METADATA_FILE, examples.SCHEMA_FILE)
@@ -39,16 +40,19 @@ class FeaturizeOptions(PipelineOptions):
     def _add_argparse_args(cls, parser):
         # `--labels MODE` is accepted too (see _label_flag_alias): Beam's GoogleCloudOptions owns
         # --labels for Dataflow job labels, so the option itself needs another name.
-        parser.add_argument("--label-source", "--labels MODE", dest="label_source", choices=LABEL_MODES,
-                            default="auto",
-                            help="where labels come from: from-dirs (parent folder, GTZAN layout), manifest, "
-                                 "none; auto: the manifest's label or genre column if any (default %(default)s)")
+        parser.add_argument("--label-source", dest="label_source", choices=LABEL_MODES, default="auto",
+                            help="where labels come from, also spelled --labels MODE: from-dirs (parent folder, "
+                                 "GTZAN layout), manifest, none; auto: the manifest's label or genre column if "
+                                 "any (default %(default)s)")
         parser.add_argument("--splits", default="80,10,10",
                             help="train,validation,test proportions (default %(default)s)")
         parser.add_argument("--feature-config", default=None,
                             help="JSON file of FeatureConfig fields (default: the built-in config)")
         parser.add_argument("--overwrite", action="store_true",
                             help="replace the outputs of an earlier run in --output")
+
+
+OPTIONS = (CatalogueOptions, FeaturizeOptions)  # for `cattag featurize --help`
 
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict:
@@ -78,8 +82,11 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
 
     started = time.monotonic()
     if progress_dir:
-        with ProgressMonitor(progress_dir, total=len(catalogue.entries), label="featurize"):
-            pipeline.run().wait_until_finish()
+        try:
+            with ProgressMonitor(progress_dir, total=len(catalogue.entries), label="featurize"):
+                pipeline.run().wait_until_finish()
+        finally:
+            shutil.rmtree(progress_dir, ignore_errors=True)
     else:
         pipeline.run().wait_until_finish()
     elapsed = time.monotonic() - started
@@ -236,5 +243,3 @@ def _version() -> str:
     except importlib_metadata.PackageNotFoundError:
         return "unknown"
 
-
-OPTIONS = (CatalogueOptions, FeaturizeOptions)
