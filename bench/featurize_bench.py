@@ -4,7 +4,7 @@
 
 Measures, on ../shared/data/gtzan-dev repeated --copies times under distinct names:
   * bare loop: librosa.load + librosa mel (same FeatureConfig parameters), one process, no Beam,
-    no output written;
+    no output written; run before and after the pipelines, and the mean is the baseline;
   * cattag featurize, DirectRunner, 1 worker (in-process) and 2 workers (multi_processing),
     end to end: listing, decoding, mel, encoding, gzip TFRecords, statistics, metadata;
   * the fixed start-up cost of each pipeline mode (a one-track run), so throughput can be read

@@ -148,12 +148,12 @@ def build(
     failed = failures | "SummarizeFailures" >> beam.CombineGlobally(cbeam.SummarizeFailuresFn())
     static = {
         "cattag_version": _version(),
-        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "feature_config": cfg.to_dict(),
         "feature_version": cfg.version,
         "segment_policy": policy.to_dict(),
         "labels": catalogue.labels,
-        "splits": dict(zip(examples.SPLITS, proportions)),
+        "splits": dict(zip(examples.SPLITS, proportions, strict=True)),
         "split_key": "artist" if any(e.artist for e in catalogue.entries) else "track_id",
         "inputs": len(catalogue.entries) + len(catalogue.rejected),
         "skipped_non_audio_files": len(catalogue.skipped_files),

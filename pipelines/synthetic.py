@@ -72,9 +72,10 @@ def waltz_piano(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     root = rng.uniform(196, 262)
     scale = root * 2 ** (np.array([0, 2, 4, 5, 7, 9, 11]) / 12)
     out = np.zeros(n)
+    degree = 0
     for i, start in enumerate(range(0, n, beat)):
-        degree = rng.integers(0, 7) if i % 3 == 0 else degree
-        if i % 3 == 0:
+        if i % 3 == 0:  # a new chord on every downbeat
+            degree = int(rng.integers(0, 7))
             _place(out, 0.8 * _tone(scale[degree] / 2, int(1.2 * beat), harmonics=6, decay_s=0.6, sr=sr), start)
         else:
             for step in (0, 2, 4):

@@ -145,7 +145,7 @@ def test_splits_and_examples_are_identical_across_runs_and_runners(catalogue, fe
         a = sorted(read_split(first, split), key=key)
         b = sorted(read_split(second, split), key=key)
         assert [key(e) for e in a] == [key(e) for e in b], split
-        assert all((x["mel"] == y["mel"]).all() for x, y in zip(a, b))
+        assert all((x["mel"] == y["mel"]).all() for x, y in zip(a, b, strict=True))
 
 
 def _failure_fields(failure):
