@@ -8,10 +8,12 @@ import logging
 import os
 import sys
 
-# name -> (module with run(argv) and OPTIONS, one-line help)
+# name -> (module, its entry point taking argv, one-line help). Each module has OPTIONS for --help.
 COMMANDS = {
-    "featurize": ("pipelines.featurize", "decode a catalogue into sharded TFRecords of log-mel segments"),
-    "demo": ("pipelines.demo", "build a small synthetic catalogue and run the product on it end to end"),
+    "featurize": ("pipelines.featurize", "run", "decode a catalogue into sharded TFRecords of log-mel segments"),
+    "train": ("trainer.task", "main", "train, evaluate and export a genre model from featurize output"),
+    "evaluate": ("trainer.evaluate", "main", "evaluate an exported model on a featurize output's split"),
+    "demo": ("pipelines.demo", "run", "build a small synthetic catalogue and run the product on it end to end"),
 }
 _OUR_LOGGERS = ("pipelines", "transforms", "trainer", "schemas", "cattag")
 
@@ -23,13 +25,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     command, rest = argv[0], argv[1:]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads, in workers too
-    module = importlib.import_module(COMMANDS[command][0])
+    module_name, entry, _ = COMMANDS[command]
+    module = importlib.import_module(module_name)
     if "-h" in rest or "--help" in rest:
         print(help_text(command, module))
         return 0
     _configure_logging()
     try:
-        module.run(rest)
+        getattr(module, entry)(rest)
     except (ValueError, OSError) as err:  # bad flags, bad paths, mismatching configs: no traceback
         print(f"cattag {command}: error: {err}", file=sys.stderr)
         return 2
@@ -39,9 +42,10 @@ def main(argv: list[str] | None = None) -> int:
 def help_text(command: str, module) -> str:
     parser = argparse.ArgumentParser(
         prog=f"cattag {command}",
-        description=COMMANDS[command][1],
+        description=COMMANDS[command][2],
         epilog="Flags not listed here go to Beam's PipelineOptions, for example --runner, "
-        "--direct_num_workers 2 --direct_running_mode multi_processing.",
+        "--direct_num_workers 2 --direct_running_mode multi_processing."
+        if getattr(module, "PASSES_BEAM_FLAGS", False) else None,
     )
     for options_class in module.OPTIONS:
         options_class._add_argparse_args(parser)  # pylint: disable=protected-access
@@ -50,7 +54,7 @@ def help_text(command: str, module) -> str:
 
 def _usage() -> str:
     lines = ["usage: cattag COMMAND [flags]  (cattag COMMAND --help for its flags)", "", "commands:"]
-    lines += [f"  {name:<10} {summary}" for name, (_, summary) in COMMANDS.items()]
+    lines += [f"  {name:<10} {summary}" for name, (_, _, summary) in COMMANDS.items()]
     return "\n".join(lines)
 
 

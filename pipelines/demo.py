@@ -27,6 +27,7 @@ class DemoOptions:
         parser.add_argument("--seconds", type=float, default=12.0, help="length of each synthetic track (default %(default)s)")
 
 
+PASSES_BEAM_FLAGS = True  # flags it does not know go to Beam's PipelineOptions
 OPTIONS = (DemoOptions,)
 
 

@@ -52,6 +52,7 @@ class FeaturizeOptions(PipelineOptions):
                             help="replace the outputs of an earlier run in --output")
 
 
+PASSES_BEAM_FLAGS = True  # flags it does not know go to Beam's PipelineOptions
 OPTIONS = (CatalogueOptions, FeaturizeOptions)  # for `cattag featurize --help`
 
 

@@ -19,7 +19,9 @@ def cattag(*args: str, cwd: pathlib.Path = REPO) -> subprocess.CompletedProcess:
 
 def test_usage_lists_the_commands():
     done = cattag("--help")
-    assert done.returncode == 0 and "featurize" in done.stdout and "demo" in done.stdout
+    assert done.returncode == 0
+    for command in ("featurize", "train", "evaluate", "demo"):
+        assert command in done.stdout
     assert cattag("frobnicate").returncode == 2
 
 
@@ -49,3 +51,15 @@ def test_demo_runs_end_to_end_and_prints_its_report(tmp_path):
     metadata = json.loads((tmp_path / "demo" / "features" / "metadata.json").read_text())
     assert metadata["labels"] == ["ambient", "breakbeat", "four-on-the-floor", "waltz-piano"]
     assert metadata["totals"]["tracks"] == 12 and metadata["totals"]["failed"] == 2
+
+
+def test_train_and_evaluate_document_their_flags_and_refuse_bad_paths(tmp_path):
+    done = cattag("train", "--help")
+    assert done.returncode == 0
+    for flag in ("--data", "--model-dir", "--arch", "--epochs", "--batch-size", "--seed", "--device"):
+        assert flag in done.stdout, flag
+    assert "PipelineOptions" not in done.stdout  # train is not a Beam pipeline
+    done = cattag("train", "--data", str(tmp_path), "--model-dir", str(tmp_path / "m"))
+    assert done.returncode == 2 and "has no metadata.json" in done.stderr and "Traceback" not in done.stderr
+    done = cattag("evaluate", "--data", str(tmp_path), "--model", str(tmp_path))
+    assert done.returncode == 2 and "is not a cattag model" in done.stderr

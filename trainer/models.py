@@ -1,0 +1,92 @@
+"""Genre models. Each takes raw log-mel in dB [frames, n_mels], normalizes it per mel bin with the
+training statistics (so the exported model needs nothing but log-mels), and ends in a layer named
+`embedding` before the softmax `probabilities`.
+
+- cnn2d: the classic tutorial network for GTZAN: three Conv2D + max-pool + batch-norm blocks, a
+  dense layer, dropout, softmax.
+- cnn1d: Conv1D over time with the mel bins as channels, then global pooling (Dieleman and
+  Schrauwen's end-to-end style), the other common baseline.
+- resnet (default): a short-chunk residual CNN in the spirit of Won et al. (2020): 3x3 residual
+  blocks with max-pooling, global average and max pooling over time and frequency. Pooling instead
+  of flattening keeps it small and shift-tolerant, which is what matters on small catalogues.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+import numpy as np
+from keras import layers
+
+EMBEDDING = "embedding"
+PROBABILITIES = "probabilities"
+DEFAULT_ARCH = "resnet"
+
+
+def _cnn2d(x):
+    x = layers.Reshape((*x.shape[1:], 1))(x)
+    for kernel, pool in ((3, 3), (3, 3), (2, 2)):
+        x = layers.Conv2D(32, kernel, activation="relu")(x)
+        x = layers.MaxPooling2D(pool, strides=2, padding="same")(x)
+        x = layers.BatchNormalization()(x)
+    x = layers.Flatten()(x)
+    return layers.Dense(64, activation="relu", name=EMBEDDING)(x)
+
+
+def _cnn1d(x):
+    for filters in (128, 128, 256):
+        x = layers.Conv1D(filters, 4, padding="same")(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.Activation("relu")(x)
+        x = layers.MaxPooling1D(2)(x)
+    x = layers.Concatenate()([layers.GlobalAveragePooling1D()(x), layers.GlobalMaxPooling1D()(x)])
+    return layers.Dense(128, activation="relu", name=EMBEDDING)(x)
+
+
+def _residual_block(x, filters: int):
+    shortcut = x if x.shape[-1] == filters else layers.Conv2D(filters, 1, use_bias=False)(x)
+    y = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+    y = layers.BatchNormalization()(y)
+    y = layers.Activation("relu")(y)
+    y = layers.Conv2D(filters, 3, padding="same", use_bias=False)(y)
+    y = layers.BatchNormalization()(y)
+    return layers.Activation("relu")(layers.Add()([shortcut, y]))
+
+
+def _resnet(x):
+    x = layers.Reshape((*x.shape[1:], 1))(x)
+    x = layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.Activation("relu")(x)
+    for filters in (32, 64, 128):
+        x = _residual_block(x, filters)
+        x = layers.MaxPooling2D(2, padding="same")(x)
+    x = layers.Concatenate()([layers.GlobalAveragePooling2D()(x), layers.GlobalMaxPooling2D()(x)])
+    x = layers.Dropout(0.3)(x)
+    return layers.Dense(128, activation="relu", name=EMBEDDING)(x)
+
+
+ARCHITECTURES: dict[str, Callable] = {"cnn2d": _cnn2d, "cnn1d": _cnn1d, "resnet": _resnet}
+
+
+def build(
+    arch: str, *, mel_shape: tuple[int, int], n_classes: int, mel_mean: np.ndarray, mel_std: np.ndarray,
+    dropout: float = 0.3,
+) -> keras.Model:
+    """A model from log-mel [frames, n_mels] in dB to class probabilities."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"--arch {arch!r}: expected one of {', '.join(ARCHITECTURES)}")
+    mel = keras.Input(shape=mel_shape, name="mel")
+    x = layers.Normalization(axis=-1, mean=mel_mean, variance=np.square(mel_std), name="normalize")(mel)
+    embedding = ARCHITECTURES[arch](x)
+    x = layers.Dropout(dropout)(embedding)
+    # float32 output even under mixed precision: softmax in float16 loses small probabilities.
+    probabilities = layers.Dense(n_classes, activation="softmax", dtype="float32", name=PROBABILITIES)(x)
+    return keras.Model(mel, probabilities, name=arch)
+
+
+def with_embedding(model: keras.Model) -> keras.Model:
+    """The same weights, returning (probabilities, embedding): what the exported model serves."""
+    embedding = layers.Activation("linear", dtype="float32", name="embedding_f32")(model.get_layer(EMBEDDING).output)
+    return keras.Model(model.input, {PROBABILITIES: model.output, EMBEDDING: embedding})

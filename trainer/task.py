@@ -1,0 +1,255 @@
+"""cattag train: featurize output -> trained, evaluated and exported genre model.
+
+run(TrainConfig) = choose device and strategy -> tf.data input -> build and compile in the
+strategy's scope -> fit with callbacks -> export -> evaluate the export on the test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import logging
+import math
+import pathlib
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from schemas import examples
+from schemas.features import FeatureConfig, FeatureConfigMismatch
+from trainer import evaluate, export, models
+from trainer.data import Augment, DataInfo, make_dataset, read_data_info
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    data_dir: str
+    model_dir: str
+    arch: str = models.DEFAULT_ARCH
+    epochs: int = 40
+    batch_size: int = 32  # per replica
+    seed: int = 0
+    learning_rate: float = 1e-3
+    patience: int = 10
+    device: str = "auto"  # auto | cpu | gpu
+    mixed_precision: str = "auto"  # auto (on with a GPU) | on | off
+    augment: bool = True
+    verbose: str | int = "auto"
+
+
+@dataclasses.dataclass(frozen=True)
+class Device:
+    strategy: tf.distribute.Strategy
+    description: str
+    replicas: int
+    mixed_precision: bool
+
+
+def choose_device(device: str, mixed_precision: str) -> Device:
+    """GPUs with MirroredStrategy (and mixed precision) when present, else the CPU."""
+    if device not in ("auto", "cpu", "gpu"):
+        raise ValueError(f"--device {device!r}: expected auto, cpu or gpu")
+    gpus = tf.config.list_physical_devices("GPU")
+    if device == "gpu" and not gpus:
+        raise ValueError("--device gpu: TensorFlow sees no GPU on this machine")
+    if device == "cpu" or not gpus:
+        if gpus:
+            tf.config.set_visible_devices([], "GPU")
+        use_mixed = mixed_precision == "on"
+        strategy, description = tf.distribute.get_strategy(), "CPU"
+    else:
+        use_mixed = mixed_precision in ("auto", "on")
+        strategy = tf.distribute.MirroredStrategy()
+        description = f"{len(gpus)} GPU(s): " + ", ".join(g.name for g in gpus)
+    # The policy must be set before the model is built; float32 otherwise (and reset between runs).
+    keras.mixed_precision.set_global_policy("mixed_float16" if use_mixed else "float32")
+    return Device(strategy, description, strategy.num_replicas_in_sync, use_mixed)
+
+
+class _Throughput(keras.callbacks.Callback):
+    """Training steps and examples per second, over all epochs but the first (tracing, warm-up)."""
+
+    def __init__(self, examples_per_epoch: int, steps_per_epoch: int):
+        super().__init__()
+        self._examples, self._steps = examples_per_epoch, steps_per_epoch
+        self.epoch_seconds: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch_seconds.append(time.perf_counter() - self._started)
+
+    def summary(self) -> dict[str, float]:
+        timed = self.epoch_seconds[1:] or self.epoch_seconds
+        seconds = sum(timed) / max(len(timed), 1)
+        return {"steps_per_s": self._steps / seconds, "examples_per_s": self._examples / seconds,
+                "epoch_s": seconds}
+
+
+def _eval_pairs(data_dir: str, split: str, info: DataInfo, batch_size: int) -> tf.data.Dataset:
+    n_classes = len(info.labels)
+
+    def labelled(batch):
+        keep = batch[examples.LABEL_ID] >= 0
+        return (tf.boolean_mask(batch[examples.MEL], keep),
+                tf.one_hot(tf.boolean_mask(batch[examples.LABEL_ID], keep), n_classes))
+
+    batches = math.ceil(info.segments(split) / batch_size)
+    return (make_dataset(data_dir, split, info=info, batch_size=batch_size, training=False).map(labelled)
+            .apply(tf.data.experimental.assert_cardinality(batches)))
+
+
+def _refuse_other_model(model_dir: pathlib.Path, info: DataInfo) -> None:
+    card_path = model_dir / export.MODEL_CARD
+    if card_path.exists():
+        card = json.loads(card_path.read_text())
+        if card.get("feature_version") != info.cfg.version:
+            raise FeatureConfigMismatch(
+                f"{model_dir} holds a model for feature config {card.get('feature_version')}, but the data was "
+                f"featurized with {info.cfg.version}; choose another --model-dir")
+
+
+def run(cfg: TrainConfig) -> dict:
+    """Trains, exports and evaluates; returns the model card."""
+    keras.utils.set_random_seed(cfg.seed)
+    info = read_data_info(cfg.data_dir)
+    if len(info.labels) < 2:
+        raise ValueError(f"{cfg.data_dir} has {len(info.labels)} label(s); a genre model needs at least 2")
+    if info.segments("train") == 0:
+        raise ValueError(f"{cfg.data_dir} has no training segments")
+    model_dir = pathlib.Path(cfg.model_dir)
+    _refuse_other_model(model_dir, info)
+    model_dir.mkdir(parents=True, exist_ok=True)
+
+    device = choose_device(cfg.device, cfg.mixed_precision)
+    global_batch = cfg.batch_size * device.replicas
+    steps_per_epoch = math.ceil(info.segments("train") / global_batch)
+    _LOG.info("train: %s on %s (global batch %d, mixed precision %s), %d training segments, %d labels",
+              cfg.arch, device.description, global_batch, device.mixed_precision, info.segments("train"),
+              len(info.labels))
+
+    train = make_dataset(cfg.data_dir, "train", info=info, batch_size=global_batch, training=True, seed=cfg.seed,
+                         augment=Augment() if cfg.augment else None)
+    # Labels are masked inside batches, so the batch count is known: telling tf.data lets Keras
+    # show a real progress bar and stops it warning that the input "ran out of data".
+    train = train.apply(tf.data.experimental.assert_cardinality(steps_per_epoch))
+    has_validation = info.segments("validation") > 0
+    validation = _eval_pairs(cfg.data_dir, "validation", info, global_batch) if has_validation else None
+    monitor = "val_loss" if has_validation else "loss"
+
+    with device.strategy.scope():
+        model = models.build(cfg.arch, mel_shape=info.cfg.mel_shape, n_classes=len(info.labels),
+                             mel_mean=info.mel_mean, mel_std=info.mel_std)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            cfg.learning_rate * 0.1, decay_steps=steps_per_epoch * cfg.epochs,
+            warmup_target=cfg.learning_rate, warmup_steps=steps_per_epoch * min(3, cfg.epochs))
+        model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4),
+                      loss=keras.losses.CategoricalCrossentropy(), metrics=["accuracy"])
+
+    throughput = _Throughput(info.segments("train"), steps_per_epoch)
+    stopper = keras.callbacks.EarlyStopping(monitor=monitor, patience=cfg.patience, restore_best_weights=True)
+    callbacks = [
+        stopper,
+        keras.callbacks.ModelCheckpoint(str(model_dir / "checkpoints" / "best.keras"), monitor=monitor,
+                                        save_best_only=True),
+        keras.callbacks.CSVLogger(str(model_dir / "history.csv")),
+        keras.callbacks.TensorBoard(str(model_dir / "logs")),
+        throughput,
+    ]
+    started = time.perf_counter()
+    verbose = cfg.verbose if cfg.verbose != "auto" else ("auto" if sys.stdout.isatty() else 2)
+    history = model.fit(train, validation_data=validation, epochs=cfg.epochs, callbacks=callbacks,
+                        verbose=verbose, shuffle=False)  # tf.data shuffles
+    train_s = time.perf_counter() - started
+    epochs_run = len(history.history["loss"])
+    best_epoch = int(np.argmin(history.history[monitor])) + 1
+
+    card = {
+        "name": f"cattag genre model ({cfg.arch})",
+        "arch": cfg.arch,
+        "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "feature_version": info.cfg.version,
+        "feature_config": info.cfg.to_dict(),
+        "labels": info.labels,
+        "data": {
+            "dir": str(pathlib.Path(cfg.data_dir).resolve()),
+            "splits": info.raw.get("splits"),
+            "split_key": info.raw.get("split_key"),
+            "segments": {split: info.segments(split) for split in examples.SPLITS},
+        },
+        "training": {
+            **{k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("data_dir", "model_dir", "verbose")},
+            "epochs_run": epochs_run,
+            "best_epoch": best_epoch,
+            "monitor": monitor,
+            "global_batch_size": global_batch,
+            "device": device.description,
+            "replicas": device.replicas,
+            "mixed_precision": device.mixed_precision,
+            "augment": dataclasses.asdict(Augment()) if cfg.augment else None,
+            "class_weights": dict(zip(info.labels, info.class_weights().round(4).tolist(), strict=True)),
+            "parameters": model.count_params(),
+            "train_s": round(train_s, 1),
+            **{k: round(v, 3) for k, v in throughput.summary().items()},
+        },
+        "signatures": {"serve": "mel float32 [batch, frames, n_mels] -> probabilities, embedding",
+                       "serve_examples": "serialized tf.Example [batch] -> probabilities, embedding, track_id, "
+                                         "segment_index"},
+    }
+    version = export.export(model, model_dir=str(model_dir), cfg=info.cfg, labels=info.labels, card=card)
+    _LOG.info("train: exported %s to %s after %d epochs (best %d)", version, model_dir, epochs_run, best_epoch)
+
+    split = "test" if info.segments("test") else "validation" if has_validation else "train"
+    metrics = evaluate.evaluate_model(str(model_dir), cfg.data_dir, split=split)
+    card.update(model_version=version, metrics={k: metrics[k] for k in
+                ("segment_accuracy", "track_accuracy", "macro_f1", "tracks", "segments", "split")})
+    (model_dir / export.MODEL_CARD).write_text(json.dumps(card, indent=2) + "\n")
+    keras.mixed_precision.set_global_policy("float32")
+    return card
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = TrainConfig(data_dir="", model_dir="")
+    parser.add_argument("--data", required=True, help="a `cattag featurize` output directory")
+    parser.add_argument("--model-dir", required=True, help="where the SavedModel, card, logs and plots go")
+    parser.add_argument("--arch", default=defaults.arch, choices=sorted(models.ARCHITECTURES),
+                        help="model architecture (default %(default)s)")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="at most this many (default %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                        help="per replica; scaled by the number of GPUs (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="(default %(default)s)")
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate, help="peak (default %(default)s)")
+    parser.add_argument("--patience", type=int, default=defaults.patience,
+                        help="early stopping patience in epochs (default %(default)s)")
+    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default=defaults.device,
+                        help="auto: GPUs when present (default %(default)s)")
+    parser.add_argument("--mixed-precision", choices=("auto", "on", "off"), default=defaults.mixed_precision,
+                        help="auto: on with GPUs (default %(default)s)")
+    parser.add_argument("--no-augment", action="store_true", help="turn SpecAugment, gain and mixup off")
+
+
+class TrainOptions:
+    _add_argparse_args = staticmethod(add_arguments)
+
+
+OPTIONS = (TrainOptions,)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """`cattag train`: parses flags only."""
+    parser = argparse.ArgumentParser(prog="cattag train")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    return run(TrainConfig(
+        data_dir=args.data, model_dir=args.model_dir, arch=args.arch, epochs=args.epochs, batch_size=args.batch_size,
+        seed=args.seed, learning_rate=args.learning_rate, patience=args.patience, device=args.device,
+        mixed_precision=args.mixed_precision, augment=not args.no_augment))
+
