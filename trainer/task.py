@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from schemas import examples
-from schemas.features import FeatureConfig, FeatureConfigMismatch
+from schemas.features import FeatureConfigMismatch
 from trainer import evaluate, export, models
 from trainer.data import Augment, DataInfo, make_dataset, read_data_info
 
