@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo test bench clean
+.PHONY: install system-deps demo test bench bench-train bench-accuracy clean
 
 $(STAMP): pyproject.toml constraints.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ test: $(STAMP) system-deps
 
 bench: $(STAMP)
 	$(BIN)/python bench/featurize_bench.py
+
+bench-train: $(STAMP)
+	$(BIN)/python bench/train_bench.py
+
+bench-accuracy: $(STAMP)
+	$(BIN)/python bench/accuracy_cv.py
 
 clean:
 	rm -rf $(VENV) cattag-demo .pytest_cache

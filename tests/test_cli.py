@@ -43,7 +43,8 @@ def test_missing_flags_and_paths_are_one_line_errors(tmp_path):
 
 
 def test_demo_runs_end_to_end_and_prints_its_report(tmp_path):
-    done = cattag("demo", "--workdir", str(tmp_path / "demo"), "--tracks-per-style", "3", "--seconds", "6")
+    done = cattag("demo", "--workdir", str(tmp_path / "demo"), "--tracks-per-style", "3", "--seconds", "6",
+                  "--epochs", "2")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Segments per split and label:" in done.stdout
     assert "empty.wav" in done.stdout and "not-audio.mp3" in done.stdout
@@ -51,6 +52,9 @@ def test_demo_runs_end_to_end_and_prints_its_report(tmp_path):
     metadata = json.loads((tmp_path / "demo" / "features" / "metadata.json").read_text())
     assert metadata["labels"] == ["ambient", "breakbeat", "four-on-the-floor", "waltz-piano"]
     assert metadata["totals"]["tracks"] == 12 and metadata["totals"]["failed"] == 2
+    assert "track accuracy" in done.stdout
+    card = json.loads((tmp_path / "demo" / "model" / "model.json").read_text())
+    assert card["training"]["epochs_run"] == 2 and card["labels"] == metadata["labels"]
 
 
 def test_train_and_evaluate_document_their_flags_and_refuse_bad_paths(tmp_path):

@@ -97,7 +97,7 @@ def make_dataset(
     training: bool,
     seed: int = 0,
     shuffle_buffer: int = 4096,
-    augment: "Augment | None" = None,
+    augment: Augment | None = None,
 ) -> tf.data.Dataset:
     """Training: (mel, one-hot label, sample weight) batches, shuffled and augmented, repeating
     is left to Keras epochs. Evaluation: dicts with mel, label_id and track_id, in file order."""
@@ -186,7 +186,7 @@ def _beta(batch: tf.Tensor, alpha: float) -> tf.Tensor:
 
 
 def check_model_matches_data(model_cfg: FeatureConfig, data_dir: str) -> DataInfo:
-    """For evaluate and fine-tuning: the data must be computed with the model's feature config."""
+    """For evaluate (and the tagger): the data must be computed with the model's feature config."""
     try:
         return read_data_info(data_dir, expected=model_cfg)
     except FeatureConfigMismatch as err:

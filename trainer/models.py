@@ -7,8 +7,8 @@ training statistics (so the exported model needs nothing but log-mels), and ends
 - cnn1d: Conv1D over time with the mel bins as channels, then global pooling (Dieleman and
   Schrauwen's end-to-end style), the other common baseline.
 - resnet (default): a short-chunk residual CNN in the spirit of Won et al. (2020): 3x3 residual
-  blocks with max-pooling, global average and max pooling over time and frequency. Pooling instead
-  of flattening keeps it small and shift-tolerant, which is what matters on small catalogues.
+  blocks with max-pooling, then average and max pooling over time only, so it is indifferent to
+  when a pattern occurs in a segment but keeps where in the spectrum it occurs (frequency-aware).
 """
 
 from __future__ import annotations
@@ -58,6 +58,19 @@ def _residual_block(x, filters: int):
     return layers.Activation("relu")(layers.Add()([shortcut, y]))
 
 
+@keras.saving.register_keras_serializable(package="cattag")
+class TimePooling(layers.Layer):
+    """[batch, time, freq, channels] -> [batch, freq, 2 * channels]: mean and max over time only.
+
+    Pooling over time makes the model indifferent to where in a segment a pattern occurs; keeping
+    the frequency axis keeps where in the spectrum it occurs (bass-heavy or bright), which is much
+    of what tells genres apart.
+    """
+
+    def call(self, x):
+        return keras.ops.concatenate([keras.ops.mean(x, axis=1), keras.ops.max(x, axis=1)], axis=-1)
+
+
 def _resnet(x):
     x = layers.Reshape((*x.shape[1:], 1))(x)
     x = layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False)(x)
@@ -66,12 +79,32 @@ def _resnet(x):
     for filters in (32, 64, 128):
         x = _residual_block(x, filters)
         x = layers.MaxPooling2D(2, padding="same")(x)
-    x = layers.Concatenate()([layers.GlobalAveragePooling2D()(x), layers.GlobalMaxPooling2D()(x)])
+    x = layers.Flatten()(TimePooling()(x))
     x = layers.Dropout(0.3)(x)
     return layers.Dense(128, activation="relu", name=EMBEDDING)(x)
 
 
-ARCHITECTURES: dict[str, Callable] = {"cnn2d": _cnn2d, "cnn1d": _cnn1d, "resnet": _resnet}
+@keras.saving.register_keras_serializable(package="cattag")
+class BandStatistics(layers.Layer):
+    """[batch, time, mels] -> [batch, 4 * mels]: per mel band, the mean, standard deviation and
+    max over time, and the mean absolute frame-to-frame change (how much the band moves)."""
+
+    def call(self, x):
+        flux = keras.ops.mean(keras.ops.abs(x[:, 1:] - x[:, :-1]), axis=1)
+        return keras.ops.concatenate(
+            [keras.ops.mean(x, axis=1), keras.ops.std(x, axis=1), keras.ops.max(x, axis=1), flux], axis=-1)
+
+
+def _bandstats(x):
+    x = BandStatistics()(x)
+    x = layers.BatchNormalization(momentum=_BN_MOMENTUM)(x)
+    x = layers.Dropout(0.2)(x)
+    x = layers.Dense(256, activation="relu")(x)
+    x = layers.Dropout(0.3)(x)
+    return layers.Dense(128, activation="relu", name=EMBEDDING)(x)
+
+
+ARCHITECTURES: dict[str, Callable] = {"cnn2d": _cnn2d, "cnn1d": _cnn1d, "resnet": _resnet, "bandstats": _bandstats}
 
 
 def build(
