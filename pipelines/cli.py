@@ -6,9 +6,11 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
 
-# name -> (module, its entry point taking argv, one-line help). Each module has OPTIONS for --help.
+# name -> (module, its entry point taking argv, one-line help). For --help, a module has
+# add_arguments(parser) (argparse commands) or OPTIONS (its Beam PipelineOptions classes).
 COMMANDS = {
     "featurize": ("pipelines.featurize", "run", "decode a catalogue into sharded TFRecords of log-mel segments"),
     "train": ("trainer.task", "main", "train, evaluate and export a genre model from featurize output"),
@@ -19,6 +21,8 @@ _OUR_LOGGERS = ("pipelines", "transforms", "trainer", "schemas", "cattag")
 
 
 def main(argv: list[str] | None = None) -> int:
+    # `cattag featurize --help | head` should end quietly, as other command-line tools do.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print(_usage(), file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
@@ -47,8 +51,11 @@ def help_text(command: str, module) -> str:
         "--direct_num_workers 2 --direct_running_mode multi_processing."
         if getattr(module, "PASSES_BEAM_FLAGS", False) else None,
     )
-    for options_class in module.OPTIONS:
-        options_class._add_argparse_args(parser)  # pylint: disable=protected-access
+    if hasattr(module, "add_arguments"):
+        module.add_arguments(parser)
+    else:
+        for options_class in module.OPTIONS:
+            options_class._add_argparse_args(parser)  # pylint: disable=protected-access
     return parser.format_help()
 
 

@@ -19,24 +19,20 @@ from trainer import task
 _LOG = logging.getLogger(__name__)
 
 
-class DemoOptions:
+PASSES_BEAM_FLAGS = True  # flags it does not know go to featurize, and from there to Beam
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The demo's own flags (it is not a Beam pipeline itself, so argparse suffices)."""
-
-    @staticmethod
-    def _add_argparse_args(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--workdir", default="cattag-demo", help="where everything is written (default %(default)s)")
-        parser.add_argument("--tracks-per-style", type=int, default=8, help="synthetic tracks per style (default %(default)s)")
-        parser.add_argument("--seconds", type=float, default=12.0, help="length of each synthetic track (default %(default)s)")
-        parser.add_argument("--epochs", type=int, default=20, help="training epochs at most (default %(default)s)")
-
-
-PASSES_BEAM_FLAGS = True  # flags it does not know go to Beam's PipelineOptions
-OPTIONS = (DemoOptions,)
+    parser.add_argument("--workdir", default="cattag-demo", help="where everything is written (default %(default)s)")
+    parser.add_argument("--tracks-per-style", type=int, default=8, help="synthetic tracks per style (default %(default)s)")
+    parser.add_argument("--seconds", type=float, default=12.0, help="length of each synthetic track (default %(default)s)")
+    parser.add_argument("--epochs", type=int, default=20, help="training epochs at most (default %(default)s)")
 
 
 def run(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="cattag demo")
-    DemoOptions._add_argparse_args(parser)
+    add_arguments(parser)
     args, beam_flags = parser.parse_known_args(argv)
     workdir = pathlib.Path(args.workdir).resolve()
     if workdir.exists():

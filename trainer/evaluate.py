@@ -144,12 +144,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--output", default=None, help="where metrics.json and plots go (default: the model directory)")
 
 
-class EvaluateOptions:
-    _add_argparse_args = staticmethod(add_arguments)
-
-
-OPTIONS = (EvaluateOptions,)
-
 
 def main(argv: list[str] | None = None) -> dict:
     """`cattag evaluate`: parses flags only."""

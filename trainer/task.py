@@ -236,12 +236,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-augment", action="store_true", help="turn SpecAugment, gain and mixup off")
 
 
-class TrainOptions:
-    _add_argparse_args = staticmethod(add_arguments)
-
-
-OPTIONS = (TrainOptions,)
-
 
 def main(argv: list[str] | None = None) -> dict:
     """`cattag train`: parses flags only."""
