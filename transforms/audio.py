@@ -93,8 +93,8 @@ def _suffix(path: str) -> str:
     return "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
 
 
-def _decode_soundfile(source, *, sample_rate_hz: int, max_duration_s: float) -> DecodedAudio:
-    with sf.SoundFile(source) as audio:
+def _decode_soundfile(path: str, *, sample_rate_hz: int, max_duration_s: float) -> DecodedAudio:
+    with sf.SoundFile(path) as audio:
         rate, channels = audio.samplerate, audio.channels
         if rate <= 0 or channels <= 0:
             raise AudioError("decode", f"invalid header: {rate} Hz, {channels} channels")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import logging
 from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
@@ -23,7 +22,6 @@ from transforms.catalogue import CatalogueEntry
 from transforms.progress import ProgressTicker
 from transforms.stats import Moments
 
-_LOG = logging.getLogger(__name__)
 _NAMESPACE = "cattag"
 INPUTS = Metrics.counter(_NAMESPACE, "inputs")
 DECODED = Metrics.counter(_NAMESPACE, "tracks_decoded")
