@@ -1,7 +1,8 @@
 """Track-level accuracy of cnn2d, cnn1d and the default model: 5-fold cross-validation on
 ../shared/data/gtzan-dev (60 tracks, 10 genres), grouped by track, side by side in one run.
 
-    .venv/bin/python bench/accuracy_cv.py [--folds 5] [--epochs 50] [--archs cnn2d,cnn1d,resnet]
+    .venv/bin/python bench/accuracy_cv.py [--folds 5] [--epochs 50] [--archs cnn2d,cnn1d,resnet,bandstats]
+                                          [--segment-hop-s 3.0]
 
 The clips are featurized once with `cattag featurize`; the examples are then re-sharded per fold:
 test = one fold (12 tracks, stratified by genre), validation = one track per genre from the
@@ -27,13 +28,13 @@ sys.path.insert(0, str(REPO))
 GTZAN = REPO.parent / "shared" / "data" / "gtzan-dev"
 
 
-def featurize_all(work: pathlib.Path) -> pathlib.Path:
+def featurize_all(work: pathlib.Path, hop_s: float) -> pathlib.Path:
     from pipelines import featurize
 
-    out = work / "features-all"
+    out = work / ("features-all" if hop_s == 3.0 else f"features-all-hop{hop_s:g}")
     if not (out / "metadata.json").exists():
         featurize.run(["--input", str(GTZAN / "manifest.csv"), "--output", str(out), "--splits", "100,0,0",
-                       "--overwrite", "--progress", "off"])
+                       "--segment-hop-s", str(hop_s), "--overwrite", "--progress", "off"])
     return out
 
 
@@ -99,6 +100,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--patience", type=int, default=12)
     parser.add_argument("--archs", default="cnn2d,cnn1d,resnet")
+    parser.add_argument("--segment-hop-s", type=float, default=3.0,
+                        help="featurize hop; 1.5 gives 19 overlapping segments a track instead of 10")
     parser.add_argument("--workdir", default="/tmp/cattag-cv")
     args = parser.parse_args()
     work = pathlib.Path(args.workdir)
@@ -106,7 +109,7 @@ def main() -> None:
 
     from trainer.task import TrainConfig, run
 
-    features = featurize_all(work)
+    features = featurize_all(work, args.segment_hop_s)
     base_meta = json.loads((features / "metadata.json").read_text())
     by_track = read_examples(features)
     import csv
