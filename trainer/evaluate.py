@@ -78,12 +78,12 @@ def evaluate_predictions(track_ids: np.ndarray, label_ids: np.ndarray, probabili
     }
 
 
-def predict(model, data_dir: str, split: str, *, batch_size: int = 64) -> dict[str, np.ndarray]:
-    """Runs an exported model's `serve` endpoint over a split's labelled segments."""
+def predict(model, data_dir: str, split: str, *, info, batch_size: int = 64) -> dict[str, np.ndarray]:
+    """Runs an exported model's `serve` endpoint over a split's labelled segments (`info`: the
+    data's DataInfo, already checked against the model)."""
     from schemas import examples
-    from trainer.data import make_dataset, read_data_info
+    from trainer.data import make_dataset
 
-    info = read_data_info(data_dir)
     track_ids, label_ids, probabilities, embeddings = [], [], [], []
     for batch in make_dataset(data_dir, split, info=info, batch_size=batch_size, training=False):
         labelled = batch[examples.LABEL_ID].numpy() >= 0
@@ -114,7 +114,7 @@ def evaluate_model(model_dir: str, data_dir: str, *, split: str = "test", output
     if info.labels != assets.labels:
         raise ValueError(f"the data's labels {info.labels} differ from the model's {assets.labels}")
     model = tf.saved_model.load(model_dir)
-    predictions = predict(model, data_dir, split)
+    predictions = predict(model, data_dir, split, info=info)
     metrics = evaluate_predictions(predictions["track_id"], predictions["label_id"], predictions["probabilities"],
                                    assets.labels)
     metrics["split"] = split
