@@ -102,6 +102,8 @@ def main() -> None:
     parser.add_argument("--archs", default="cnn2d,cnn1d,resnet")
     parser.add_argument("--segment-hop-s", type=float, default=3.0,
                         help="featurize hop; 1.5 gives 19 overlapping segments a track instead of 10")
+    parser.add_argument("--seed-offset", type=int, default=0,
+                        help="fold k trains with seed k + this; repeated runs with other offsets measure the noise")
     parser.add_argument("--workdir", default="/tmp/cattag-cv")
     args = parser.parse_args()
     work = pathlib.Path(args.workdir)
@@ -131,17 +133,20 @@ def main() -> None:
         write_fold(base_meta, by_track, genre_of, split_of, data)
         for arch in args.archs.split(","):
             started = time.perf_counter()
-            card = run(TrainConfig(data_dir=str(data), model_dir=str(work / f"model-{arch}-fold{k}"), arch=arch,
-                                   epochs=args.epochs, patience=args.patience, seed=k, verbose=0))
+            seed = k + args.seed_offset
+            name = f"model-{arch}-fold{k}" if not args.seed_offset else f"model-{arch}-seed{seed}-fold{k}"
+            card = run(TrainConfig(data_dir=str(data), model_dir=str(work / name), arch=arch,
+                                   epochs=args.epochs, patience=args.patience, seed=seed, verbose=0))
             accuracy = card["metrics"]["track_accuracy"]
             results[arch].append(accuracy)
-            details.append({"fold": k, "arch": arch, "track_accuracy": accuracy,
+            details.append({"fold": k, "arch": arch, "seed": seed, "track_accuracy": accuracy,
                             "segment_accuracy": card["metrics"]["segment_accuracy"],
                             "epochs_run": card["training"]["epochs_run"], "seconds": time.perf_counter() - started})
             print(f"fold {k} {arch}: track accuracy {accuracy:.3f} "
                   f"({card['training']['epochs_run']} epochs, {time.perf_counter() - started:.0f} s)", flush=True)
 
-    (work / "results.json").write_text(json.dumps({"per_run": details, "per_arch": results}, indent=2))
+    results_file = work / ("results.json" if not args.seed_offset else f"results-seed{args.seed_offset}.json")
+    results_file.write_text(json.dumps({"per_run": details, "per_arch": results}, indent=2))
     print(f"\n| model | track accuracy, mean | std | per fold ({args.folds}-fold CV, 60 GTZAN tracks) |")
     print("|---|---:|---:|---|")
     for arch, values in results.items():

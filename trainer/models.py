@@ -9,6 +9,11 @@ training statistics (so the exported model needs nothing but log-mels), and ends
 - resnet (default): a short-chunk residual CNN in the spirit of Won et al. (2020): 3x3 residual
   blocks with max-pooling, then average and max pooling over time only, so it is indifferent to
   when a pattern occurs in a segment but keeps where in the spectrum it occurs (frequency-aware).
+- bandstats: per-band statistics over time into a small MLP (a low-capacity reference).
+- musicnn: the musically motivated front end of Pons et al. (2018): vertical "timbral" filters
+  spanning 90% and 40% of the mel bins, max-pooled over frequency, and long "temporal" filters
+  over the loudness envelope, then residual Conv1D layers and mean+max pooling over time.
+  Measured, not chosen: bench/RESULTS.md has it behind the default on GTZAN-dev.
 """
 
 from __future__ import annotations
@@ -104,7 +109,55 @@ def _bandstats(x):
     return layers.Dense(128, activation="relu", name=EMBEDDING)(x)
 
 
-ARCHITECTURES: dict[str, Callable] = {"cnn2d": _cnn2d, "cnn1d": _cnn1d, "resnet": _resnet, "bandstats": _bandstats}
+@keras.saving.register_keras_serializable(package="cattag")
+class FreqMax(layers.Layer):
+    """[batch, time, freq, channels] -> [batch, time, channels]: max over frequency."""
+
+    def call(self, x):
+        return keras.ops.max(x, axis=2)
+
+
+@keras.saving.register_keras_serializable(package="cattag")
+class FreqMean(layers.Layer):
+    """[batch, time, freq] -> [batch, time, 1]: the mean over frequency (a loudness envelope)."""
+
+    def call(self, x):
+        return keras.ops.mean(x, axis=2, keepdims=True)
+
+
+def _conv_bn_relu(x, conv):
+    x = conv(x)
+    x = layers.BatchNormalization(momentum=_BN_MOMENTUM)(x)
+    return layers.Activation("relu")(x)
+
+
+def _musicnn(x):
+    n_mels = x.shape[-1]
+    image = layers.Reshape((*x.shape[1:], 1))(x)
+    timbral = []
+    for height in (7, 3):
+        for share in (0.9, 0.4):
+            padded = layers.ZeroPadding2D(((height // 2, height // 2), (0, 0)))(image)
+            y = _conv_bn_relu(padded, layers.Conv2D(32, (height, int(share * n_mels)), use_bias=False))
+            timbral.append(FreqMax()(y))
+    envelope = FreqMean()(x)
+    temporal = [_conv_bn_relu(envelope, layers.Conv1D(16, k, padding="same", use_bias=False)) for k in (16, 32, 64)]
+    front = layers.Concatenate()(timbral + temporal)
+    mids = [front]
+    y = _conv_bn_relu(front, layers.Conv1D(64, 7, padding="same", use_bias=False))
+    mids.append(y)
+    for _ in range(2):
+        y = layers.Add()([y, _conv_bn_relu(y, layers.Conv1D(64, 7, padding="same", use_bias=False))])
+        mids.append(y)
+    y = layers.Concatenate()(mids)
+    y = layers.Concatenate()([layers.GlobalAveragePooling1D()(y), layers.GlobalMaxPooling1D()(y)])
+    y = layers.BatchNormalization(momentum=_BN_MOMENTUM)(y)
+    y = layers.Dropout(0.5)(y)
+    return layers.Dense(200, activation="relu", name=EMBEDDING)(y)
+
+
+ARCHITECTURES: dict[str, Callable] = {"cnn2d": _cnn2d, "cnn1d": _cnn1d, "resnet": _resnet, "bandstats": _bandstats,
+                                      "musicnn": _musicnn}
 
 
 def build(
