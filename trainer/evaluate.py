@@ -106,7 +106,7 @@ def evaluate_model(model_dir: str, data_dir: str, *, split: str = "test", output
     """Loads the exported model, evaluates it on a split, writes metrics.json and plots."""
     import tensorflow as tf
 
-    from trainer.export import read_model_assets
+    from schemas.model_assets import read_model_assets
     from trainer.data import check_model_matches_data
 
     assets = read_model_assets(model_dir)

@@ -1,9 +1,7 @@
 """Export: a SavedModel that the tagger can use with no other file.
 
 MDIR/ is the SavedModel (saved_model.pb, variables/) written by keras.export.ExportArchive, plus
-  assets/labels.txt            the label vocabulary, one per line, in output order
-  assets/feature_config.json   the FeatureConfig the model expects, with its version
-  model.json                   the model card: data, split, parameters, metrics, version, date
+the assets and model card described in schemas/model_assets.py.
 Endpoints:
   serve(mel: float32 [batch, frames, n_mels])          -> {probabilities, embedding}
   serve_examples(examples: string [batch])              -> {probabilities, embedding, track_id, segment_index}
@@ -12,7 +10,6 @@ Endpoints:
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import pathlib
@@ -21,20 +18,15 @@ import keras
 import tensorflow as tf
 
 from schemas import examples
-from schemas.features import FeatureConfig, FeatureConfigMismatch
+from schemas.features import FeatureConfig
+from schemas.model_assets import (
+    CONFIG_ASSET,
+    LABELS_ASSET,
+    MODEL_CARD,
+    TYPICALITY_ASSET,
+)
 from trainer import models
 from trainer.data import parse_batch
-
-LABELS_ASSET = "assets/labels.txt"
-CONFIG_ASSET = "assets/feature_config.json"
-MODEL_CARD = "model.json"
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelAssets:
-    cfg: FeatureConfig
-    labels: list[str]
-    card: dict
 
 
 def weights_version(model: keras.Model) -> str:
@@ -72,20 +64,6 @@ def export(model: keras.Model, *, model_dir: str, cfg: FeatureConfig, labels: li
     return version
 
 
-def read_model_assets(model_dir: str) -> ModelAssets:
-    """Labels, feature config and card of an exported model; refuses a model whose recorded
-    feature config is inconsistent or unknown to this code."""
-    root = model_dir.rstrip("/")
-    missing = [name for name in (LABELS_ASSET, CONFIG_ASSET, MODEL_CARD) if not tf.io.gfile.exists(f"{root}/{name}")]
-    if missing:
-        raise ValueError(f"{model_dir} is not a cattag model (missing {', '.join(missing)})")
-    with tf.io.gfile.GFile(f"{root}/{LABELS_ASSET}") as handle:
-        labels = [line.rstrip("\n") for line in handle if line.strip()]
-    with tf.io.gfile.GFile(f"{root}/{CONFIG_ASSET}") as handle:
-        try:
-            cfg = FeatureConfig.from_dict(json.load(handle))
-        except (TypeError, ValueError) as err:
-            raise FeatureConfigMismatch(f"{model_dir}: {err}") from err
-    with tf.io.gfile.GFile(f"{root}/{MODEL_CARD}") as handle:
-        card = json.load(handle)
-    return ModelAssets(cfg, labels, card)
+def write_typicality(model_dir: str, reference: dict) -> None:
+    """Adds the typicality reference (transforms.aggregate.typicality_reference) to the assets."""
+    (pathlib.Path(model_dir) / TYPICALITY_ASSET).write_text(json.dumps(reference) + "\n")

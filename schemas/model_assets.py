@@ -1,0 +1,71 @@
+"""The files an exported model carries besides the SavedModel: the contract between `cattag train`
+(which writes them) and `cattag evaluate` / `cattag tag` (which read them).
+
+MDIR/assets/labels.txt            the label vocabulary, one per line, in output order
+MDIR/assets/feature_config.json   the FeatureConfig the model expects, with its version
+MDIR/assets/typicality.json       how close a track's embedding comes to the training music's
+                                  (class centroids and the flagging threshold; see transforms/aggregate.py)
+MDIR/model.json                   the model card: data, split, parameters, metrics, model_version
+
+Read through Beam's filesystems, so a model on gs:// works, and without TensorFlow, so a launcher
+can check a model before any worker loads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from apache_beam.io.filesystems import FileSystems
+
+from schemas.features import FeatureConfig, FeatureConfigMismatch
+
+LABELS_ASSET = "assets/labels.txt"
+CONFIG_ASSET = "assets/feature_config.json"
+TYPICALITY_ASSET = "assets/typicality.json"
+MODEL_CARD = "model.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelAssets:
+    cfg: FeatureConfig
+    labels: list[str]
+    card: dict
+    typicality: dict | None = None  # {"centroids": [[...]], "threshold": float, ...}; older models lack it
+
+    @property
+    def model_version(self) -> str:
+        return self.card.get("model_version", "unknown")
+
+
+def read_model_assets(model_dir: str) -> ModelAssets:
+    """Labels, feature config and card of an exported model.
+
+    Raises:
+        ValueError: `model_dir` is not a cattag model.
+        FeatureConfigMismatch: its feature config is one this code cannot reproduce (unknown
+            fields, or parameters that do not hash to the recorded version).
+    """
+    root = model_dir.rstrip("/")
+    paths = {name: FileSystems.join(root, name) for name in (LABELS_ASSET, CONFIG_ASSET, MODEL_CARD)}
+    missing = [name for name, path in paths.items() if not FileSystems.exists(path)]
+    if missing:
+        raise ValueError(f"{model_dir} is not a cattag model (missing {', '.join(missing)})")
+    labels = [line for line in _read(paths[LABELS_ASSET]).splitlines() if line.strip()]
+    try:
+        cfg = FeatureConfig.from_dict(json.loads(_read(paths[CONFIG_ASSET])))
+    except (TypeError, ValueError) as err:
+        raise FeatureConfigMismatch(f"{model_dir}: {err}") from err
+    card = json.loads(_read(paths[MODEL_CARD]))
+    if card.get("feature_version", cfg.version) != cfg.version:
+        raise FeatureConfigMismatch(
+            f"{model_dir}: its card says feature config {card['feature_version']} but its "
+            f"{CONFIG_ASSET} is {cfg.version}; the model directory was assembled from two exports")
+    typicality_path = FileSystems.join(root, TYPICALITY_ASSET)
+    typicality = json.loads(_read(typicality_path)) if FileSystems.exists(typicality_path) else None
+    return ModelAssets(cfg, labels, card, typicality)
+
+
+def _read(path: str) -> str:
+    with FileSystems.open(path) as handle:
+        return handle.read().decode("utf-8")
