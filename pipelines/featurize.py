@@ -21,7 +21,12 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.options import CatalogueOptions, load_feature_config, make_pipeline, progress_is_local
+from pipelines.options import (
+    CatalogueOptions,
+    load_feature_config,
+    make_pipeline,
+    progress_is_local,
+)
 from schemas import examples
 from schemas.features import FeatureConfig, SegmentPolicy
 from schemas.tags import ERRORS_SCHEMA
@@ -48,8 +53,6 @@ class FeaturizeOptions(PipelineOptions):
                             help="train,validation,test proportions (default %(default)s)")
         parser.add_argument("--feature-config", default=None,
                             help="JSON file of FeatureConfig fields (default: the built-in config)")
-        parser.add_argument("--overwrite", action="store_true",
-                            help="replace the outputs of an earlier run in --output")
 
 
 PASSES_BEAM_FLAGS = True  # flags it does not know go to Beam's PipelineOptions
@@ -68,7 +71,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     output = catalogue_options.output.rstrip("/")
 
     catalogue = list_catalogue(catalogue_options.input, labels=featurize_options.label_source)
-    _prepare_output(output, overwrite=featurize_options.overwrite)
+    _prepare_output(output, overwrite=catalogue_options.overwrite)
     _LOG.info(
         "featurize: %d inputs (%d refused while listing), %d labels, feature config %s -> %s",
         len(catalogue.entries) + len(catalogue.rejected), len(catalogue.rejected),

@@ -34,6 +34,8 @@ class CatalogueOptions(PipelineOptions):
                             help="segments quieter than this RMS level are dropped and counted (default %(default)s)")
         parser.add_argument("--max-track-seconds", type=float, default=_DEFAULT_POLICY.max_track_s,
                             help="longer tracks are refused with a clear error (default %(default)s)")
+        parser.add_argument("--overwrite", action="store_true",
+                            help="replace the outputs of an earlier run in --output")
         parser.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
                             help="progress lines during the run; auto: on for local runners (default %(default)s)")
 

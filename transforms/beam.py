@@ -110,14 +110,19 @@ class DecodeAudio(beam.DoFn):
 
 
 class CutSegments(beam.DoFn):
-    """DecodedTrack -> Segments, one TrackSummary on TRACKS, or a Failure on FAILED."""
+    """DecodedTrack -> Segments, one TrackSummary on TRACKS, or a Failure on FAILED.
+
+    With `keep_silent_tracks`, a track whose every segment is silent yields a TrackSummary with
+    no segments instead of a Failure (the tagger gives it a row flagged for review).
+    """
 
     FAILED = "failed"
     TRACKS = "tracks"
 
-    def __init__(self, cfg: FeatureConfig, policy: SegmentPolicy):
+    def __init__(self, cfg: FeatureConfig, policy: SegmentPolicy, *, keep_silent_tracks: bool = False):
         self._cfg = cfg
         self._policy = policy
+        self._keep_silent_tracks = keep_silent_tracks
 
     def process(self, track: DecodedTrack) -> Iterator[Segment | beam.pvalue.TaggedOutput]:
         try:
@@ -129,10 +134,13 @@ class CutSegments(beam.DoFn):
                 pad_short=self._policy.short_tracks == "pad",
                 silence_floor_dbfs=self._policy.silence_floor_dbfs,
             )
+        except segments.SilentTrack as err:
+            if not self._keep_silent_tracks:
+                yield self._failure(track.entry, err)
+                return
+            cut = segments.SegmentCut([], err.n_silent)
         except segments.SegmentError as err:
-            FAILED.inc()
-            entry = track.entry
-            yield beam.pvalue.TaggedOutput(self.FAILED, Failure(entry.uri, entry.track_id, "segment", str(err)))
+            yield self._failure(track.entry, err)
             return
         SEGMENTS.inc(len(cut.segments))
         SILENT_SEGMENTS.inc(cut.n_silent)
@@ -141,6 +149,10 @@ class CutSegments(beam.DoFn):
         )
         for index, samples in cut.segments:
             yield Segment(track.entry, index, samples)
+
+    def _failure(self, entry: CatalogueEntry, err: segments.SegmentError) -> beam.pvalue.TaggedOutput:
+        FAILED.inc()
+        return beam.pvalue.TaggedOutput(self.FAILED, Failure(entry.uri, entry.track_id, "segment", str(err)))
 
 
 class ComputeLogMel(beam.DoFn):
@@ -160,20 +172,25 @@ class ComputeLogMel(beam.DoFn):
 
 
 class FeaturizeTracks(beam.PTransform):
-    """CatalogueEntry -> {'segments': MelSegment, 'tracks': TrackSummary, 'failures': Failure}."""
+    """CatalogueEntry -> {'segments': MelSegment, 'tracks': TrackSummary, 'failures': Failure}.
 
-    def __init__(self, cfg: FeatureConfig, policy: SegmentPolicy, progress_dir: str | None = None):
+    The one path from audio to log-mels, shared by featurize and tag.
+    """
+
+    def __init__(self, cfg: FeatureConfig, policy: SegmentPolicy, progress_dir: str | None = None, *,
+                 keep_silent_tracks: bool = False):
         super().__init__()
         self._cfg = cfg
         self._policy = policy
         self._progress_dir = progress_dir
+        self._keep_silent_tracks = keep_silent_tracks
 
     def expand(self, entries):
         decoded = entries | "DecodeAudio" >> beam.ParDo(
             DecodeAudio(self._cfg, self._policy, self._progress_dir)
         ).with_outputs(DecodeAudio.FAILED, main="tracks")
         cut = decoded.tracks | "CutSegments" >> beam.ParDo(
-            CutSegments(self._cfg, self._policy)
+            CutSegments(self._cfg, self._policy, keep_silent_tracks=self._keep_silent_tracks)
         ).with_outputs(CutSegments.FAILED, CutSegments.TRACKS, main="segments")
         mels = cut.segments | "ComputeLogMel" >> beam.ParDo(ComputeLogMel(self._cfg))
         failures = (decoded[DecodeAudio.FAILED], cut[CutSegments.FAILED]) | "FlattenFailures" >> beam.Flatten()

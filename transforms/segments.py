@@ -11,6 +11,15 @@ class SegmentError(Exception):
     """A decoded track yields no usable segment."""
 
 
+class SilentTrack(SegmentError):
+    """Every segment is below the silence floor: a failure for training data, but a tagger still
+    owes the track a row (flagged for review)."""
+
+    def __init__(self, message: str, n_silent: int):
+        super().__init__(message)
+        self.n_silent = n_silent
+
+
 @dataclasses.dataclass(frozen=True)
 class SegmentCut:
     segments: list[tuple[int, np.ndarray]]  # (index on the hop grid, samples)
@@ -51,7 +60,7 @@ def cut_segments(
 
     Raises:
         SegmentError: the track is shorter than one segment and `pad_short` is false, or every
-            segment is below `silence_floor_dbfs`.
+            segment is below `silence_floor_dbfs` (then SilentTrack).
     """
     if len(samples) < segment_samples:
         if not pad_short:
@@ -71,7 +80,7 @@ def cut_segments(
         else:
             kept.append((index, segment))
     if not kept:
-        raise SegmentError(
-            f"silent: all {silent} segments are below the {silence_floor_dbfs:g} dBFS silence floor"
+        raise SilentTrack(
+            f"silent: all {silent} segments are below the {silence_floor_dbfs:g} dBFS silence floor", silent
         )
     return SegmentCut(kept, silent)
