@@ -15,6 +15,7 @@ COMMANDS = {
     "featurize": ("pipelines.featurize", "run", "decode a catalogue into sharded TFRecords of log-mel segments"),
     "train": ("trainer.task", "main", "train, evaluate and export a genre model from featurize output"),
     "evaluate": ("trainer.evaluate", "main", "evaluate an exported model on a featurize output's split"),
+    "tag": ("pipelines.tag", "run", "tag a catalogue with an exported model: genres, confidences, embeddings"),
     "demo": ("pipelines.demo", "run", "build a small synthetic catalogue and run the product on it end to end"),
 }
 _OUR_LOGGERS = ("pipelines", "transforms", "trainer", "schemas", "cattag")

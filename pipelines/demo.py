@@ -1,8 +1,8 @@
 """cattag demo: the whole product on a synthetic catalogue it makes itself.
 
 Today: synthesize a labelled catalogue (plus two broken files, to show the errors output),
-featurize it, train the default genre model, and evaluate it. Tagging and the database join as
-those stages land.
+featurize it, train the default genre model, evaluate it, and tag the catalogue with it. The
+database joins when that stage lands.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import logging
 import pathlib
 import shutil
 
-from pipelines import featurize, synthetic
+from pipelines import featurize, synthetic, tag
 from trainer import task
 
 _LOG = logging.getLogger(__name__)
@@ -54,7 +54,11 @@ def run(argv: list[str] | None = None) -> dict:
     card = task.run(task.TrainConfig(data_dir=str(features), model_dir=str(model_dir), epochs=args.epochs,
                                      patience=args.epochs, verbose=0))
     print(_training_report(card, model_dir))
-    return {"featurize": result, "train": card}
+
+    tags_dir = workdir / "tags"
+    tagged = tag.run(["--input", str(catalogue), "--model", str(model_dir), "--output", str(tags_dir), *beam_flags])
+    print(_tag_report(tagged))
+    return {"featurize": result, "train": card, "tag": tagged}
 
 
 def _report(metadata: dict, features: pathlib.Path) -> str:
@@ -85,3 +89,18 @@ def _training_report(card: dict, model_dir: pathlib.Path) -> str:
         f"  SavedModel, model card and metrics in {model_dir}; plots: "
         + ", ".join(p.name for p in sorted(model_dir.glob("*.png"))),
     ])
+
+
+def _tag_report(tagged: tag.TagRun, shown: int = 8) -> str:
+    rows = tag.read_tags(tagged.output).to_pylist()
+    rows.sort(key=lambda r: (r["low_confidence"], -r["confidence"]))
+    lines = ["", f"Tags ({tagged.tagged} tracks, {tagged.low_confidence} flagged for review, {tagged.failed} failed; "
+             f"the most and least confident {shown}):",
+             f"  {'track':<34} {'genre':<18} {'conf':>5}  {'top 3':<44} review"]
+    for row in rows[:shown // 2] + rows[-(shown // 2):]:
+        top = ", ".join(f"{t['label']} {t['score']:.2f}" for t in row["top_k"] or [])
+        lines.append(f"  {row['track_id'][:34]:<34} {row['genre'] or '-':<18} {row['confidence']:>5.2f}  "
+                     f"{top[:44]:<44} {row['review_reason'] or ''}")
+    lines.append(f"  Parquet in {tagged.output} ({len(tagged.files)} file(s)), failed inputs in "
+                 f"{tagged.output}/errors/")
+    return "\n".join(lines)

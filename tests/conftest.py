@@ -35,6 +35,29 @@ def catalogue_sample_dir() -> pathlib.Path:
 
 
 @pytest.fixture(scope="session")
+def synthetic_features(tmp_path_factory) -> str:
+    """A featurize output of a small synthetic labelled catalogue (4 styles x 5 tracks of 7 s)."""
+    from pipelines import featurize, synthetic
+
+    root = tmp_path_factory.mktemp("synthetic")
+    synthetic.write_catalogue(root / "catalogue", tracks_per_style=5, seconds=7.0)
+    featurize.run(["--input", str(root / "catalogue"), "--output", str(root / "features"), "--labels", "from-dirs",
+                   "--splits", "60,20,20", "--progress", "off"])
+    return str(root / "features")
+
+
+@pytest.fixture(scope="session")
+def small_model(synthetic_features, tmp_path_factory) -> tuple[str, dict]:
+    """A real model trained for two epochs on `synthetic_features`: (model dir, model card)."""
+    from trainer.task import TrainConfig, run
+
+    model_dir = str(tmp_path_factory.mktemp("model"))
+    card = run(TrainConfig(data_dir=synthetic_features, model_dir=model_dir, arch="cnn1d", epochs=2, batch_size=16,
+                           verbose=0))
+    return model_dir, card
+
+
+@pytest.fixture(scope="session")
 def gtzan_rows(gtzan_dir) -> list[dict[str, str]]:
     with open(gtzan_dir / "manifest.csv", newline="") as handle:
         return list(csv.DictReader(handle))

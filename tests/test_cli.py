@@ -55,6 +55,18 @@ def test_demo_runs_end_to_end_and_prints_its_report(tmp_path):
     assert "track accuracy" in done.stdout
     card = json.loads((tmp_path / "demo" / "model" / "model.json").read_text())
     assert card["training"]["epochs_run"] == 2 and card["labels"] == metadata["labels"]
+    assert "Tags (12 tracks," in done.stdout and "2 failed" in done.stdout
+    assert "tag done: 14 inputs, 12 tagged" in done.stderr
+
+
+def test_tag_documents_its_flags_and_refuses_a_missing_model(tmp_path):
+    done = cattag("tag", "--help")
+    assert done.returncode == 0
+    for flag in ("--input", "--model", "--output", "--top-k", "--min-confidence", "--aggregate",
+                 "--inference-batch-size", "--skip-existing", "--overwrite"):
+        assert flag in done.stdout, flag
+    done = cattag("tag", "--input", str(tmp_path), "--output", str(tmp_path / "out"), "--model", str(tmp_path))
+    assert done.returncode == 2 and "is not a cattag model" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_train_and_evaluate_document_their_flags_and_refuse_bad_paths(tmp_path):

@@ -10,28 +10,23 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipelines import featurize, synthetic
+from pipelines import synthetic
 from schemas import examples
 from schemas.features import FeatureConfig, FeatureConfigMismatch
-from trainer import evaluate, export, models
+from schemas.model_assets import read_model_assets
+from trainer import evaluate, models
 from trainer.data import Augment, make_dataset, read_data_info
 from trainer.task import TrainConfig, choose_device, run
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp("synthetic")
-    synthetic.write_catalogue(root / "catalogue", tracks_per_style=5, seconds=7.0)
-    featurize.run(["--input", str(root / "catalogue"), "--output", str(root / "features"), "--labels", "from-dirs",
-                   "--splits", "60,20,20", "--progress", "off"])
-    return str(root / "features")
+def data_dir(synthetic_features) -> str:
+    return synthetic_features
 
 
 @pytest.fixture(scope="module")
-def trained(data_dir, tmp_path_factory) -> tuple[str, dict]:
-    model_dir = str(tmp_path_factory.mktemp("model"))
-    card = run(TrainConfig(data_dir=data_dir, model_dir=model_dir, arch="cnn1d", epochs=2, batch_size=16, verbose=0))
-    return model_dir, card
+def trained(small_model) -> tuple[str, dict]:
+    return small_model
 
 
 def test_training_batches_have_the_expected_shapes_and_labels(data_dir):
@@ -123,8 +118,14 @@ def test_tiny_training_run_exports_a_servable_model(data_dir, trained):
     out = loaded.serve_examples(tf.constant(serialized))
     assert out["track_id"].numpy().tolist() == [b"t", b"t"] and out["segment_index"].numpy().tolist() == [0, 1]
 
-    assets = export.read_model_assets(model_dir)
+    assets = read_model_assets(model_dir)
     assert assets.labels == info.labels and assets.cfg == info.cfg
+    assert card["embedding_dim"] == out["embedding"].shape[-1]
+    # The typicality reference: a unit centroid per label and a threshold the tagger flags below.
+    centroids = np.asarray(assets.typicality["centroids"])
+    assert centroids.shape == (len(info.labels), card["embedding_dim"])
+    np.testing.assert_allclose(np.linalg.norm(centroids, axis=1), 1.0, atol=1e-5)
+    assert -1.0 <= assets.typicality["threshold"] <= 1.0
     assert card["model_version"].startswith("cnn1d-") and card["feature_version"] == info.cfg.version
     assert card["training"]["epochs_run"] == 2 and card["training"]["examples_per_s"] > 0
     metrics = json.loads((pathlib.Path(model_dir) / "metrics.json").read_text())

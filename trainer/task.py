@@ -22,8 +22,10 @@ import tensorflow as tf
 
 from schemas import examples
 from schemas.features import FeatureConfigMismatch
+from schemas.model_assets import MODEL_CARD
 from trainer import evaluate, export, models
 from trainer.data import Augment, DataInfo, make_dataset, read_data_info
+from transforms import aggregate
 
 _LOG = logging.getLogger(__name__)
 
@@ -108,7 +110,7 @@ def _eval_pairs(data_dir: str, split: str, info: DataInfo, batch_size: int) -> t
 
 
 def _refuse_other_model(model_dir: pathlib.Path, info: DataInfo) -> None:
-    card_path = model_dir / export.MODEL_CARD
+    card_path = model_dir / MODEL_CARD
     if card_path.exists():
         card = json.loads(card_path.read_text())
         if card.get("feature_version") != info.cfg.version:
@@ -179,6 +181,7 @@ def run(cfg: TrainConfig) -> dict:
         "feature_version": info.cfg.version,
         "feature_config": info.cfg.to_dict(),
         "labels": info.labels,
+        "embedding_dim": int(model.get_layer(models.EMBEDDING).output.shape[-1]),
         "data": {
             "dir": str(pathlib.Path(cfg.data_dir).resolve()),
             "splits": info.raw.get("splits"),
@@ -207,13 +210,35 @@ def run(cfg: TrainConfig) -> dict:
     version = export.export(model, model_dir=str(model_dir), cfg=info.cfg, labels=info.labels, card=card)
     _LOG.info("train: exported %s to %s after %d epochs (best %d)", version, model_dir, epochs_run, best_epoch)
 
+    typicality = _typicality_reference(str(model_dir), cfg.data_dir, info)
+    export.write_typicality(str(model_dir), typicality)
+    _LOG.info("train: typicality threshold %.3f (%gth percentile of %d held-out tracks)", typicality["threshold"],
+              typicality["percentile"], typicality["heldout_tracks"])
+
     split = "test" if info.segments("test") else "validation" if has_validation else "train"
     metrics = evaluate.evaluate_model(str(model_dir), cfg.data_dir, split=split)
     card.update(model_version=version, metrics={k: metrics[k] for k in
                 ("segment_accuracy", "track_accuracy", "macro_f1", "tracks", "segments", "split")})
-    (model_dir / export.MODEL_CARD).write_text(json.dumps(card, indent=2) + "\n")
+    (model_dir / MODEL_CARD).write_text(json.dumps(card, indent=2) + "\n")
     keras.mixed_precision.set_global_policy("float32")
     return card
+
+
+def _typicality_reference(model_dir: str, data_dir: str, info: DataInfo) -> dict:
+    """Class centroids of the training tracks' embeddings, and the threshold below which a track
+    is unlike them: from the validation tracks, or the training tracks when there are none (a
+    stricter threshold, as the model has seen them)."""
+    model = tf.saved_model.load(model_dir)
+
+    def tracks(split: str) -> dict[str, np.ndarray]:
+        predictions = evaluate.predict(model, data_dir, split, info=info)
+        return evaluate.track_level(predictions["track_id"], predictions["label_id"], predictions["probabilities"],
+                                    predictions["embedding"])
+
+    train = tracks("train")
+    heldout = tracks("validation") if info.segments("validation") else train
+    return aggregate.typicality_reference(train["embedding"], train["label_id"], heldout["embedding"],
+                                          n_classes=len(info.labels))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,238 @@
+"""cattag tag: a catalogue + an exported model -> per-track genre tags and embeddings in Parquet.
+
+    ListCatalogue -> [skip tracks OUT holds for this model] -> FanOutDecode -> FeaturizeTracks
+        -> TagTracks (RunInference, aggregate per track) -> WriteTags (OUT/tags-<run>-*.parquet)
+        '-> failures (+ rejected) -> WriteErrors (OUT/errors/*.parquet)
+
+The feature config comes from the model, and the audio goes through the same FeaturizeTracks as
+in featurize: the model sees exactly the log-mels it was trained on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import shutil
+import tempfile
+import time
+import uuid
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipelines.options import CatalogueOptions, make_pipeline, progress_is_local
+from schemas import examples, tags
+from schemas.model_assets import read_model_assets
+from transforms import aggregate
+from transforms import beam as cbeam
+from transforms.catalogue import Catalogue, list_catalogue
+from transforms.progress import ProgressMonitor
+from transforms.tagging import TagSettings, TagTracks
+
+_LOG = logging.getLogger(__name__)
+
+
+class TagOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        defaults = aggregate.ConfidencePolicy()
+        parser.add_argument("--model", help="a `cattag train` model directory (SavedModel with its assets)")
+        parser.add_argument("--top-k", type=int, default=3, help="labels with scores kept per track (default %(default)s)")
+        parser.add_argument("--min-confidence", type=float, default=defaults.min_confidence,
+                            help="tracks whose top score is below this are flagged low_confidence "
+                                 "(default %(default)s)")
+        parser.add_argument("--min-margin", type=float, default=defaults.min_margin,
+                            help="... or whose runner-up is within this of the top score (default %(default)s)")
+        parser.add_argument("--aggregate", choices=aggregate.AGGREGATIONS, default="mean",
+                            help="segments -> track: mean probability, max probability or majority vote "
+                                 "(default %(default)s)")
+        parser.add_argument("--inference-batch-size", type=int, default=64,
+                            help="segments per model call, at most (default %(default)s)")
+        parser.add_argument("--skip-existing", action="store_true",
+                            help="tag only inputs that --output does not already hold for this model version; "
+                                 "rerunning a command with it adds no duplicate rows")
+
+
+PASSES_BEAM_FLAGS = True
+OPTIONS = (CatalogueOptions, TagOptions)  # for `cattag tag --help`
+
+
+@dataclasses.dataclass(frozen=True)
+class TagRun:
+    """What one run did, for the closing summary and for callers (the demo, the benchmark)."""
+
+    output: str
+    model_version: str
+    inputs: int
+    skipped: int
+    tagged: int
+    low_confidence: int
+    failed: int
+    audio_s: float
+    wall_s: float
+    files: list[str]
+
+    def summary_line(self) -> str:
+        rate = self.tagged / max(self.wall_s, 1e-9)
+        return (f"tag done: {self.inputs} inputs, {self.tagged} tagged ({self.low_confidence} low confidence), "
+                f"{self.failed} failed, {self.skipped} skipped as already tagged, {self.audio_s / 3600:.2f} audio "
+                f"hours in {self.wall_s:.1f} s ({rate:.2f} tracks/s, {self.audio_s / max(self.wall_s, 1e-9):.1f} "
+                f"audio-s/s) with model {self.model_version} -> {self.output}")
+
+
+def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> TagRun:
+    options = PipelineOptions(argv)
+    catalogue_options = options.view_as(CatalogueOptions)
+    tag_options = options.view_as(TagOptions)
+    catalogue_options.require_paths()
+    if not tag_options.model:
+        raise ValueError("missing required flag: --model")
+    if tag_options.top_k < 1:
+        raise ValueError(f"--top-k {tag_options.top_k}: expected at least 1")
+    if tag_options.skip_existing and catalogue_options.overwrite:
+        raise ValueError("--skip-existing keeps earlier tags and --overwrite deletes them: choose one")
+    assets = read_model_assets(tag_options.model)  # refuses a model whose feature config we cannot reproduce
+    policy = catalogue_options.segment_policy()
+    output = catalogue_options.output.rstrip("/")
+
+    catalogue = list_catalogue(catalogue_options.input, labels="none")
+    existing = _prepare_output(output, model_version=assets.model_version, skip_existing=tag_options.skip_existing,
+                               overwrite=catalogue_options.overwrite)
+    todo = [entry for entry in catalogue.entries if entry.track_id not in existing]
+    skipped = len(catalogue.entries) - len(todo)
+    settings = TagSettings(
+        labels=tuple(assets.labels), embedding_dim=_embedding_dim(assets.card), model_version=assets.model_version, feature_version=assets.cfg.version,
+        tagged_at=datetime.datetime.now(datetime.UTC).replace(microsecond=0), aggregation=tag_options.aggregate,
+        top_k=tag_options.top_k,
+        policy=aggregate.ConfidencePolicy(
+            tag_options.min_confidence, tag_options.min_margin,
+            aggregate.Typicality.from_dict(assets.typicality) if assets.typicality else None))
+    run_id = settings.tagged_at.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    _LOG.info("tag: %d inputs (%d refused while listing, %d already tagged by %s), feature config %s -> %s",
+              len(catalogue.entries) + len(catalogue.rejected), len(catalogue.rejected), skipped,
+              assets.model_version, assets.cfg.version, output)
+
+    local_progress = progress_is_local(options, catalogue_options.progress)
+    progress_dir = tempfile.mkdtemp(prefix="cattag-progress-") if local_progress else None
+    pipeline = test_pipeline or make_pipeline(options)
+    build(pipeline, dataclasses.replace(catalogue, entries=todo), output=output, run_id=run_id,
+          model_dir=tag_options.model, settings=settings,
+          cfg=assets.cfg, policy=policy, inference_batch_size=tag_options.inference_batch_size,
+          progress_dir=progress_dir)
+    started = time.monotonic()
+    try:
+        if progress_dir:
+            with ProgressMonitor(progress_dir, total=len(todo), label="tag"):
+                pipeline.run().wait_until_finish()
+        else:
+            pipeline.run().wait_until_finish()
+    finally:
+        if progress_dir:
+            shutil.rmtree(progress_dir, ignore_errors=True)
+    wall_s = time.monotonic() - started
+
+    files = _match(FileSystems.join(output, f"{tags.TAGS_PREFIX}-{run_id}-*.parquet"))
+    written = _read_tables(files, ["low_confidence", "duration_s"])
+    errors = _read_errors(output)
+    result = TagRun(
+        output=output, model_version=assets.model_version, inputs=len(catalogue.entries) + len(catalogue.rejected),
+        skipped=skipped, tagged=written.num_rows if written else 0,
+        low_confidence=int(written["low_confidence"].to_numpy().sum()) if written else 0,
+        failed=errors, audio_s=float(written["duration_s"].to_numpy().sum()) if written else 0.0,
+        wall_s=wall_s, files=files)
+    _LOG.info("%s", result.summary_line())
+    return result
+
+
+def build(
+    pipeline: beam.Pipeline, catalogue: Catalogue, *, output: str, run_id: str, model_dir: str,
+    settings: TagSettings, cfg, policy, inference_batch_size: int = 64,
+    progress_dir: str | None = None,
+) -> dict[str, beam.PCollection]:
+    """Adds the tag steps to `pipeline`; returns its rows and failures."""
+    entries = (
+        pipeline
+        | "ListCatalogue" >> beam.Create(catalogue.entries, reshuffle=False)
+        | "FanOutDecode" >> beam.Reshuffle()
+    )
+    features = entries | "FeaturizeTracks" >> cbeam.FeaturizeTracks(cfg, policy, progress_dir,
+                                                                     keep_silent_tracks=True)
+    tagged = features | "TagTracks" >> TagTracks(model_dir, settings, inference_batch_size=inference_batch_size)
+    schema = tags.tags_schema(labels=settings.labels, embedding_dim=settings.embedding_dim,
+                              model_version=settings.model_version, feature_version=settings.feature_version)
+    _ = tagged["rows"] | "WriteTags" >> beam.io.WriteToParquet(
+        FileSystems.join(output, f"{tags.TAGS_PREFIX}-{run_id}"), schema, file_name_suffix=".parquet",
+        record_batch_size=1000)
+
+    rejected = pipeline | "ListRejected" >> beam.Create(
+        [cbeam.Failure(r.uri, r.track_id, "catalogue", r.reason) for r in catalogue.rejected])
+    _ = (
+        (features["failures"], tagged["failures"], rejected)
+        | "AllFailures" >> beam.Flatten()
+        | "FailureRows" >> beam.Map(cbeam.Failure.to_row)
+        | "WriteErrors" >> beam.io.WriteToParquet(
+            FileSystems.join(output, examples.ERRORS_DIR, "part"), tags.ERRORS_SCHEMA, file_name_suffix=".parquet",
+            num_shards=1)
+    )
+    return tagged
+
+
+def read_tags(output: str, columns: list[str] | None = None):
+    """All tag rows in `output` (every run, every model version) as one Arrow table, or None."""
+    return _read_tables(_tag_files(output), columns)
+
+
+def _read_tables(paths: list[str], columns: list[str] | None) -> pa.Table | None:
+    if not paths:
+        return None
+    tables = []
+    for path in paths:
+        with FileSystems.open(path) as handle:
+            tables.append(pq.read_table(handle, columns=columns))
+    return pa.concat_tables(tables)
+
+
+def _tag_files(output: str) -> list[str]:
+    return _match(FileSystems.join(output, tags.TAGS_GLOB))
+
+
+def _match(pattern: str) -> list[str]:
+    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+
+
+def _prepare_output(output: str, *, model_version: str, skip_existing: bool, overwrite: bool) -> set[str]:
+    """Returns the track ids OUT already holds for `model_version` (with --skip-existing)."""
+    files = _tag_files(output)
+    errors_dir = FileSystems.join(output, examples.ERRORS_DIR)
+    if files and not (skip_existing or overwrite):
+        raise ValueError(f"--output {output} already holds tags from an earlier run ({len(files)} file(s)); "
+                         "pass --skip-existing to add only what is missing, or --overwrite to replace them")
+    # errors/ always describes the latest run: the inputs that failed before are retried now.
+    if FileSystems.exists(errors_dir):
+        FileSystems.delete([errors_dir])
+    if overwrite:
+        if files:
+            FileSystems.delete(files)
+        return set()
+    if not skip_existing or not files:
+        return set()
+    table = read_tags(output, columns=["track_id", "model_version"])
+    held = {track for track, version in zip(table["track_id"].to_pylist(), table["model_version"].to_pylist(),
+                                             strict=True) if version == model_version}
+    return held
+
+
+def _read_errors(output: str) -> int:
+    table = _read_tables(_match(FileSystems.join(output, examples.ERRORS_DIR, "*.parquet")), ["uri"])
+    return table.num_rows if table is not None else 0
+
+
+def _embedding_dim(card: dict) -> int:
+    dim = card.get("embedding_dim")
+    if not isinstance(dim, int) or dim < 1:
+        raise ValueError("the model card has no embedding_dim; export the model again with this cattag")
+    return dim

@@ -1,0 +1,107 @@
+"""transforms/aggregate.py: from segment predictions to track tags, on hand-made numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from transforms.aggregate import (
+    ConfidencePolicy,
+    Typicality,
+    aggregate_scores,
+    mean_embedding,
+    review_reason,
+    tag_track,
+    top_k,
+    typicality_reference,
+)
+
+LABELS = ["blues", "jazz", "rock"]
+# Three segments: two say rock mildly, one says jazz strongly.
+SEGMENTS = np.array([[0.1, 0.3, 0.6],
+                     [0.2, 0.2, 0.6],
+                     [0.0, 0.9, 0.1]])
+
+
+def test_mean_is_the_average_segment_probability():
+    np.testing.assert_allclose(aggregate_scores(SEGMENTS, "mean"), [0.1, 1.4 / 3, 1.3 / 3], rtol=1e-6)
+
+
+def test_max_takes_each_class_best_segment_and_renormalizes():
+    np.testing.assert_allclose(aggregate_scores(SEGMENTS, "max"), np.array([0.2, 0.9, 0.6]) / 1.7, rtol=1e-6)
+
+
+def test_vote_counts_top_classes_and_breaks_ties_by_mean_probability():
+    np.testing.assert_allclose(aggregate_scores(SEGMENTS, "vote"), [0, 1 / 3, 2 / 3], atol=1e-6)
+    tie = np.array([[0.6, 0.4, 0.0], [0.3, 0.7, 0.0]])  # one vote each; jazz has the higher mean (0.55)
+    scores = aggregate_scores(tie, "vote")
+    assert scores.argmax() == 1 and scores[0] == pytest.approx(0.5, abs=1e-5)
+
+
+def test_the_three_methods_can_disagree_on_the_genre():
+    assert [LABELS[aggregate_scores(SEGMENTS, m).argmax()] for m in ("mean", "max", "vote")] == \
+        ["jazz", "jazz", "rock"]
+
+
+def test_unknown_method_and_empty_input_are_refused():
+    with pytest.raises(ValueError, match="aggregation 'median'"):
+        aggregate_scores(SEGMENTS, "median")
+    with pytest.raises(ValueError, match="segments, classes"):
+        aggregate_scores(np.zeros((0, 3)))
+
+
+def test_top_k_is_best_first_and_stable_on_ties():
+    assert top_k(np.array([0.25, 0.5, 0.25]), LABELS, 3) == [("jazz", 0.5), ("blues", 0.25), ("rock", 0.25)]
+    assert top_k(np.array([0.25, 0.5, 0.25]), LABELS, 1) == [("jazz", 0.5)]
+
+
+def test_mean_embedding_is_unit_length_and_points_along_the_mean():
+    embedding = mean_embedding(np.array([[3.0, 0.0], [1.0, 2.0]]))
+    np.testing.assert_allclose(embedding, np.array([2.0, 1.0]) / np.sqrt(5), rtol=1e-6)
+    assert embedding.dtype == np.float32
+
+
+def test_review_reasons_low_score_close_runner_up_and_atypical():
+    policy = ConfidencePolicy(min_confidence=0.5, min_margin=0.1)
+    assert review_reason(np.array([0.8, 0.15, 0.05]), policy) is None
+    assert review_reason(np.array([0.45, 0.3, 0.25]), policy) == "low score"
+    assert review_reason(np.array([0.52, 0.46, 0.02]), policy) == "close runner-up"
+    typical = ConfidencePolicy(0.5, 0.1, Typicality(np.eye(3, dtype=np.float32), threshold=0.8))
+    assert review_reason(np.array([0.8, 0.15, 0.05]), typical, typicality=0.9) is None
+    assert review_reason(np.array([0.8, 0.15, 0.05]), typical, typicality=0.7) == "unlike the training music"
+
+
+def test_tag_track_puts_it_together():
+    embeddings = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    tags = tag_track(SEGMENTS, embeddings, LABELS, method="mean", k=2, policy=ConfidencePolicy(0.5, 0.1))
+    assert tags.genre == "jazz" and tags.confidence == pytest.approx(1.4 / 3, rel=1e-6)
+    assert [label for label, _ in tags.top_k] == ["jazz", "rock"]
+    assert tags.low_confidence and tags.review_reason == "low score"  # 0.467 < 0.5
+    assert tags.scores.sum() == pytest.approx(1.0)
+    assert np.linalg.norm(tags.embedding) == pytest.approx(1.0)
+    assert tags.typicality is None
+
+
+def test_tag_track_refuses_misaligned_inputs():
+    with pytest.raises(ValueError, match="3 segment probabilities but 2 embeddings"):
+        tag_track(SEGMENTS, np.ones((2, 4)), LABELS)
+    with pytest.raises(ValueError, match="3 class probabilities for 2 labels"):
+        tag_track(SEGMENTS, np.ones((3, 4)), LABELS[:2])
+
+
+def test_typicality_reference_centroids_and_threshold():
+    train = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]])
+    reference = typicality_reference(train, np.array([0, 0, 1]), np.array([[1.0, 0.0], [0.6, 0.8]]), n_classes=2,
+                                     percentile=0)
+    centroid0 = np.array([1.8, 0.6]) / np.linalg.norm([1.8, 0.6])
+    np.testing.assert_allclose(reference["centroids"], [centroid0, [0.0, 1.0]], atol=1e-6)
+    typicality = Typicality.from_dict(reference)
+    # Held-out [1, 0] scores 0.949 (class 0); [0.6, 0.8] scores 0.822 (class 0, above class 1's 0.8).
+    # Percentile 0 is the lowest held-out score.
+    assert reference["threshold"] == pytest.approx(float(centroid0 @ [0.6, 0.8]))
+    assert typicality(np.array([1.0, 0.0], np.float32)) == pytest.approx(centroid0[0], rel=1e-6)
+
+
+def test_confidence_policy_refuses_scores_outside_zero_one():
+    with pytest.raises(ValueError, match="--min-confidence 1.5"):
+        ConfidencePolicy(min_confidence=1.5)

@@ -1,0 +1,159 @@
+"""From a track's segment predictions to its tags: pure functions, no Beam, no TensorFlow.
+
+A track is cut into segments and the model sees each alone; the track's genre comes from
+aggregating the segments' class probabilities, its embedding from averaging theirs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+AGGREGATIONS = ("mean", "max", "vote")
+
+
+@dataclasses.dataclass(frozen=True)
+class Typicality:
+    """How much a track's embedding looks like the music the model was trained on.
+
+    A softmax always picks some genre, and can do so confidently for speech or birdsong. The
+    typicality of a track is the cosine similarity of its embedding to the nearest class centroid
+    of the training tracks; `threshold` is a low percentile of the held-out tracks' typicality, so
+    only about that share of in-distribution music falls below it.
+    """
+
+    centroids: np.ndarray  # float32 [n_classes, dim], unit rows
+    threshold: float
+
+    def __call__(self, embedding: np.ndarray) -> float:
+        return float(np.max(self.centroids @ embedding))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Typicality:
+        return cls(np.asarray(data["centroids"], dtype=np.float32), float(data["threshold"]))
+
+
+def typicality_reference(train_embeddings: np.ndarray, train_labels: np.ndarray, heldout_embeddings: np.ndarray,
+                         *, n_classes: int, percentile: float = 5.0) -> dict:
+    """The Typicality of a model, as a JSON-able dict, from unit track embeddings of its training
+    tracks (for the centroids) and of held-out tracks (for the threshold)."""
+    centroids = np.zeros((n_classes, train_embeddings.shape[1]))
+    for c in range(n_classes):
+        members = train_embeddings[train_labels == c]
+        if len(members):
+            centroids[c] = members.mean(axis=0)
+    centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    scores = (heldout_embeddings @ centroids.T).max(axis=1)
+    return {"centroids": centroids.round(6).tolist(), "threshold": float(np.percentile(scores, percentile)),
+            "percentile": percentile, "heldout_tracks": len(scores)}
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfidencePolicy:
+    """When a track is flagged for review: its top score is below `min_confidence`, the runner-up
+    is within `min_margin` of it (two genres about equally likely), or (with a Typicality) its
+    embedding is unlike the training music."""
+
+    min_confidence: float = 0.6
+    min_margin: float = 0.1
+    typicality: Typicality | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise ValueError(f"--min-confidence {self.min_confidence}: expected a score between 0 and 1")
+        if not 0.0 <= self.min_margin <= 1.0:
+            raise ValueError(f"--min-margin {self.min_margin}: expected a score difference between 0 and 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackTags:
+    genre: str
+    confidence: float
+    top_k: list[tuple[str, float]]
+    scores: np.ndarray  # float32 [n_classes], sums to 1, aligned with the label vocabulary
+    embedding: np.ndarray  # float32 [dim], unit length
+    low_confidence: bool
+    review_reason: str | None
+    typicality: float | None
+
+
+def aggregate_scores(probabilities: np.ndarray, method: str = "mean") -> np.ndarray:
+    """[n_segments, n_classes] segment probabilities -> [n_classes] track scores summing to 1.
+
+    mean: the mean probability (a soft vote; the default, and what evaluation reports).
+    max:  each class's highest segment probability, renormalized (a genre that is clear in one
+          passage wins over one that is vaguely everywhere).
+    vote: the share of segments whose top class it is; ties go to the higher mean probability.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if probabilities.ndim != 2 or probabilities.shape[0] == 0:
+        raise ValueError(f"expected [segments, classes] probabilities, got shape {probabilities.shape}")
+    if method == "mean":
+        scores = probabilities.mean(axis=0)
+    elif method == "max":
+        scores = probabilities.max(axis=0)
+    elif method == "vote":
+        votes = np.bincount(probabilities.argmax(axis=1), minlength=probabilities.shape[1]).astype(np.float64)
+        # A tie-break far below one vote's weight (1 / n_segments), so it never outweighs a vote.
+        scores = votes + probabilities.mean(axis=0) * 1e-6
+    else:
+        raise ValueError(f"aggregation {method!r}: expected one of {', '.join(AGGREGATIONS)}")
+    return (scores / scores.sum()).astype(np.float32)
+
+
+def mean_embedding(embeddings: np.ndarray) -> np.ndarray:
+    """[n_segments, dim] -> [dim]: the L2-normalized mean (cosine similarity is then a dot product)."""
+    mean = np.asarray(embeddings, dtype=np.float64).mean(axis=0)
+    norm = np.linalg.norm(mean)
+    return (mean / norm if norm > 0 else mean).astype(np.float32)
+
+
+def top_k(scores: np.ndarray, labels: Sequence[str], k: int) -> list[tuple[str, float]]:
+    """The k best (label, score) pairs, best first; equal scores in vocabulary order."""
+    order = np.argsort(-np.asarray(scores), kind="stable")[:k]
+    return [(labels[i], float(scores[i])) for i in order]
+
+
+def review_reason(scores: np.ndarray, policy: ConfidencePolicy, typicality: float | None = None) -> str | None:
+    """Why a track's tags need a person to look at them, or None."""
+    ranked = np.sort(np.asarray(scores))[::-1]
+    if policy.typicality is not None and typicality is not None and typicality < policy.typicality.threshold:
+        return "unlike the training music"
+    if ranked[0] < policy.min_confidence:
+        return "low score"
+    if len(ranked) > 1 and ranked[0] - ranked[1] < policy.min_margin:
+        return "close runner-up"
+    return None
+
+
+def tag_track(
+    probabilities: np.ndarray,
+    embeddings: np.ndarray,
+    labels: Sequence[str],
+    *,
+    method: str = "mean",
+    k: int = 3,
+    policy: ConfidencePolicy = ConfidencePolicy(),
+) -> TrackTags:
+    """A track's tags from its segments' probabilities [n, classes] and embeddings [n, dim]."""
+    if len(probabilities) != len(embeddings):
+        raise ValueError(f"{len(probabilities)} segment probabilities but {len(embeddings)} embeddings")
+    if np.shape(probabilities)[-1] != len(labels):
+        raise ValueError(f"{np.shape(probabilities)[-1]} class probabilities for {len(labels)} labels")
+    scores = aggregate_scores(probabilities, method)
+    best = top_k(scores, labels, max(k, 1))
+    embedding = mean_embedding(embeddings)
+    typicality = policy.typicality(embedding) if policy.typicality is not None else None
+    reason = review_reason(scores, policy, typicality)
+    return TrackTags(
+        genre=best[0][0],
+        confidence=best[0][1],
+        top_k=best[:k],
+        scores=scores,
+        embedding=embedding,
+        low_confidence=reason is not None,
+        review_reason=reason,
+        typicality=typicality,
+    )

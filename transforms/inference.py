@@ -1,0 +1,58 @@
+"""A Beam ModelHandler for cattag's exported SavedModel.
+
+Beam's TFModelHandler* load models with `keras.models.load_model`, which Keras 3 refuses for
+SavedModel directories; this handler loads with `tf.saved_model.load` and calls the `serve`
+endpoint (log-mel in, probabilities and embedding out). RunInference gives it batching
+(BatchElements) and one loaded model per worker process, shared by the process's threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+
+
+class SavedModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
+    """Examples are float32 log-mels [frames, n_mels]; each inference is a dict with
+    `probabilities` [n_classes] and `embedding` [dim] (numpy, float32)."""
+
+    def __init__(self, model_dir: str, *, max_batch_size: int = 64, intra_op_threads: int = 0):
+        super().__init__()
+        if max_batch_size < 1:
+            raise ValueError(f"--inference-batch-size {max_batch_size}: expected at least 1")
+        self._model_dir = model_dir
+        self._max_batch_size = max_batch_size
+        self._intra_op_threads = intra_op_threads
+
+    def load_model(self) -> Any:
+        import tensorflow as tf
+
+        if self._intra_op_threads:
+            try:  # only possible before this process's first TensorFlow op
+                tf.config.threading.set_intra_op_parallelism_threads(self._intra_op_threads)
+            except RuntimeError:
+                pass
+        return tf.saved_model.load(self._model_dir)
+
+    def run_inference(
+        self, batch: Sequence[np.ndarray], model: Any, inference_args: dict[str, Any] | None = None
+    ) -> Iterable[PredictionResult]:
+        outputs = model.serve(np.stack(batch).astype(np.float32, copy=False))
+        probabilities = outputs["probabilities"].numpy()
+        embeddings = outputs["embedding"].numpy()
+        return [
+            PredictionResult(example, {"probabilities": p, "embedding": e}, self._model_dir)
+            for example, p, e in zip(batch, probabilities, embeddings, strict=True)
+        ]
+
+    def get_num_bytes(self, batch: Sequence[np.ndarray]) -> int:
+        return sum(example.nbytes for example in batch)
+
+    def batch_elements_kwargs(self) -> dict[str, int]:
+        return {"min_batch_size": 1, "max_batch_size": self._max_batch_size}
+
+    def get_metrics_namespace(self) -> str:
+        return "cattag_inference"

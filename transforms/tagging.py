@@ -1,0 +1,152 @@
+"""The tag pipeline's Beam steps: log-mel segments -> RunInference -> one tag row per track.
+
+    MelSegment --KeyBySegment--> RunInference(SavedModelHandler) --ByTrack--.
+    TrackSummary --ByTrack-------------------------------------------------+-> CoGroupByKey -> AggregateTrack -> rows
+    failed inference batches --ByTrack-------------------------------------'                   '-> Failure
+
+A track gets a row only when every one of its segments came back from the model; one failed
+segment sends the whole track to the errors output (stage "inference"), never a partial tag.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Iterator
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+
+from transforms import aggregate
+from transforms.beam import Failure, TrackSummary
+from transforms.inference import SavedModelHandler
+
+_NAMESPACE = "cattag"
+TAGGED = Metrics.counter(_NAMESPACE, "tracks_tagged")
+LOW_CONFIDENCE = Metrics.counter(_NAMESPACE, "tracks_low_confidence")
+INFERENCE_FAILED = Metrics.counter(_NAMESPACE, "tracks_failed_inference")
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentOutput:
+    index: int
+    probabilities: np.ndarray
+    embedding: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class TagSettings:
+    """What every row of one run shares, and how tracks are aggregated and flagged."""
+
+    labels: tuple[str, ...]
+    embedding_dim: int
+    model_version: str
+    feature_version: str
+    tagged_at: datetime.datetime
+    aggregation: str = "mean"
+    top_k: int = 3
+    policy: aggregate.ConfidencePolicy = dataclasses.field(default_factory=aggregate.ConfidencePolicy)
+
+
+def tag_row(summary: TrackSummary, tags: aggregate.TrackTags | None, settings: TagSettings) -> dict:
+    """A row of schemas.tags.tags_schema; `tags` is None for a track with no audible segment."""
+    row = {
+        "track_id": summary.entry.track_id,
+        "uri": summary.entry.uri,
+        "duration_s": float(summary.duration_s),
+        "n_segments": summary.n_segments,
+        "model_version": settings.model_version,
+        "feature_version": settings.feature_version,
+        "tagged_at": settings.tagged_at,
+    }
+    if tags is None:
+        return {**row, "genre": None, "confidence": 0.0, "top_k": None, "probabilities": None,
+                "embedding": [0.0] * settings.embedding_dim,
+                "low_confidence": True, "review_reason": "silent", "typicality": None}
+    return {
+        **row,
+        "genre": tags.genre,
+        "confidence": tags.confidence,
+        "top_k": [{"label": label, "score": score} for label, score in tags.top_k],
+        "probabilities": tags.scores.tolist(),
+        "embedding": tags.embedding.tolist(),
+        "low_confidence": tags.low_confidence,
+        "review_reason": tags.review_reason,
+        "typicality": tags.typicality,
+    }
+
+
+def failed_batch_to_tracks(failed) -> Iterator[tuple[str, str]]:
+    """RunInference's dead letter (batch of ((track_id, index), mel), error) -> (track_id, reason)."""
+    batch, error = failed
+    if isinstance(error, tuple) and len(error) >= 2:  # (exception type, repr, traceback lines)
+        error = error[1]
+    reason = str(error).strip().splitlines()[-1] if str(error).strip() else "inference failed"
+    for track_id in sorted({key[0] for key, _ in batch}):
+        yield track_id, reason
+
+
+class AggregateTrack(beam.DoFn):
+    """(track_id, {summary, segments, failed}) -> a tag row, or a Failure on FAILED."""
+
+    FAILED = "failed"
+
+    def __init__(self, settings: TagSettings):
+        self._settings = settings
+
+    def process(self, element) -> Iterator[dict | beam.pvalue.TaggedOutput]:
+        track_id, grouped = element
+        summaries, outputs, failed = list(grouped["summary"]), list(grouped["segments"]), list(grouped["failed"])
+        if not summaries:  # cannot happen: segments only exist for summarized tracks
+            raise RuntimeError(f"segments of track {track_id!r} arrived without its summary")
+        summary = summaries[0]
+        if failed or len(outputs) != summary.n_segments:
+            INFERENCE_FAILED.inc()
+            reason = failed[0] if failed else f"{len(outputs)} of {summary.n_segments} segments came back from the model"
+            yield beam.pvalue.TaggedOutput(self.FAILED, Failure(summary.entry.uri, track_id, "inference", reason))
+            return
+        tags = None
+        if outputs:
+            outputs.sort(key=lambda out: out.index)
+            tags = aggregate.tag_track(
+                np.stack([out.probabilities for out in outputs]), np.stack([out.embedding for out in outputs]),
+                self._settings.labels, method=self._settings.aggregation, k=self._settings.top_k,
+                policy=self._settings.policy)
+        row = tag_row(summary, tags, self._settings)
+        TAGGED.inc()
+        if row["low_confidence"]:
+            LOW_CONFIDENCE.inc()
+        yield row
+
+
+class TagTracks(beam.PTransform):
+    """{'segments': MelSegment, 'tracks': TrackSummary} -> {'rows': dict, 'failures': Failure}."""
+
+    def __init__(self, model_dir: str, settings: TagSettings, *, inference_batch_size: int = 64):
+        super().__init__()
+        self._handler = KeyedModelHandler(SavedModelHandler(model_dir, max_batch_size=inference_batch_size))
+        self._settings = settings
+
+    def expand(self, features):
+        keyed = features["segments"] | "KeyBySegment" >> beam.Map(
+            lambda s: ((s.entry.track_id, s.index), s.mel))
+        predictions, dead_letters = keyed | "RunInference" >> RunInference(self._handler).with_exception_handling()
+        outputs = predictions | "SegmentOutputs" >> beam.Map(_segment_output)
+        failed = dead_letters.failed_inferences | "FailedByTrack" >> beam.FlatMap(failed_batch_to_tracks)
+        summaries = features["tracks"] | "SummaryByTrack" >> beam.Map(lambda t: (t.entry.track_id, t))
+        tagged = (
+            {"summary": summaries, "segments": outputs, "failed": failed}
+            | "GroupByTrack" >> beam.CoGroupByKey()
+            | "AggregateTrack" >> beam.ParDo(AggregateTrack(self._settings)).with_outputs(
+                AggregateTrack.FAILED, main="rows")
+        )
+        return {"rows": tagged.rows, "failures": tagged[AggregateTrack.FAILED]}
+
+
+def _segment_output(keyed_prediction) -> tuple[str, SegmentOutput]:
+    (track_id, index), prediction = keyed_prediction
+    inference = prediction.inference  # the mel (prediction.example) is dropped here, before the shuffle
+    return track_id, SegmentOutput(index, inference["probabilities"], inference["embedding"])
+
