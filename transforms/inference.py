@@ -8,11 +8,14 @@ endpoint (log-mel in, probabilities and embedding out). RunInference gives it ba
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+
+_LOG = logging.getLogger(__name__)
 
 
 class SavedModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
@@ -33,8 +36,8 @@ class SavedModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
         if self._intra_op_threads:
             try:  # only possible before this process's first TensorFlow op
                 tf.config.threading.set_intra_op_parallelism_threads(self._intra_op_threads)
-            except RuntimeError:
-                pass
+            except RuntimeError as err:
+                _LOG.warning("inference threads left as they are (%s)", err)
         return tf.saved_model.load(self._model_dir)
 
     def run_inference(
