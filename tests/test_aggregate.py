@@ -91,15 +91,19 @@ def test_tag_track_refuses_misaligned_inputs():
 
 def test_typicality_reference_centroids_and_threshold():
     train = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]])
-    reference = typicality_reference(train, np.array([0, 0, 1]), np.array([[1.0, 0.0], [0.6, 0.8]]), n_classes=2,
-                                     percentile=0)
+    labels, heldout = np.array([0, 0, 1]), np.array([[1.0, 0.0], [0.6, 0.8]])
+    reference = typicality_reference(train, labels, heldout, n_classes=2, percentile=0)
     centroid0 = np.array([1.8, 0.6]) / np.linalg.norm([1.8, 0.6])
     np.testing.assert_allclose(reference["centroids"], [centroid0, [0.0, 1.0]], atol=1e-6)
     typicality = Typicality.from_dict(reference)
-    # Held-out [1, 0] scores 0.949 (class 0); [0.6, 0.8] scores 0.822 (class 0, above class 1's 0.8).
-    # Percentile 0 is the lowest held-out score.
-    assert reference["threshold"] == pytest.approx(float(centroid0 @ [0.6, 0.8]))
     assert typicality(np.array([1.0, 0.0], np.float32)) == pytest.approx(centroid0[0], rel=1e-6)
+    # In-distribution scores the centroids did not see: held-out [1, 0] 0.949 and [0.6, 0.8] 0.822
+    # (nearest: class 0); training tracks left out of their own centroid: [1, 0] and [0.8, 0.6]
+    # score 0.8 against each other; [0, 1], alone in class 1, only against class 0: 0.316.
+    assert reference["threshold"] == pytest.approx(float(centroid0 @ [0.0, 1.0]))
+    median = typicality_reference(train, labels, heldout, n_classes=2, percentile=50)["threshold"]
+    assert median == pytest.approx(0.8)
+    assert (reference["heldout_tracks"], reference["leave_one_out_tracks"]) == (2, 3)
 
 
 def test_confidence_policy_refuses_scores_outside_zero_one():

@@ -212,8 +212,9 @@ def run(cfg: TrainConfig) -> dict:
 
     typicality = _typicality_reference(str(model_dir), cfg.data_dir, info)
     export.write_typicality(str(model_dir), typicality)
-    _LOG.info("train: typicality threshold %.3f (%gth percentile of %d held-out tracks)", typicality["threshold"],
-              typicality["percentile"], typicality["heldout_tracks"])
+    _LOG.info("train: typicality threshold %.3f (%gth percentile of %d held-out and %d left-out training tracks)",
+              typicality["threshold"], typicality["percentile"], typicality["heldout_tracks"],
+              typicality["leave_one_out_tracks"])
 
     split = "test" if info.segments("test") else "validation" if has_validation else "train"
     metrics = evaluate.evaluate_model(str(model_dir), cfg.data_dir, split=split)
@@ -226,8 +227,8 @@ def run(cfg: TrainConfig) -> dict:
 
 def _typicality_reference(model_dir: str, data_dir: str, info: DataInfo) -> dict:
     """Class centroids of the training tracks' embeddings, and the threshold below which a track
-    is unlike them: from the validation tracks, or the training tracks when there are none (a
-    stricter threshold, as the model has seen them)."""
+    is unlike them (transforms.aggregate.typicality_reference: validation tracks, and training
+    tracks left out of their own centroid)."""
     model = tf.saved_model.load(model_dir)
 
     def tracks(split: str) -> dict[str, np.ndarray]:
@@ -236,9 +237,8 @@ def _typicality_reference(model_dir: str, data_dir: str, info: DataInfo) -> dict
                                     predictions["embedding"])
 
     train = tracks("train")
-    heldout = tracks("validation") if info.segments("validation") else train
-    return aggregate.typicality_reference(train["embedding"], train["label_id"], heldout["embedding"],
-                                          n_classes=len(info.labels))
+    heldout = tracks("validation")["embedding"] if info.segments("validation") else train["embedding"][:0]
+    return aggregate.typicality_reference(train["embedding"], train["label_id"], heldout, n_classes=len(info.labels))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -20,8 +20,9 @@ class Typicality:
 
     A softmax always picks some genre, and can do so confidently for speech or birdsong. The
     typicality of a track is the cosine similarity of its embedding to the nearest class centroid
-    of the training tracks; `threshold` is a low percentile of the held-out tracks' typicality, so
-    only about that share of in-distribution music falls below it.
+    of the training tracks; `threshold` is a low percentile of in-distribution tracks' typicality
+    (held-out tracks, and training tracks left out of their own centroid), so only about that
+    share of music like the training data falls below it.
     """
 
     centroids: np.ndarray  # float32 [n_classes, dim], unit rows
@@ -38,16 +39,31 @@ class Typicality:
 def typicality_reference(train_embeddings: np.ndarray, train_labels: np.ndarray, heldout_embeddings: np.ndarray,
                          *, n_classes: int, percentile: float = 5.0) -> dict:
     """The Typicality of a model, as a JSON-able dict, from unit track embeddings of its training
-    tracks (for the centroids) and of held-out tracks (for the threshold)."""
-    centroids = np.zeros((n_classes, train_embeddings.shape[1]))
+    tracks (for the centroids) and of held-out tracks.
+
+    The threshold is a low percentile of in-distribution scores that the centroids did not see:
+    the held-out tracks', and each training track's against centroids computed without it
+    (leave-one-out). A validation split of a handful of tracks alone gives a fragile percentile.
+    """
+    sums = np.zeros((n_classes, train_embeddings.shape[1]))
+    counts = np.zeros(n_classes)
     for c in range(n_classes):
         members = train_embeddings[train_labels == c]
-        if len(members):
-            centroids[c] = members.mean(axis=0)
-    centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
-    scores = (heldout_embeddings @ centroids.T).max(axis=1)
-    return {"centroids": centroids.round(6).tolist(), "threshold": float(np.percentile(scores, percentile)),
-            "percentile": percentile, "heldout_tracks": len(scores)}
+        sums[c], counts[c] = members.sum(axis=0), len(members)
+    centroids = _unit(sums)
+    scores = [(heldout_embeddings @ centroids.T).max(axis=1)] if len(heldout_embeddings) else []
+    for embedding, label in zip(train_embeddings, train_labels, strict=True):
+        loo = centroids.copy()
+        loo[label] = _unit(sums[label] - embedding) if counts[label] > 1 else 0.0  # a lone track has no class
+        scores.append(np.array([(loo @ embedding).max()]))
+    pooled = np.concatenate(scores)
+    return {"centroids": centroids.round(6).tolist(), "threshold": float(np.percentile(pooled, percentile)),
+            "percentile": percentile, "heldout_tracks": len(heldout_embeddings),
+            "leave_one_out_tracks": len(train_embeddings)}
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 @dataclasses.dataclass(frozen=True)
