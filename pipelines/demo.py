@@ -1,8 +1,8 @@
 """cattag demo: the whole product on a synthetic catalogue it makes itself.
 
 Today: synthesize a labelled catalogue (plus two broken files, to show the errors output),
-featurize it, train the default genre model, evaluate it, and tag the catalogue with it. The
-database joins when that stage lands.
+featurize it, train the default genre model, evaluate it, tag the catalogue with it, load the tags
+into an embedded DuckDB file and show similar tracks.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import logging
 import pathlib
 import shutil
 
-from pipelines import featurize, synthetic, tag
+from pipelines import featurize, load, similar, synthetic, tag
 from trainer import task
 
 _LOG = logging.getLogger(__name__)
@@ -58,7 +58,15 @@ def run(argv: list[str] | None = None) -> dict:
     tags_dir = workdir / "tags"
     tagged = tag.run(["--input", str(catalogue), "--model", str(model_dir), "--output", str(tags_dir), *beam_flags])
     print(_tag_report(tagged))
-    return {"featurize": result, "train": card, "tag": tagged}
+
+    url = f"duckdb:///{workdir / 'catalogue.duckdb'}"
+    loaded = load.main(["--tags", str(tags_dir), "--db", url])
+    print(f"\nLoaded {loaded.rows} tag rows into {url} ({', '.join(f'{n} {t}' for t, n in loaded.counts.items())})")
+    for style in list(synthetic.STYLES)[:2]:
+        example = next(p for p in paths if p.parent.name == style)
+        print()
+        similar.main(["--db", url, example.relative_to(catalogue).as_posix(), "-k", "4"])
+    return {"featurize": result, "train": card, "tag": tagged, "load": loaded}
 
 
 def _report(metadata: dict, features: pathlib.Path) -> str:
@@ -95,7 +103,7 @@ def _tag_report(tagged: tag.TagRun, shown: int = 8) -> str:
     rows = tag.read_tags(tagged.output).to_pylist()
     rows.sort(key=lambda r: (r["low_confidence"], -r["confidence"]))
     lines = ["", f"Tags ({tagged.tagged} tracks, {tagged.low_confidence} flagged for review, {tagged.failed} failed; "
-             f"the most and least confident {shown}):",
+             f"the {shown // 2} most confident, then the {shown // 2} that most need review):",
              f"  {'track':<34} {'genre':<18} {'conf':>5}  {'top 3':<44} review"]
     for row in rows[:shown // 2] + rows[-(shown // 2):]:
         top = ", ".join(f"{t['label']} {t['score']:.2f}" for t in row["top_k"] or [])

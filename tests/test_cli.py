@@ -57,6 +57,8 @@ def test_demo_runs_end_to_end_and_prints_its_report(tmp_path):
     assert card["training"]["epochs_run"] == 2 and card["labels"] == metadata["labels"]
     assert "Tags (12 tracks," in done.stdout and "2 failed" in done.stdout
     assert "tag done: 14 inputs, 12 tagged" in done.stderr
+    assert "Loaded 12 tag rows into duckdb:///" in done.stdout
+    assert done.stdout.count("Tracks most like ") == 2 and (tmp_path / "demo" / "catalogue.duckdb").exists()
 
 
 def test_tag_documents_its_flags_and_refuses_a_missing_model(tmp_path):

@@ -1,0 +1,49 @@
+"""cattag similar: the tracks nearest to one track by embedding, from the recommender database."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+from pipelines.database import connect
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("track_id", help="a track id as `cattag tag` wrote it")
+    parser.add_argument("--db", required=True, help="duckdb:///FILE, as given to `cattag load`")
+    parser.add_argument("-k", type=int, default=10, help="how many neighbours (default %(default)s)")
+    parser.add_argument("--genre", help="only neighbours tagged with this genre")
+    parser.add_argument("--model-version", help="whose embeddings to compare (default: the track's latest tags)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def main(argv: list[str] | None = None):
+    parser = argparse.ArgumentParser(prog="cattag similar")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.k < 1:
+        raise ValueError(f"-k {args.k}: expected at least 1")
+    database = connect(args.db)
+    try:
+        version = args.model_version or database.latest_model_version(args.track_id)
+        neighbours = database.similar(args.track_id, k=args.k, model_version=version, genre=args.genre)
+    finally:
+        database.close()
+    if args.json:
+        print(json.dumps({"track_id": args.track_id, "model_version": version,
+                          "neighbours": [dataclasses.asdict(n) for n in neighbours]}, indent=2))
+    else:
+        print(format_table(args.track_id, version, neighbours))
+    return neighbours
+
+
+def format_table(track_id: str, version: str, neighbours) -> str:
+    width = max([len("track"), *(len(n.track_id) for n in neighbours)])
+    lines = [f"Tracks most like {track_id} (model {version}, cosine similarity of embeddings):",
+             f"  {'track':<{width}}  {'genre':<18} {'confidence':>10} {'similarity':>10}"]
+    for n in neighbours:
+        lines.append(f"  {n.track_id:<{width}}  {n.genre or '-':<18} {n.confidence:>10.2f} {n.similarity:>10.3f}")
+    if not neighbours:
+        lines.append("  (no other track has an embedding from this model)")
+    return "\n".join(lines)
