@@ -62,24 +62,26 @@ class DuckDB:
         self._con.close()
 
     def load(self, files: list[str]) -> LoadResult:
-        """Upserts tag files keyed by (track_id, model_version), in one transaction; within the
-        files, the latest tagged_at of a key wins."""
-        source = "read_parquet(?)"
-        latest = (f"SELECT * FROM {source} QUALIFY row_number() OVER "
-                  "(PARTITION BY track_id, model_version ORDER BY tagged_at DESC) = 1")
+        """Upserts tag files keyed by (track_id, model_version), in one transaction."""
         self._con.execute("BEGIN TRANSACTION")
         try:
+            # Read the files once; within them, the latest tagged_at of a key wins.
+            self._con.execute("CREATE OR REPLACE TEMP TABLE incoming AS SELECT * FROM read_parquet(?)", [files])
             self._con.execute(
-                f"INSERT OR REPLACE INTO {db.TRACKS} SELECT track_id, uri, duration_s FROM {source} "
-                "QUALIFY row_number() OVER (PARTITION BY track_id ORDER BY tagged_at DESC) = 1", [files])
+                f"INSERT OR REPLACE INTO {db.TRACKS} SELECT track_id, uri, duration_s FROM incoming "
+                "QUALIFY row_number() OVER (PARTITION BY track_id ORDER BY tagged_at DESC) = 1")
+            self._con.execute(
+                "CREATE OR REPLACE TEMP TABLE latest AS SELECT * FROM incoming QUALIFY row_number() OVER "
+                "(PARTITION BY track_id, model_version ORDER BY tagged_at DESC) = 1")
             self._con.execute(
                 f"INSERT OR REPLACE INTO {db.TAGS} SELECT track_id, model_version, genre, confidence, to_json(top_k), "
-                f"low_confidence, review_reason, typicality, feature_version, tagged_at FROM ({latest})", [files])
+                "low_confidence, review_reason, typicality, feature_version, tagged_at FROM latest")
             self._con.execute(
-                f"INSERT OR REPLACE INTO {db.EMBEDDINGS} SELECT track_id, model_version, embedding "
-                f"FROM ({latest}) WHERE genre IS NOT NULL", [files])
+                f"INSERT OR REPLACE INTO {db.EMBEDDINGS} SELECT track_id, model_version, embedding FROM latest "
+                "WHERE genre IS NOT NULL")
             rows, versions = self._con.execute(
-                f"SELECT count(*), list(DISTINCT model_version ORDER BY model_version) FROM {source}", [files]).fetchone()
+                "SELECT count(*), list(DISTINCT model_version ORDER BY model_version) FROM incoming").fetchone()
+            self._con.execute("DROP TABLE incoming; DROP TABLE latest")
             self._con.execute("COMMIT")
         except Exception:
             self._con.execute("ROLLBACK")

@@ -109,8 +109,8 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     todo = [entry for entry in catalogue.entries if entry.track_id not in existing]
     skipped = len(catalogue.entries) - len(todo)
     settings = TagSettings(
-        labels=tuple(assets.labels), embedding_dim=_embedding_dim(assets.card), model_version=assets.model_version, feature_version=assets.cfg.version,
-        tagged_at=datetime.datetime.now(datetime.UTC).replace(microsecond=0), aggregation=tag_options.aggregate,
+        labels=tuple(assets.labels), embedding_dim=_embedding_dim(assets.card), model_version=assets.model_version,
+        feature_version=assets.cfg.version, tagged_at=datetime.datetime.now(datetime.UTC).replace(microsecond=0), aggregation=tag_options.aggregate,
         top_k=tag_options.top_k,
         policy=aggregate.ConfidencePolicy(
             tag_options.min_confidence, tag_options.min_margin,
@@ -124,9 +124,8 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     progress_dir = tempfile.mkdtemp(prefix="cattag-progress-") if local_progress else None
     pipeline = test_pipeline or make_pipeline(options)
     build(pipeline, dataclasses.replace(catalogue, entries=todo), output=output, run_id=run_id,
-          model_dir=tag_options.model, settings=settings,
-          cfg=assets.cfg, policy=policy, inference_batch_size=tag_options.inference_batch_size,
-          inference_threads=tag_options.inference_threads,
+          model_dir=tag_options.model, settings=settings, cfg=assets.cfg, policy=policy,
+          inference_batch_size=tag_options.inference_batch_size, inference_threads=tag_options.inference_threads,
           progress_dir=progress_dir)
     started = time.monotonic()
     try:

@@ -115,3 +115,16 @@ def test_bad_urls_and_inputs_are_one_line_errors(tmp_path, capsys):
     assert parse_url("duckdb:////abs/cat.duckdb") == ("duckdb", "/abs/cat.duckdb")
     assert cli.main(["load", "--tags", str(tmp_path), "--db", f"duckdb:///{tmp_path}/x.duckdb"]) == 2
     assert "no tags-*.parquet files" in capsys.readouterr().err
+
+
+def test_a_later_tagging_of_the_same_track_and_model_replaces_the_row(loaded):
+    tmp_path, url, result = loaded
+    write_tags(tmp_path / "tags", [row("a", "ambient", EMBEDDINGS["e"], day=5)], name="run9")
+    again = load.main(["--tags", str(tmp_path / "tags"), "--db", url])
+    assert again.counts == result.counts
+    database = connect(url)
+    try:
+        assert [n.track_id for n in database.similar("a", k=1, model_version="m1")] == ["e"]
+        assert [n.genre for n in database.similar("e", k=1, model_version="m1")] == ["ambient"]
+    finally:
+        database.close()
