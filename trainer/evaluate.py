@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from transforms import aggregate
+
 _LOG = logging.getLogger(__name__)
 
 
@@ -54,8 +56,7 @@ def track_level(track_ids: np.ndarray, label_ids: np.ndarray, probabilities: np.
     if embeddings is not None:
         mean_emb = np.zeros((len(tracks), embeddings.shape[1]))
         np.add.at(mean_emb, inverse, embeddings)
-        mean_emb /= np.maximum(np.linalg.norm(mean_emb, axis=1, keepdims=True), 1e-12)
-        result["embedding"] = mean_emb
+        result["embedding"] = aggregate.unit_rows(mean_emb)  # the tagger's rule, per track
     return result
 
 
@@ -102,8 +103,10 @@ def predict(model, data_dir: str, split: str, *, info, batch_size: int = 64) -> 
     }
 
 
-def evaluate_model(model_dir: str, data_dir: str, *, split: str = "test", output_dir: str | None = None) -> dict:
-    """Loads the exported model, evaluates it on a split, writes metrics.json and plots."""
+def evaluate_model(model_dir: str, data_dir: str, *, split: str = "test", output_dir: str | None = None,
+                   model=None) -> dict:
+    """Evaluates the exported model (`model`: it already loaded with tf.saved_model.load, or None to
+    load it) on a split, writes metrics.json and plots."""
     import tensorflow as tf
 
     from schemas.model_assets import read_model_assets
@@ -113,7 +116,7 @@ def evaluate_model(model_dir: str, data_dir: str, *, split: str = "test", output
     info = check_model_matches_data(assets.cfg, data_dir)
     if info.labels != assets.labels:
         raise ValueError(f"the data's labels {info.labels} differ from the model's {assets.labels}")
-    model = tf.saved_model.load(model_dir)
+    model = model if model is not None else tf.saved_model.load(model_dir)
     predictions = predict(model, data_dir, split, info=info)
     metrics = evaluate_predictions(predictions["track_id"], predictions["label_id"], predictions["probabilities"],
                                    assets.labels)

@@ -210,14 +210,15 @@ def run(cfg: TrainConfig) -> dict:
     version = export.export(model, model_dir=str(model_dir), cfg=info.cfg, labels=info.labels, card=card)
     _LOG.info("train: exported %s to %s after %d epochs (best %d)", version, model_dir, epochs_run, best_epoch)
 
-    typicality = _typicality_reference(str(model_dir), cfg.data_dir, info)
+    exported = tf.saved_model.load(str(model_dir))  # loaded once for the typicality reference and evaluation
+    typicality = _typicality_reference(exported, cfg.data_dir, info)
     export.write_typicality(str(model_dir), typicality)
     _LOG.info("train: typicality threshold %.3f (%gth percentile of %d held-out and %d left-out training tracks)",
               typicality["threshold"], typicality["percentile"], typicality["heldout_tracks"],
               typicality["leave_one_out_tracks"])
 
     split = "test" if info.segments("test") else "validation" if has_validation else "train"
-    metrics = evaluate.evaluate_model(str(model_dir), cfg.data_dir, split=split)
+    metrics = evaluate.evaluate_model(str(model_dir), cfg.data_dir, split=split, model=exported)
     card.update(model_version=version, metrics={k: metrics[k] for k in
                 ("segment_accuracy", "track_accuracy", "macro_f1", "tracks", "segments", "split")})
     (model_dir / MODEL_CARD).write_text(json.dumps(card, indent=2) + "\n")
@@ -225,11 +226,10 @@ def run(cfg: TrainConfig) -> dict:
     return card
 
 
-def _typicality_reference(model_dir: str, data_dir: str, info: DataInfo) -> dict:
+def _typicality_reference(model, data_dir: str, info: DataInfo) -> dict:
     """Class centroids of the training tracks' embeddings, and the threshold below which a track
     is unlike them (transforms.aggregate.typicality_reference: validation tracks, and training
-    tracks left out of their own centroid)."""
-    model = tf.saved_model.load(model_dir)
+    tracks left out of their own centroid). `model`: the export, loaded."""
 
     def tracks(split: str) -> dict[str, np.ndarray]:
         predictions = evaluate.predict(model, data_dir, split, info=info)

@@ -50,11 +50,11 @@ def typicality_reference(train_embeddings: np.ndarray, train_labels: np.ndarray,
     for c in range(n_classes):
         members = train_embeddings[train_labels == c]
         sums[c], counts[c] = members.sum(axis=0), len(members)
-    centroids = _unit(sums)
+    centroids = unit_rows(sums)
     scores = [(heldout_embeddings @ centroids.T).max(axis=1)] if len(heldout_embeddings) else []
     for embedding, label in zip(train_embeddings, train_labels, strict=True):
         loo = centroids.copy()
-        loo[label] = _unit(sums[label] - embedding) if counts[label] > 1 else 0.0  # a lone track has no class
+        loo[label] = unit_rows(sums[label] - embedding) if counts[label] > 1 else 0.0  # a lone track has no class
         scores.append(np.array([(loo @ embedding).max()]))
     pooled = np.concatenate(scores)
     return {"centroids": centroids.round(6).tolist(), "threshold": float(np.percentile(pooled, percentile)),
@@ -62,7 +62,8 @@ def typicality_reference(train_embeddings: np.ndarray, train_labels: np.ndarray,
             "leave_one_out_tracks": len(train_embeddings)}
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Each row (or a vector) scaled to unit L2 length; zero rows stay zero."""
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
@@ -121,9 +122,7 @@ def aggregate_scores(probabilities: np.ndarray, method: str = "mean") -> np.ndar
 
 def mean_embedding(embeddings: np.ndarray) -> np.ndarray:
     """[n_segments, dim] -> [dim]: the L2-normalized mean (cosine similarity is then a dot product)."""
-    mean = np.asarray(embeddings, dtype=np.float64).mean(axis=0)
-    norm = np.linalg.norm(mean)
-    return (mean / norm if norm > 0 else mean).astype(np.float32)
+    return unit_rows(np.asarray(embeddings, dtype=np.float64).mean(axis=0)).astype(np.float32)
 
 
 def top_k(scores: np.ndarray, labels: Sequence[str], k: int) -> list[tuple[str, float]]:
