@@ -16,7 +16,7 @@ COMMANDS = {
     "train": ("trainer.task", "main", "train, evaluate and export a genre model from featurize output"),
     "evaluate": ("trainer.evaluate", "main", "evaluate an exported model on a featurize output's split"),
     "tag": ("pipelines.tag", "run", "tag a catalogue with an exported model: genres, confidences, embeddings"),
-    "load": ("pipelines.load", "main", "load tag Parquet into the recommender database (DuckDB)"),
+    "load": ("pipelines.load", "main", "load tag Parquet into the recommender database (DuckDB or PostgreSQL)"),
     "similar": ("pipelines.similar", "main", "the tracks nearest to a track by embedding, from the database"),
     "demo": ("pipelines.demo", "run", "build a small synthetic catalogue and run the product on it end to end"),
 }

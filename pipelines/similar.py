@@ -6,15 +6,17 @@ import argparse
 import dataclasses
 import json
 
-from pipelines.database import connect
+from pipelines.database import Search, connect
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("track_id", help="a track id as `cattag tag` wrote it")
-    parser.add_argument("--db", required=True, help="duckdb:///FILE, as given to `cattag load`")
+    parser.add_argument("--db", required=True, help="the database URL given to `cattag load`")
     parser.add_argument("-k", type=int, default=10, help="how many neighbours (default %(default)s)")
     parser.add_argument("--genre", help="only neighbours tagged with this genre")
     parser.add_argument("--model-version", help="whose embeddings to compare (default: the track's latest tags)")
+    parser.add_argument("--exact", action="store_true",
+                        help="compare every embedding even where a vector index exists (PostgreSQL with pgvector)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -27,20 +29,21 @@ def main(argv: list[str] | None = None):
     database = connect(args.db)
     try:
         version = args.model_version or database.latest_model_version(args.track_id)
-        neighbours = database.similar(args.track_id, k=args.k, model_version=version, genre=args.genre)
+        found = database.similar(args.track_id, k=args.k, model_version=version, genre=args.genre, exact=args.exact)
     finally:
         database.close()
     if args.json:
-        print(json.dumps({"track_id": args.track_id, "model_version": version,
-                          "neighbours": [dataclasses.asdict(n) for n in neighbours]}, indent=2))
+        print(json.dumps({"track_id": args.track_id, "model_version": version, "search": found.method,
+                          "neighbours": [dataclasses.asdict(n) for n in found.neighbours]}, indent=2))
     else:
-        print(format_table(args.track_id, version, neighbours))
-    return neighbours
+        print(format_table(args.track_id, version, found))
+    return found
 
 
-def format_table(track_id: str, version: str, neighbours) -> str:
+def format_table(track_id: str, version: str, found: Search) -> str:
+    neighbours = found.neighbours
     width = max([len("track"), *(len(n.track_id) for n in neighbours)])
-    lines = [f"Tracks most like {track_id} (model {version}, cosine similarity of embeddings):",
+    lines = [f"Tracks most like {track_id} (model {version}, cosine similarity of embeddings, {found.method} search):",
              f"  {'track':<{width}}  {'genre':<18} {'confidence':>10} {'similarity':>10}"]
     for n in neighbours:
         lines.append(f"  {n.track_id:<{width}}  {n.genre or '-':<18} {n.confidence:>10.2f} {n.similarity:>10.3f}")

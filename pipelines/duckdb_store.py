@@ -1,0 +1,83 @@
+"""The embedded recommender database: a DuckDB file, opened per command, searched exactly."""
+
+from __future__ import annotations
+
+import pathlib
+
+from pipelines.database import LoadResult, Neighbour, Search
+from schemas import catalogue_db as db
+
+
+class DuckDB:
+    def __init__(self, path: str):
+        import duckdb
+
+        pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._con = duckdb.connect(path)
+        for statement in db.duckdb_ddl():
+            self._con.execute(statement)
+
+    def close(self) -> None:
+        self._con.close()
+
+    def load(self, files: list[str]) -> LoadResult:
+        """Upserts tag files keyed by (track_id, model_version), in one transaction."""
+        self._con.execute("BEGIN TRANSACTION")
+        try:
+            # Read the files once; within them, the latest tagged_at of a key wins.
+            self._con.execute("CREATE OR REPLACE TEMP TABLE incoming AS SELECT * FROM read_parquet(?)", [files])
+            self._con.execute(
+                f"INSERT OR REPLACE INTO {db.TRACKS} SELECT track_id, uri, duration_s FROM incoming "
+                "QUALIFY row_number() OVER (PARTITION BY track_id ORDER BY tagged_at DESC) = 1")
+            self._con.execute(
+                "CREATE OR REPLACE TEMP TABLE latest AS SELECT * FROM incoming QUALIFY row_number() OVER "
+                "(PARTITION BY track_id, model_version ORDER BY tagged_at DESC) = 1")
+            self._con.execute(
+                f"INSERT OR REPLACE INTO {db.TAGS} SELECT track_id, model_version, genre, confidence, to_json(top_k), "
+                "low_confidence, review_reason, typicality, feature_version, tagged_at FROM latest")
+            # A track that is silent now has nothing to be similar by, whatever an older tagging said.
+            self._con.execute(
+                f"DELETE FROM {db.EMBEDDINGS} e USING latest l WHERE e.track_id = l.track_id "
+                "AND e.model_version = l.model_version AND l.genre IS NULL")
+            self._con.execute(
+                f"INSERT OR REPLACE INTO {db.EMBEDDINGS} SELECT track_id, model_version, embedding FROM latest "
+                "WHERE genre IS NOT NULL")
+            rows, versions = self._con.execute(
+                "SELECT count(*), list(DISTINCT model_version ORDER BY model_version) FROM incoming").fetchone()
+            self._con.execute("DROP TABLE incoming; DROP TABLE latest")
+            self._con.execute("COMMIT")
+        except Exception:
+            self._con.execute("ROLLBACK")
+            raise
+        counts = {table: self._con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                  for table in (db.TRACKS, db.TAGS, db.EMBEDDINGS)}
+        return LoadResult(files=len(files), rows=rows, model_versions=list(versions), counts=counts)
+
+    def latest_model_version(self, track_id: str) -> str:
+        found = self._con.execute(f"SELECT model_version FROM {db.TAGS} WHERE track_id = ? "
+                                  "ORDER BY tagged_at DESC, model_version DESC LIMIT 1", [track_id]).fetchone()
+        if found is None:
+            raise ValueError(f"track {track_id!r} is not in the database")
+        return found[0]
+
+    def similar(self, track_id: str, *, k: int, model_version: str, genre: str | None = None,
+                exact: bool = True) -> Search:
+        """The k tracks whose embeddings (from the same model) are closest by cosine similarity,
+        excluding the track itself. Always exact here (DuckDB's vector index extension is a
+        download; a full scan of 100k embeddings takes tens of milliseconds, bench/RESULTS.md)."""
+        del exact
+        if self._con.execute(f"SELECT 1 FROM {db.EMBEDDINGS} WHERE track_id = ? AND model_version = ?",
+                             [track_id, model_version]).fetchone() is None:
+            raise ValueError(f"track {track_id!r} has no embedding from model {model_version!r} "
+                             "(not tagged by it, or silent)")
+        genre_filter = "AND t.genre = ?" if genre else ""
+        rows = self._con.execute(
+            f"""SELECT e.track_id, t.genre, t.confidence, list_cosine_similarity(e.embedding, q.embedding) AS similarity
+                FROM {db.EMBEDDINGS} e
+                JOIN {db.TAGS} t USING (track_id, model_version)
+                JOIN (SELECT embedding FROM {db.EMBEDDINGS} WHERE track_id = ? AND model_version = ?) q ON TRUE
+                WHERE e.model_version = ? AND e.track_id <> ? {genre_filter}
+                ORDER BY similarity DESC, e.track_id
+                LIMIT ?""",
+            [track_id, model_version, model_version, track_id, *([genre] if genre else []), k]).fetchall()
+        return Search("exact", [Neighbour(r[0], r[1], float(r[2]), float(r[3])) for r in rows])

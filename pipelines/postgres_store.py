@@ -1,0 +1,224 @@
+"""The production recommender database: PostgreSQL, with pgvector when the server has it.
+
+Loading stages the tag rows with COPY (one stream, not a round trip per row) into a temporary table,
+then upserts the three tables from it in the same transaction. With pgvector, each model version
+gets a partial HNSW index for cosine distance over `embedding::vector(D)`; `similar` uses it unless
+asked for an exact search or a genre filter (HNSW filters after the index scan, so a filtered query
+could come back with fewer than k tracks). Without pgvector, embeddings are REAL[] and every search
+is exact, computed in SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import psycopg
+import pyarrow.parquet as pq
+from psycopg import sql
+
+from pipelines.database import VECTOR_INDEXES, LoadResult, Neighbour, Search, redact
+from schemas import catalogue_db as db
+
+_LOG = logging.getLogger(__name__)
+
+NO_PGVECTOR = ("{why}: embeddings are stored as REAL[] and `cattag similar` compares every embedding of a "
+               "model (exact, slower on large catalogues); install pgvector (https://github.com/pgvector/pgvector) "
+               "and load into a new database for an HNSW index")
+# pgvector's default hnsw.ef_search (40) bounds how many rows an index scan returns.
+_EF_SEARCH_MIN, _EF_SEARCH_MAX = 40, 1000
+_STAGED_COLUMNS = ("track_id", "uri", "duration_s", "genre", "confidence", "top_k", "low_confidence",
+                   "review_reason", "typicality", "model_version", "feature_version", "tagged_at", "embedding")
+
+
+class PostgreSQL:
+    def __init__(self, url: str, *, vector_index: str = "hnsw", pgvector: bool | None = None):
+        """pgvector=None: use it when the server has it; False: store REAL[] even if it does."""
+        if vector_index not in VECTOR_INDEXES:
+            raise ValueError(f"vector index {vector_index!r}: expected one of {', '.join(VECTOR_INDEXES)}")
+        try:
+            self._con = psycopg.connect(url, connect_timeout=10)
+        except psycopg.OperationalError as err:
+            raise ConnectionError(f"--db {redact(url)}: cannot connect to PostgreSQL: {str(err).strip()}") from None
+        self.vector_index = vector_index
+        self.notes: list[str] = []
+        self._why_no_pgvector = ""
+        self.pgvector = self._set_up(pgvector)
+
+    def close(self) -> None:
+        self._con.close()
+
+    def _set_up(self, wanted: bool | None) -> bool:
+        """Creates the tables if needed; returns whether embeddings are pgvector vectors."""
+        with self._con.transaction():
+            existing = self._con.execute(
+                "SELECT udt_name FROM information_schema.columns WHERE table_schema = current_schema() "
+                "AND table_name = %s AND column_name = 'embedding'", [db.EMBEDDINGS]).fetchone()
+            if existing is not None:
+                pgvector = existing[0] == "vector"
+                self._why_no_pgvector = f"this database's {db.EMBEDDINGS} table was created without pgvector"
+                if wanted is not None and wanted != pgvector:
+                    raise ValueError(f"table {db.EMBEDDINGS} already stores embeddings as {existing[0]}")
+            else:
+                pgvector = self._enable_pgvector() if wanted is not False else False
+            for statement in db.postgres_ddl(pgvector=pgvector):
+                self._con.execute(statement)
+        if not pgvector and wanted is None:
+            self.notes.append(NO_PGVECTOR.format(why=self._why_no_pgvector))
+            _LOG.warning(self.notes[-1])
+        return pgvector
+
+    def _enable_pgvector(self) -> bool:
+        if self._con.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'").fetchone() is None:
+            self._why_no_pgvector = "the server has no pgvector extension"
+            return False
+        try:
+            with self._con.transaction():  # a savepoint: a refusal must not abort the set-up
+                self._con.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        except psycopg.Error as err:  # InsufficientPrivilege, mostly
+            self._why_no_pgvector = f"pgvector is not enabled here and this user cannot enable it ({str(err).strip()})"
+            return False
+        return True
+
+    def load(self, files: list[str]) -> LoadResult:
+        """Upserts tag files keyed by (track_id, model_version), in one transaction."""
+        with self._con.transaction():
+            self._con.execute(
+                "CREATE TEMP TABLE incoming (track_id TEXT, uri TEXT, duration_s DOUBLE PRECISION, genre TEXT, "
+                "confidence REAL, top_k JSONB, low_confidence BOOLEAN, review_reason TEXT, typicality REAL, "
+                "model_version TEXT, feature_version TEXT, tagged_at TIMESTAMPTZ, embedding REAL[]) ON COMMIT DROP")
+            with self._con.cursor().copy(f"COPY incoming ({', '.join(_STAGED_COLUMNS)}) FROM STDIN") as copy:
+                for path in files:
+                    for record in _staged_rows(path):
+                        copy.write_row(record)
+            self._con.execute(
+                f"""INSERT INTO {db.TRACKS} SELECT DISTINCT ON (track_id) track_id, uri, duration_s FROM incoming
+                    ORDER BY track_id, tagged_at DESC
+                    ON CONFLICT (track_id) DO UPDATE SET uri = EXCLUDED.uri, duration_s = EXCLUDED.duration_s""")
+            self._con.execute(
+                "CREATE TEMP TABLE latest ON COMMIT DROP AS SELECT DISTINCT ON (track_id, model_version) * "
+                "FROM incoming ORDER BY track_id, model_version, tagged_at DESC")
+            self._con.execute(
+                f"""INSERT INTO {db.TAGS} SELECT track_id, model_version, genre, confidence, top_k, low_confidence,
+                        review_reason, typicality, feature_version, tagged_at FROM latest
+                    ON CONFLICT (track_id, model_version) DO UPDATE SET genre = EXCLUDED.genre,
+                        confidence = EXCLUDED.confidence, top_k = EXCLUDED.top_k,
+                        low_confidence = EXCLUDED.low_confidence, review_reason = EXCLUDED.review_reason,
+                        typicality = EXCLUDED.typicality, feature_version = EXCLUDED.feature_version,
+                        tagged_at = EXCLUDED.tagged_at""")
+            self._con.execute(
+                f"DELETE FROM {db.EMBEDDINGS} e USING latest l WHERE e.track_id = l.track_id "
+                "AND e.model_version = l.model_version AND l.genre IS NULL")
+            self._con.execute(
+                f"""INSERT INTO {db.EMBEDDINGS} SELECT track_id, model_version,
+                        embedding{'::vector' if self.pgvector else ''} FROM latest WHERE genre IS NOT NULL
+                    ON CONFLICT (track_id, model_version) DO UPDATE SET embedding = EXCLUDED.embedding""")
+            rows, = self._con.execute("SELECT count(*) FROM incoming").fetchone()
+            dims = self._con.execute(
+                "SELECT model_version, max(cardinality(embedding)) FROM latest GROUP BY model_version "
+                "ORDER BY model_version").fetchall()
+            if self.pgvector and self.vector_index == "hnsw":
+                for version, dim in dims:
+                    if dim:  # a model version whose tracks were all silent has nothing to index
+                        self._con.execute(sql.SQL(
+                            "CREATE INDEX IF NOT EXISTS {name} ON {table} USING hnsw "
+                            "((embedding::vector({dim})) vector_cosine_ops) WHERE model_version = {version}").format(
+                                name=sql.Identifier(db.hnsw_index_name(version)), table=sql.Identifier(db.EMBEDDINGS),
+                                dim=sql.Literal(int(dim)), version=sql.Literal(version)))
+            # Fresh statistics, or the planner, guessing a near-empty table, scans it instead of the index.
+            self._con.execute(f"ANALYZE {db.TRACKS}, {db.TAGS}, {db.EMBEDDINGS}")
+        counts = {table: self._con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                  for table in (db.TRACKS, db.TAGS, db.EMBEDDINGS)}
+        self._con.commit()
+        return LoadResult(files=len(files), rows=rows, model_versions=[v for v, _ in dims], counts=counts,
+                          notes=list(self.notes))
+
+    def latest_model_version(self, track_id: str) -> str:
+        found = self._con.execute(f"SELECT model_version FROM {db.TAGS} WHERE track_id = %s "
+                                  "ORDER BY tagged_at DESC, model_version DESC LIMIT 1", [track_id]).fetchone()
+        self._con.rollback()  # end the read's transaction
+        if found is None:
+            raise ValueError(f"track {track_id!r} is not in the database")
+        return found[0]
+
+    def has_index(self, model_version: str) -> bool:
+        found = self._con.execute("SELECT 1 FROM pg_indexes WHERE tablename = %s AND indexname = %s",
+                                  [db.EMBEDDINGS, db.hnsw_index_name(model_version)]).fetchone()
+        return found is not None
+
+    def similar(self, track_id: str, *, k: int, model_version: str, genre: str | None = None,
+                exact: bool = False) -> Search:
+        """The k tracks whose embeddings (from the same model) are closest by cosine similarity,
+        excluding the track itself: through the model's HNSW index when there is one and neither
+        exact nor genre is asked for, otherwise by comparing every embedding of the model."""
+        try:
+            with self._con.transaction():
+                found = self._con.execute(f"SELECT embedding FROM {db.EMBEDDINGS} WHERE track_id = %s "
+                                          "AND model_version = %s", [track_id, model_version]).fetchone()
+                if found is None:
+                    raise ValueError(f"track {track_id!r} has no embedding from model {model_version!r} "
+                                     "(not tagged by it, or silent)")
+                if not self.pgvector:
+                    return Search("exact", self._exact_arrays(found[0], track_id, k, model_version, genre))
+                query = _parse_vector(found[0])
+                if not exact and genre is None and self.has_index(model_version):
+                    return Search("approximate (HNSW index)", self._nearest(query, track_id, k, model_version))
+                self._con.execute("SET LOCAL enable_indexscan = off")  # exact: read every embedding
+                return Search("exact", self._nearest(query, track_id, k, model_version, genre, exact=True))
+        finally:
+            self._con.rollback()
+
+    def _nearest(self, query: list[float], track_id: str, k: int, model_version: str,
+                 genre: str | None = None, exact: bool = False) -> list[Neighbour]:
+        """pgvector's `<=>` (cosine distance) over embedding::vector(D): the expression the partial
+        HNSW index is built on, with the model version as a literal so the planner can match the
+        index's predicate."""
+        self._con.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(
+            sql.Literal(min(max(_EF_SEARCH_MIN, k + 1), _EF_SEARCH_MAX))))
+        distance = sql.SQL("e.embedding::vector({dim}) <=> {query}::vector({dim})").format(
+            dim=sql.Literal(len(query)), query=sql.Literal(_vector_text(query)))
+        rows = self._con.execute(sql.SQL(
+            """SELECT n.track_id, t.genre, t.confidence, 1 - n.distance AS similarity FROM (
+                   SELECT e.track_id, {distance} AS distance FROM {embeddings} e {genre_join}
+                   WHERE e.model_version = {version} {genre_filter}
+                   ORDER BY {distance}{tie_break} LIMIT {limit}) n
+               JOIN {tags} t ON t.track_id = n.track_id AND t.model_version = {version}
+               WHERE n.track_id <> {track} ORDER BY n.distance, n.track_id LIMIT {k}""").format(
+            distance=distance, embeddings=sql.Identifier(db.EMBEDDINGS), tags=sql.Identifier(db.TAGS),
+            genre_join=sql.SQL(f"JOIN {db.TAGS} g USING (track_id, model_version)" if genre else ""),
+            genre_filter=sql.SQL("AND g.genre = {}").format(sql.Literal(genre)) if genre else sql.SQL(""),
+            # Ties broken by id as DuckDB does; an index scan can only order by the distance itself.
+            tie_break=sql.SQL(", e.track_id" if exact else ""),
+            version=sql.Literal(model_version), limit=sql.Literal(k + 1), track=sql.Literal(track_id),
+            k=sql.Literal(k))).fetchall()
+        return [Neighbour(r[0], r[1], float(r[2]), float(r[3])) for r in rows]
+
+    def _exact_arrays(self, query: list[float], track_id: str, k: int, model_version: str,
+                      genre: str | None) -> list[Neighbour]:
+        genre_filter = "AND t.genre = %s" if genre else ""
+        rows = self._con.execute(
+            f"""SELECT e.track_id, t.genre, t.confidence,
+                    (SELECT sum(a::float8 * b) / sqrt(sum(a::float8 * a) * sum(b::float8 * b))
+                     FROM unnest(e.embedding, %s::real[]) AS u(a, b)) AS similarity
+                FROM {db.EMBEDDINGS} e JOIN {db.TAGS} t USING (track_id, model_version)
+                WHERE e.model_version = %s AND e.track_id <> %s {genre_filter}
+                ORDER BY similarity DESC, e.track_id LIMIT %s""",
+            [list(query), model_version, track_id, *([genre] if genre else []), k]).fetchall()
+        return [Neighbour(r[0], r[1], float(r[2]), float(r[3])) for r in rows]
+
+
+def _staged_rows(path: str):
+    """The Parquet rows of one tag file as COPY tuples (columns as in _STAGED_COLUMNS)."""
+    table = pq.read_table(path, columns=[c for c in _STAGED_COLUMNS])
+    columns = {name: table.column(name).to_pylist() for name in _STAGED_COLUMNS}
+    columns["top_k"] = [None if t is None else json.dumps(t) for t in columns["top_k"]]
+    yield from zip(*(columns[name] for name in _STAGED_COLUMNS))
+
+
+def _vector_text(values) -> str:
+    return "[" + ",".join(repr(float(v)) for v in values) + "]"
+
+
+def _parse_vector(text: str) -> list[float]:
+    """pgvector's text form "[1,2,3]" (psycopg returns it as text without pgvector's Python adapter)."""
+    return [float(v) for v in text.strip("[]").split(",")]
