@@ -1,8 +1,10 @@
-"""cattag demo: the whole product on a synthetic catalogue it makes itself.
+"""cattag demo: the whole product, on a synthetic catalogue it makes itself or on the user's music.
 
-Today: synthesize a labelled catalogue (plus two broken files, to show the errors output),
-featurize it, train the default genre model, evaluate it, tag the catalogue with it, load the tags
-into an embedded DuckDB file and show similar tracks.
+Without --input: synthesize a labelled catalogue (plus two broken files, to show the errors output).
+With --input DIR: the user's labelled folders (DIR/<genre>/<file>, --labels from-dirs) or a
+manifest with a label column (--labels manifest). Then featurize it, train the default genre model,
+evaluate it, tag the catalogue with it, load the tags into an embedded DuckDB file and show similar
+tracks.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import shutil
 
 from pipelines import featurize, load, similar, synthetic, tag
 from trainer import task
+from transforms.catalogue import LABEL_MODES
 
 _LOG = logging.getLogger(__name__)
 
@@ -24,9 +27,15 @@ PASSES_BEAM_FLAGS = True  # flags it does not know go to featurize, and from the
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The demo's own flags (it is not a Beam pipeline itself, so argparse suffices)."""
-    parser.add_argument("--workdir", default="cattag-demo", help="where everything is written (default %(default)s)")
-    parser.add_argument("--tracks-per-style", type=int, default=8, help="synthetic tracks per style (default %(default)s)")
-    parser.add_argument("--seconds", type=float, default=12.0, help="length of each synthetic track (default %(default)s)")
+    parser.add_argument("--workdir", default="cattag-demo",
+                        help="where everything is written; emptied first (default %(default)s)")
+    parser.add_argument("--input", help="your own labelled catalogue (a folder or manifest) instead of synthetic music")
+    parser.add_argument("--labels", choices=[m for m in LABEL_MODES if m != "none"], default="from-dirs",
+                        help="with --input: where its labels come from (default %(default)s: DIR/<genre>/<file>)")
+    parser.add_argument("--tracks-per-style", type=int, default=8,
+                        help="synthetic tracks per style, without --input (default %(default)s)")
+    parser.add_argument("--seconds", type=float, default=12.0,
+                        help="length of each synthetic track, without --input (default %(default)s)")
     parser.add_argument("--epochs", type=int, default=20, help="training epochs at most (default %(default)s)")
 
 
@@ -35,19 +44,17 @@ def run(argv: list[str] | None = None) -> dict:
     add_arguments(parser)
     args, beam_flags = parser.parse_known_args(argv)
     workdir = pathlib.Path(args.workdir).resolve()
+    if args.input and workdir in (pathlib.Path(args.input).resolve(), *pathlib.Path(args.input).resolve().parents):
+        raise ValueError(f"--workdir {args.workdir} holds --input {args.input}, and the demo empties its workdir")
     if workdir.exists():
         shutil.rmtree(workdir)
-    catalogue = workdir / "catalogue"
-    paths = synthetic.write_catalogue(catalogue, tracks_per_style=args.tracks_per_style, seconds=args.seconds)
-    (catalogue / "empty.wav").write_bytes(b"")
-    (catalogue / "not-audio.mp3").write_text("this is a text file with an audio extension\n")
-    _LOG.info("demo: wrote %d synthetic tracks in %d styles (+2 broken files) to %s",
-              len(paths), len(synthetic.STYLES), catalogue)
+    if args.input:
+        catalogue, labels = args.input, args.labels
+    else:
+        catalogue, labels = _synthetic_catalogue(workdir / "catalogue", args), "from-dirs"
 
     features = workdir / "features"
-    result = featurize.run(
-        ["--input", str(catalogue), "--output", str(features), "--labels", "from-dirs", *beam_flags]
-    )
+    result = featurize.run(["--input", str(catalogue), "--output", str(features), "--labels", labels, *beam_flags])
     print(_report(result, features))
 
     model_dir = workdir / "model"
@@ -62,11 +69,30 @@ def run(argv: list[str] | None = None) -> dict:
     url = f"duckdb:///{workdir / 'catalogue.duckdb'}"
     loaded = load.main(["--tags", str(tags_dir), "--db", url])
     print(f"\nLoaded {loaded.rows} tag rows into {url} ({', '.join(f'{n} {t}' for t, n in loaded.counts.items())})")
-    for style in list(synthetic.STYLES)[:2]:
-        example = next(p for p in paths if p.parent.name == style)
+    for example in _examples(tagged, card["labels"][:2]):
         print()
-        similar.main(["--db", url, example.relative_to(catalogue).as_posix(), "-k", "4"])
+        similar.main(["--db", url, example, "-k", "4"])
     return {"featurize": result, "train": card, "tag": tagged, "load": loaded}
+
+
+def _synthetic_catalogue(folder: pathlib.Path, args) -> pathlib.Path:
+    paths = synthetic.write_catalogue(folder, tracks_per_style=args.tracks_per_style, seconds=args.seconds)
+    (folder / "empty.wav").write_bytes(b"")
+    (folder / "not-audio.mp3").write_text("this is a text file with an audio extension\n")
+    _LOG.info("demo: wrote %d synthetic tracks in %d styles (+2 broken files) to %s",
+              len(paths), len(synthetic.STYLES), folder)
+    return folder
+
+
+def _examples(tagged: tag.TagRun, labels: list[str]) -> list[str]:
+    """For each label, the track the model tags with it most confidently: queries for `similar`."""
+    rows = tag.read_tags(tagged.output).to_pylist()
+    found = []
+    for label in labels:
+        candidates = [r for r in rows if r["genre"] == label]
+        if candidates:
+            found.append(max(candidates, key=lambda r: (r["confidence"], r["track_id"]))["track_id"])
+    return found
 
 
 def _report(metadata: dict, features: pathlib.Path) -> str:

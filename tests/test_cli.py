@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
+
+from tests.conftest import GTZAN
 
 CATTAG = [sys.executable, "-m", "pipelines.cli"]
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -59,6 +62,29 @@ def test_demo_runs_end_to_end_and_prints_its_report(tmp_path):
     assert "tag done: 14 inputs, 12 tagged" in done.stderr
     assert "Loaded 12 tag rows into duckdb:///" in done.stdout
     assert done.stdout.count("Tracks most like ") == 2 and (tmp_path / "demo" / "catalogue.duckdb").exists()
+
+
+def test_demo_runs_on_the_users_labelled_folders(tmp_path):
+    """Real music: three GTZAN genres, four clips each, in DIR/<genre>/<file> (plus one broken file)."""
+    music = tmp_path / "my music"
+    for genre in ("classical", "metal", "reggae"):
+        (music / genre).mkdir(parents=True)
+        for clip in sorted((GTZAN / genre).glob("*.flac"))[:4]:
+            shutil.copy(clip, music / genre / clip.name)
+    (music / "metal" / "truncated.flac").write_bytes((GTZAN / "metal" / "metal.00000.flac").read_bytes()[:2000])
+    done = cattag("demo", "--input", str(music), "--labels", "from-dirs", "--workdir", str(tmp_path / "work"),
+                  "--epochs", "2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "featurize done: 13 inputs, 12 tracks" in done.stderr and "truncated.flac" in done.stdout
+    assert json.loads((tmp_path / "work" / "model" / "model.json").read_text())["labels"] == [
+        "classical", "metal", "reggae"]
+    assert "Tags (12 tracks," in done.stdout and "1 failed" in done.stdout
+    assert "Loaded 12 tag rows" in done.stdout and done.stdout.count("Tracks most like ") >= 1
+    assert sorted(p.name for p in music.rglob("*")) == sorted(  # the user's folder is untouched
+        ["classical", "metal", "reggae", "truncated.flac"] + [f"{g}.0000{i}.flac" for g in ("classical", "metal", "reggae")
+                                                               for i in range(4)])
+    refused = cattag("demo", "--input", str(music), "--workdir", str(tmp_path))
+    assert refused.returncode == 2 and "the demo empties its workdir" in refused.stderr
 
 
 def test_tag_documents_its_flags_and_refuses_a_missing_model(tmp_path):
