@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo test bench bench-train bench-accuracy bench-tag bench-non-music clean
+.PHONY: install system-deps demo test bench bench-train bench-accuracy bench-tag bench-non-music bench-db clean
 
 $(STAMP): pyproject.toml constraints.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ bench-tag: $(STAMP)
 # After bench-accuracy: the default model of each fold tags the catalogue sample.
 bench-non-music: $(STAMP)
 	$(BIN)/python bench/non_music.py $(foreach k,0 1 2 3 4,--model /tmp/cattag-cv/model-resnet-fold$(k))
+
+bench-db: $(STAMP)
+	$(BIN)/python bench/db_bench.py
 
 clean:
 	rm -rf $(VENV) cattag-demo .pytest_cache

@@ -64,7 +64,7 @@ class DuckDB:
                 exact: bool = True) -> Search:
         """The k tracks whose embeddings (from the same model) are closest by cosine similarity,
         excluding the track itself. Always exact here (DuckDB's vector index extension is a
-        download; a full scan of 100k embeddings takes tens of milliseconds, bench/RESULTS.md)."""
+        download; a scan of 100k 128-d embeddings takes under 100 ms, bench/RESULTS.md)."""
         del exact
         if self._con.execute(f"SELECT 1 FROM {db.EMBEDDINGS} WHERE track_id = ? AND model_version = ?",
                              [track_id, model_version]).fetchone() is None:
