@@ -11,6 +11,9 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	# build and setuptools>=77 in the venv itself: Beam's --setup_file runs `python -m build
+	# --no-isolation --sdist` with the launching interpreter to stage cattag onto workers.
+	$(BIN)/python -m pip install -q -c constraints.txt setuptools build
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
 	touch $@
 

@@ -7,16 +7,22 @@ two pipelines must be declared once, here.
 from __future__ import annotations
 
 import json
+import logging
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    PipelineOptions,
+    PortableOptions,
+    StandardOptions,
+)
 
 from schemas.features import SHORT_TRACK_POLICIES, FeatureConfig, SegmentPolicy
 
 _DEFAULT_POLICY = SegmentPolicy()
 _DIRECT_RUNNERS = {None, "DirectRunner", "direct", "SwitchingDirectRunner"}
 _LOCAL_RUNNERS = _DIRECT_RUNNERS | {"BundleBasedDirectRunner", "FnApiRunner"}
+_LOG = logging.getLogger(__name__)
 
 
 class CatalogueOptions(PipelineOptions):
@@ -69,6 +75,12 @@ def progress_is_local(options: PipelineOptions, setting: str) -> bool:
     """Progress files only work where workers share the launcher's disk."""
     if setting != "auto":
         return setting == "on"
+    return runs_on_this_machine(options)
+
+
+def runs_on_this_machine(options: PipelineOptions) -> bool:
+    """Whether the job's workers run here: a direct runner, Flink's embedded cluster, or the
+    portable runner's embedded job service."""
     all_options = options.get_all_options()
     runner = options.view_as(StandardOptions).runner
     if runner in _LOCAL_RUNNERS:
@@ -89,6 +101,12 @@ def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
     --direct_num_workers and --direct_running_mode apply as usual.
     """
     if options.view_as(StandardOptions).runner not in _DIRECT_RUNNERS:
+        portable = options.view_as(PortableOptions)
+        if portable.environment_type is None and runs_on_this_machine(options):
+            # Portable runners otherwise start each SDK worker as a Docker container of Beam's
+            # image, which an offline laptop cannot pull (the run then waits minutes and fails).
+            portable.environment_type = "LOOPBACK"
+            _LOG.info("--environment_type LOOPBACK (the job runs on this machine; SDK workers in this process)")
         return beam.Pipeline(options=options)
     from apache_beam.portability.api import beam_provision_api_pb2
     from apache_beam.runners.portability.fn_api_runner import fn_runner
