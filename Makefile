@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo test bench bench-train bench-accuracy bench-tag bench-non-music bench-db clean
+.PHONY: install system-deps demo test bench bench-train bench-accuracy bench-tag bench-non-music bench-db flink-job-server bench-runners clean
 
 $(STAMP): pyproject.toml constraints.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,28 @@ bench-non-music: $(STAMP)
 
 bench-db: $(STAMP)
 	$(BIN)/python bench/db_bench.py
+
+bench-runners: $(STAMP)
+	$(BIN)/python bench/runners_bench.py
+
+# Beam's Flink job server, for --runner FlinkRunner --flink_job_server_jar $(FLINK_JAR): fetched once
+# from Maven Central into a cache directory; Java 17 and Maven installed first if missing.
+FLINK_VERSION ?= 1.20
+BEAM_VERSION := 2.77.0
+FLINK_CACHE ?= $(HOME)/.cache/cattag/flink
+FLINK_ARTIFACT := beam-runners-flink-$(FLINK_VERSION)-job-server
+FLINK_JAR := $(FLINK_CACHE)/$(FLINK_ARTIFACT)-$(BEAM_VERSION).jar
+
+flink-job-server: $(FLINK_JAR)
+
+$(FLINK_JAR):
+	@command -v java >/dev/null && command -v mvn >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless maven >/dev/null; }
+	mkdir -p $(FLINK_CACHE)
+	mvn -q -U dependency:copy -Dartifact=org.apache.beam:$(FLINK_ARTIFACT):$(BEAM_VERSION) -DoutputDirectory=$(FLINK_CACHE) \
+	  || { echo "flink-job-server: Maven Central did not give org.apache.beam:$(FLINK_ARTIFACT):$(BEAM_VERSION); see README, Running at scale" >&2; exit 1; }
+	@echo "Flink job server: $@"
 
 clean:
 	rm -rf $(VENV) cattag-demo .pytest_cache

@@ -1,0 +1,106 @@
+"""The same featurize job on each runner cattag supports here: throughput and fixed start-up cost.
+
+    .venv/bin/python bench/runners_bench.py [--copies 5] [--flink-jar JAR]
+
+Each configuration runs `cattag featurize` as a user would (a fresh process: interpreter start,
+imports, listing, job submission, the job, metadata) twice, on the same files: a one-clip catalogue,
+whose wall time is the fixed start-up cost, and --copies x the 60 GTZAN-dev clips (symlinks with
+distinct names, bench/featurize_bench.py's catalogue), whose extra tracks over the extra time give the
+throughput. Configurations:
+  * DirectRunner, 1 worker (in-process) and 2 workers (multi_processing);
+  * PortableRunner on the embedded job service, SDK worker in-process (LOOPBACK), and through a Python
+    worker pool over EXTERNAL (`--direct_num_workers 2`), the way Flink clusters run Python workers;
+  * FlinkRunner on an embedded cluster (`--flink_master [local]`, parallelism 1 and 2), only with
+    --flink-jar (`make flink-job-server`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+from featurize_bench import GTZAN, make_catalogue
+
+PORTABLE = ["--runner", "PortableRunner", "--job_endpoint", "embed"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def featurize(catalogue: pathlib.Path, output: pathlib.Path, flags: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "pipelines.cli", "featurize", "--input", str(catalogue), "--labels",
+                    "from-dirs", "--output", str(output), "--overwrite", "--progress", "off", *flags],
+                   check=True, capture_output=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--copies", type=int, default=5)
+    parser.add_argument("--flink-jar", help="Beam's Flink job-server jar (make flink-job-server)")
+    args = parser.parse_args()
+
+    work = pathlib.Path(tempfile.mkdtemp(prefix="cattag-runners-"))
+    big = work / "big"
+    tracks = len(make_catalogue(big, args.copies))
+    small = work / "small" / "blues"
+    small.mkdir(parents=True)
+    (small / "one.flac").symlink_to(min(GTZAN.glob("blues/*.flac")))
+
+    port = free_port()
+    env = {**os.environ, "PATH": f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": str(REPO)}
+    pool_log = open(work / "pool.log", "wb")  # noqa: SIM115 (open for the pool's lifetime)
+    pool = subprocess.Popen([sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
+                             f"--service_port={port}"], env=env, stdout=pool_log, stderr=subprocess.STDOUT)
+    time.sleep(3)
+    configs = {
+        "DirectRunner, 1 worker": [],
+        "DirectRunner, 2 workers (multi_processing)": ["--direct_num_workers", "2", "--direct_running_mode",
+                                                       "multi_processing"],
+        "PortableRunner embed, LOOPBACK": PORTABLE,
+        "PortableRunner embed, worker pool (EXTERNAL)": [*PORTABLE, "--environment_type", "EXTERNAL",
+                                                         "--environment_config", f"localhost:{port}",
+                                                         "--direct_num_workers", "2"],
+    }
+    if args.flink_jar:
+        for parallelism in (1, 2):
+            configs[f"FlinkRunner [local], parallelism {parallelism}"] = [
+                "--runner", "FlinkRunner", "--flink_master", "[local]", "--flink_job_server_jar", args.flink_jar,
+                "--environment_type", "LOOPBACK", "--parallelism", str(parallelism)]
+    rows = []
+    try:
+        for name, flags in configs.items():
+            started_workers = (work / "pool.log").read_bytes().count(b"Starting worker")
+            small_s = featurize(small, work / "out-small", flags)
+            big_s = featurize(big, work / "out-big", flags)
+            workers = (work / "pool.log").read_bytes().count(b"Starting worker") - started_workers
+            rows.append((name, small_s, big_s, (tracks - 1) / (big_s - small_s), workers))
+            print(f"{name:<48} start-up {small_s:5.1f} s  {tracks} tracks {big_s:6.1f} s  "
+                  f"{rows[-1][3]:5.1f} tracks/s  pool workers started {workers}", flush=True)
+    finally:
+        pool.terminate()
+        pool.wait()
+        pool_log.close()
+    base = rows[0][3]
+    print(f"\n| runner | start-up s (1 clip) | {tracks} clips s | tracks/s after start-up | vs DirectRunner 1 worker |")
+    print("|---|---:|---:|---:|---:|")
+    for name, small_s, big_s, rate, _ in rows:
+        print(f"| {name} | {small_s:.1f} | {big_s:.1f} | {rate:.1f} | {rate / base:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
