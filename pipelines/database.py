@@ -43,6 +43,14 @@ class LoadResult:
     notes: list[str] = dataclasses.field(default_factory=list)  # what the user should know (no pgvector, ...)
 
 
+def unknown_track(track_id: str) -> ValueError:
+    return ValueError(f"track {track_id!r} is not in the database")
+
+
+def no_embedding(track_id: str, model_version: str) -> ValueError:
+    return ValueError(f"track {track_id!r} has no embedding from model {model_version!r} (not tagged by it, or silent)")
+
+
 def parse_url(url: str) -> tuple[str, str]:
     """(backend, target): ("duckdb", path) or ("postgresql", the URL as libpq takes it)."""
     parsed = urllib.parse.urlparse(url)

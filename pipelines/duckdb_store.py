@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pathlib
 
-from pipelines.database import LoadResult, Neighbour, Search
+from pipelines.database import (
+    LoadResult,
+    Neighbour,
+    Search,
+    no_embedding,
+    unknown_track,
+)
 from schemas import catalogue_db as db
 
 
@@ -50,14 +56,14 @@ class DuckDB:
             self._con.execute("ROLLBACK")
             raise
         counts = {table: self._con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-                  for table in (db.TRACKS, db.TAGS, db.EMBEDDINGS)}
+                  for table in db.TABLES}
         return LoadResult(files=len(files), rows=rows, model_versions=list(versions), counts=counts)
 
     def latest_model_version(self, track_id: str) -> str:
         found = self._con.execute(f"SELECT model_version FROM {db.TAGS} WHERE track_id = ? "
                                   "ORDER BY tagged_at DESC, model_version DESC LIMIT 1", [track_id]).fetchone()
         if found is None:
-            raise ValueError(f"track {track_id!r} is not in the database")
+            raise unknown_track(track_id)
         return found[0]
 
     def similar(self, track_id: str, *, k: int, model_version: str, genre: str | None = None,
@@ -68,8 +74,7 @@ class DuckDB:
         del exact
         if self._con.execute(f"SELECT 1 FROM {db.EMBEDDINGS} WHERE track_id = ? AND model_version = ?",
                              [track_id, model_version]).fetchone() is None:
-            raise ValueError(f"track {track_id!r} has no embedding from model {model_version!r} "
-                             "(not tagged by it, or silent)")
+            raise no_embedding(track_id, model_version)
         genre_filter = "AND t.genre = ?" if genre else ""
         rows = self._con.execute(
             f"""SELECT e.track_id, t.genre, t.confidence, list_cosine_similarity(e.embedding, q.embedding) AS similarity

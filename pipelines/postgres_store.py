@@ -19,7 +19,15 @@ import psycopg
 import pyarrow.parquet as pq
 from psycopg import sql
 
-from pipelines.database import VECTOR_INDEXES, LoadResult, Neighbour, Search, redact
+from pipelines.database import (
+    VECTOR_INDEXES,
+    LoadResult,
+    Neighbour,
+    Search,
+    no_embedding,
+    redact,
+    unknown_track,
+)
 from schemas import catalogue_db as db
 
 _LOG = logging.getLogger(__name__)
@@ -131,7 +139,7 @@ class PostgreSQL:
             # Fresh statistics, or the planner, guessing a near-empty table, scans it instead of the index.
             self._con.execute(f"ANALYZE {db.TRACKS}, {db.TAGS}, {db.EMBEDDINGS}")
         counts = {table: self._con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-                  for table in (db.TRACKS, db.TAGS, db.EMBEDDINGS)}
+                  for table in db.TABLES}
         self._con.commit()
         return LoadResult(files=len(files), rows=rows, model_versions=[v for v, _ in dims], counts=counts,
                           notes=list(self.notes))
@@ -158,7 +166,7 @@ class PostgreSQL:
                                   "ORDER BY tagged_at DESC, model_version DESC LIMIT 1", [track_id]).fetchone()
         self._con.rollback()  # end the read's transaction
         if found is None:
-            raise ValueError(f"track {track_id!r} is not in the database")
+            raise unknown_track(track_id)
         return found[0]
 
     def has_index(self, model_version: str) -> bool:
@@ -176,8 +184,7 @@ class PostgreSQL:
                 found = self._con.execute(f"SELECT embedding FROM {db.EMBEDDINGS} WHERE track_id = %s "
                                           "AND model_version = %s", [track_id, model_version]).fetchone()
                 if found is None:
-                    raise ValueError(f"track {track_id!r} has no embedding from model {model_version!r} "
-                                     "(not tagged by it, or silent)")
+                    raise no_embedding(track_id, model_version)
                 if not self.pgvector:
                     return Search("exact", self._exact_arrays(found[0], track_id, k, model_version, genre))
                 query = _parse_vector(found[0])

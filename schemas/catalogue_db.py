@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 
 TRACKS, TAGS, EMBEDDINGS = "tracks", "tags", "embeddings"
+TABLES = (TRACKS, TAGS, EMBEDDINGS)
 
 
 def duckdb_ddl() -> list[str]:
