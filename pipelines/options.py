@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pathlib
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -101,6 +102,7 @@ def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
     --direct_num_workers and --direct_running_mode apply as usual.
     """
     if options.view_as(StandardOptions).runner not in _DIRECT_RUNNERS:
+        _check_flink_jar(options)
         portable = options.view_as(PortableOptions)
         if portable.environment_type is None and runs_on_this_machine(options):
             # Portable runners otherwise start each SDK worker as a Docker container of Beam's
@@ -116,3 +118,15 @@ def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
     encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
     provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
     return beam.Pipeline(runner=fn_runner.FnApiRunner(provision_info=provision), options=options)
+
+
+def _check_flink_jar(options: PipelineOptions) -> None:
+    """A wrong --flink_job_server_jar is a one-line error here, not a Java stack trace later."""
+    if options.view_as(StandardOptions).runner != "FlinkRunner":
+        return
+    jar = options.get_all_options().get("flink_job_server_jar")
+    if jar is None:
+        _LOG.info("FlinkRunner without --flink_job_server_jar: Beam downloads its Flink job server from Maven "
+                  "Central (`make flink-job-server` fetches it once into a cache)")
+    elif "://" not in jar and not pathlib.Path(jar).is_file():
+        raise ValueError(f"--flink_job_server_jar {jar}: no such file (`make flink-job-server` fetches it)")

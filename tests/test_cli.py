@@ -107,3 +107,12 @@ def test_train_and_evaluate_document_their_flags_and_refuse_bad_paths(tmp_path):
     assert done.returncode == 2 and "has no metadata.json" in done.stderr and "Traceback" not in done.stderr
     done = cattag("evaluate", "--data", str(tmp_path), "--model", str(tmp_path))
     assert done.returncode == 2 and "is not a cattag model" in done.stderr
+
+
+def test_a_missing_flink_job_server_jar_is_a_one_line_error(tmp_path):
+    (tmp_path / "music").mkdir()
+    (tmp_path / "music" / "a.wav").write_bytes(b"")
+    done = cattag("featurize", "--input", str(tmp_path / "music"), "--output", str(tmp_path / "out"),
+                  "--runner", "FlinkRunner", "--flink_master", "[local]", "--flink_job_server_jar", str(tmp_path / "no.jar"))
+    assert done.returncode == 2
+    assert f"--flink_job_server_jar {tmp_path / 'no.jar'}: no such file" in done.stderr and "Traceback" not in done.stderr
