@@ -22,59 +22,54 @@ TRACKS, TAGS, EMBEDDINGS = "tracks", "tags", "embeddings"
 TABLES = (TRACKS, TAGS, EMBEDDINGS)
 
 
+# column -> (DuckDB type, PostgreSQL type, constraint). DuckDB's embedding is a FLOAT list, not a
+# fixed-size array, so that models with different embedding sizes share the table; PostgreSQL's is
+# filled in by postgres_ddl(): `vector` with pgvector, REAL[] without.
+_COLUMNS = {
+    TRACKS: {
+        "track_id": ("VARCHAR", "TEXT", "PRIMARY KEY"),
+        "uri": ("VARCHAR", "TEXT", "NOT NULL"),
+        "duration_s": ("DOUBLE", "DOUBLE PRECISION", "NOT NULL"),
+    },
+    TAGS: {
+        "track_id": ("VARCHAR", "TEXT", "NOT NULL"),
+        "model_version": ("VARCHAR", "TEXT", "NOT NULL"),
+        "genre": ("VARCHAR", "TEXT", ""),
+        "confidence": ("REAL", "REAL", "NOT NULL"),
+        "top_k": ("JSON", "JSONB", ""),
+        "low_confidence": ("BOOLEAN", "BOOLEAN", "NOT NULL"),
+        "review_reason": ("VARCHAR", "TEXT", ""),
+        "typicality": ("REAL", "REAL", ""),
+        "feature_version": ("VARCHAR", "TEXT", "NOT NULL"),
+        "tagged_at": ("TIMESTAMPTZ", "TIMESTAMPTZ", "NOT NULL"),
+    },
+    EMBEDDINGS: {
+        "track_id": ("VARCHAR", "TEXT", "NOT NULL"),
+        "model_version": ("VARCHAR", "TEXT", "NOT NULL"),
+        "embedding": ("FLOAT[]", None, "NOT NULL"),
+    },
+}
+_KEYS = {TAGS: ("track_id", "model_version"), EMBEDDINGS: ("track_id", "model_version")}
+
+
+def _ddl(dialect: int, embedding_type: str | None = None) -> list[str]:
+    statements = []
+    for table, columns in _COLUMNS.items():
+        lines = [f"{name} {types[dialect] or embedding_type} {types[2]}".rstrip() for name, types in columns.items()]
+        if table in _KEYS:
+            lines.append(f"PRIMARY KEY ({', '.join(_KEYS[table])})")
+        statements.append(f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(lines)})")
+    return statements
+
+
 def duckdb_ddl() -> list[str]:
-    """CREATE statements for DuckDB. Embeddings are FLOAT lists, not fixed-size arrays: models
-    with different embedding sizes share the table."""
-    return [
-        f"""CREATE TABLE IF NOT EXISTS {TRACKS} (
-            track_id VARCHAR PRIMARY KEY,
-            uri VARCHAR NOT NULL,
-            duration_s DOUBLE NOT NULL)""",
-        f"""CREATE TABLE IF NOT EXISTS {TAGS} (
-            track_id VARCHAR NOT NULL,
-            model_version VARCHAR NOT NULL,
-            genre VARCHAR,
-            confidence REAL NOT NULL,
-            top_k JSON,
-            low_confidence BOOLEAN NOT NULL,
-            review_reason VARCHAR,
-            typicality REAL,
-            feature_version VARCHAR NOT NULL,
-            tagged_at TIMESTAMPTZ NOT NULL,
-            PRIMARY KEY (track_id, model_version))""",
-        f"""CREATE TABLE IF NOT EXISTS {EMBEDDINGS} (
-            track_id VARCHAR NOT NULL,
-            model_version VARCHAR NOT NULL,
-            embedding FLOAT[] NOT NULL,  -- unit length; its size is the model's embedding size
-            PRIMARY KEY (track_id, model_version))""",
-    ]
+    """CREATE statements for DuckDB."""
+    return _ddl(0)
 
 
 def postgres_ddl(*, pgvector: bool) -> list[str]:
     """CREATE statements for PostgreSQL: the same columns as duckdb_ddl(), in PostgreSQL types."""
-    return [
-        f"""CREATE TABLE IF NOT EXISTS {TRACKS} (
-            track_id TEXT PRIMARY KEY,
-            uri TEXT NOT NULL,
-            duration_s DOUBLE PRECISION NOT NULL)""",
-        f"""CREATE TABLE IF NOT EXISTS {TAGS} (
-            track_id TEXT NOT NULL,
-            model_version TEXT NOT NULL,
-            genre TEXT,
-            confidence REAL NOT NULL,
-            top_k JSONB,
-            low_confidence BOOLEAN NOT NULL,
-            review_reason TEXT,
-            typicality REAL,
-            feature_version TEXT NOT NULL,
-            tagged_at TIMESTAMPTZ NOT NULL,
-            PRIMARY KEY (track_id, model_version))""",
-        f"""CREATE TABLE IF NOT EXISTS {EMBEDDINGS} (
-            track_id TEXT NOT NULL,
-            model_version TEXT NOT NULL,
-            embedding {"vector" if pgvector else "REAL[]"} NOT NULL,
-            PRIMARY KEY (track_id, model_version))""",
-    ]
+    return _ddl(1, "vector" if pgvector else "REAL[]")
 
 
 def hnsw_index_name(model_version: str) -> str:
