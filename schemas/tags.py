@@ -48,6 +48,10 @@ def tags_schema(*, labels: Sequence[str], embedding_dim: int, model_version: str
         pa.field("confidence", pa.float32(), nullable=False),
         pa.field("top_k", pa.list_(TOP_K_ENTRY)),
         pa.field("probabilities", pa.list_(pa.float32())),
+        # The labels the track carries, each with its score, best first: for a multi-label tagger
+        # (musicnn) every tag whose score reaches that tag's threshold; for a genre classifier its
+        # genre when not flagged for review. Empty when none qualifies; null for a silent track.
+        pa.field("tags", pa.list_(TOP_K_ENTRY)),
         pa.field("embedding", pa.list_(pa.float32(), embedding_dim), nullable=False),
         pa.field("duration_s", pa.float64(), nullable=False),
         pa.field("n_segments", pa.int32(), nullable=False),

@@ -94,6 +94,7 @@ class TrackTags:
     low_confidence: bool
     review_reason: str | None
     typicality: float | None
+    tags: list[tuple[str, float]] = dataclasses.field(default_factory=list)  # labels the track carries, best first
 
 
 def aggregate_scores(probabilities: np.ndarray, method: str = "mean") -> np.ndarray:
@@ -171,4 +172,5 @@ def tag_track(
         low_confidence=reason is not None,
         review_reason=reason,
         typicality=typicality,
+        tags=[] if reason is not None else best[:1],
     )

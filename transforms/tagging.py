@@ -62,7 +62,7 @@ def tag_row(summary: TrackSummary, tags: aggregate.TrackTags | None, settings: T
         "tagged_at": settings.tagged_at,
     }
     if tags is None:
-        return {**row, "genre": None, "confidence": 0.0, "top_k": None, "probabilities": None,
+        return {**row, "genre": None, "confidence": 0.0, "top_k": None, "probabilities": None, "tags": None,
                 "embedding": [0.0] * settings.embedding_dim,
                 "low_confidence": True, "review_reason": "silent", "typicality": None}
     return {
@@ -71,6 +71,7 @@ def tag_row(summary: TrackSummary, tags: aggregate.TrackTags | None, settings: T
         "confidence": tags.confidence,
         "top_k": [{"label": label, "score": score} for label, score in tags.top_k],
         "probabilities": tags.scores.tolist(),
+        "tags": [{"label": label, "score": score} for label, score in tags.tags],
         "embedding": tags.embedding.tolist(),
         "low_confidence": tags.low_confidence,
         "review_reason": tags.review_reason,
