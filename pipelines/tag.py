@@ -25,7 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.options import CatalogueOptions, make_pipeline, progress_is_local
-from schemas import examples, tags
+from schemas import examples, presets, tags
 from schemas.model_assets import read_model_assets
 from transforms import aggregate
 from transforms import beam as cbeam
@@ -40,13 +40,18 @@ class TagOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         defaults = aggregate.ConfidencePolicy()
-        parser.add_argument("--model", help="a `cattag train` model directory (SavedModel with its assets)")
+        parser.add_argument("--model", help="a `cattag train` model directory (SavedModel with its assets), or a "
+                                            "pretrained name from `cattag pretrained list` (musicnn-msd, musicnn-mtt)")
         parser.add_argument("--top-k", type=int, default=3, help="labels with scores kept per track (default %(default)s)")
         parser.add_argument("--min-confidence", type=float, default=defaults.min_confidence,
                             help="tracks whose top score is below this are flagged low_confidence "
                                  "(default %(default)s)")
         parser.add_argument("--min-margin", type=float, default=defaults.min_margin,
                             help="... or whose runner-up is within this of the top score (default %(default)s)")
+        parser.add_argument("--tag-threshold", type=float, default=None,
+                            help="multi-label models (musicnn): a track carries every tag scoring at least this; "
+                                 "default: each tag's threshold from the model card "
+                                 f"({aggregate.DEFAULT_TAG_THRESHOLD} for the pretrained presets)")
         parser.add_argument("--aggregate", choices=aggregate.AGGREGATIONS, default="mean",
                             help="segments -> track: mean probability, max probability or majority vote "
                                  "(default %(default)s)")
@@ -99,7 +104,10 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         raise ValueError(f"--top-k {tag_options.top_k}: expected at least 1")
     if tag_options.skip_existing and catalogue_options.overwrite:
         raise ValueError("--skip-existing keeps earlier tags and --overwrite deletes them: choose one")
-    assets = read_model_assets(tag_options.model)  # refuses a model whose feature config we cannot reproduce
+    if tag_options.tag_threshold is not None and not 0.0 <= tag_options.tag_threshold <= 1.0:
+        raise ValueError(f"--tag-threshold {tag_options.tag_threshold}: expected a score between 0 and 1")
+    model_dir = presets.resolve_model(tag_options.model)
+    assets = read_model_assets(model_dir)  # refuses a model whose feature config we cannot reproduce
     policy = catalogue_options.segment_policy()
     output = catalogue_options.output.rstrip("/")
 
@@ -114,7 +122,9 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         top_k=tag_options.top_k,
         policy=aggregate.ConfidencePolicy(
             tag_options.min_confidence, tag_options.min_margin,
-            aggregate.Typicality.from_dict(assets.typicality) if assets.typicality else None))
+            aggregate.Typicality.from_dict(assets.typicality) if assets.typicality else None),
+        multilabel=aggregate.MultiLabel.from_card(assets.card, assets.labels, threshold=tag_options.tag_threshold)
+        if assets.card.get("task") == aggregate.MULTILABEL else None)
     run_id = settings.tagged_at.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     _LOG.info("tag: %d inputs (%d refused while listing, %d already tagged by %s), feature config %s -> %s",
               len(catalogue.entries) + len(catalogue.rejected), len(catalogue.rejected), skipped,
@@ -124,7 +134,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     progress_dir = tempfile.mkdtemp(prefix="cattag-progress-") if local_progress else None
     pipeline = test_pipeline or make_pipeline(options)
     build(pipeline, dataclasses.replace(catalogue, entries=todo), output=output, run_id=run_id,
-          model_dir=tag_options.model, settings=settings, cfg=assets.cfg, policy=policy,
+          model_dir=model_dir, settings=settings, cfg=assets.cfg, policy=policy,
           inference_batch_size=tag_options.inference_batch_size, inference_threads=tag_options.inference_threads,
           progress_dir=progress_dir)
     started = time.monotonic()

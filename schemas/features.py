@@ -15,6 +15,15 @@ from typing import Any
 # Bump when the meaning of an existing field changes (not when a field is added: the hash covers it).
 _SCHEMA_REVISION = 1
 
+# log_scale values: "db" is 10 log10(power / db_ref_power) floored at db_floor (cattag's own models);
+# "log1p10k" is log10(1 + 10000 power) with the power rounded to float16 first, the compression
+# musicnn was trained with (its batch_data casts the mel power to float16 before the log).
+LOG_SCALES = ("db", "log1p10k")
+PAD_MODES = ("constant", "reflect")
+# Fields added after revision 1 leave the version of a config that keeps their first value unchanged,
+# so data and models written before the field existed stay readable.
+_ADDED_FIELD_DEFAULTS = {"log_scale": "db", "pad_mode": "constant"}
+
 
 class FeatureConfigMismatch(ValueError):
     """Data, model and code disagree on the feature parameters."""
@@ -37,6 +46,10 @@ class FeatureConfig:
     segment_s: float = 3.0
     db_ref_power: float = 1.0
     db_floor: float = -100.0
+    log_scale: str = "db"
+    # How the STFT pads a segment's edges (frames are centred): zeros, or the signal mirrored, as
+    # librosa < 0.10 did by default and musicnn's training data therefore had.
+    pad_mode: str = "constant"
 
     def __post_init__(self) -> None:
         problems = []
@@ -55,6 +68,10 @@ class FeatureConfig:
             )
         if self.segment_s * self.sample_rate_hz < self.n_fft:
             problems.append(f"segment_s={self.segment_s} is shorter than one FFT window")
+        if self.log_scale not in LOG_SCALES:
+            problems.append(f"log_scale={self.log_scale!r} must be one of {LOG_SCALES}")
+        if self.pad_mode not in PAD_MODES:
+            problems.append(f"pad_mode={self.pad_mode!r} must be one of {PAD_MODES}")
         if self.db_ref_power <= 0:
             problems.append(f"db_ref_power={self.db_ref_power} must be positive")
         if problems:
@@ -76,9 +93,9 @@ class FeatureConfig:
     @property
     def version(self) -> str:
         """A short content hash: equal parameters give equal versions on every machine."""
-        canonical = json.dumps(
-            {"revision": _SCHEMA_REVISION, **dataclasses.asdict(self)}, sort_keys=True
-        )
+        fields = {k: v for k, v in dataclasses.asdict(self).items()
+                  if not (k in _ADDED_FIELD_DEFAULTS and v == _ADDED_FIELD_DEFAULTS[k])}
+        canonical = json.dumps({"revision": _SCHEMA_REVISION, **fields}, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,6 +119,17 @@ class FeatureConfig:
                 f"{cfg.version}: it was edited by hand or written by an incompatible cattag"
             )
         return cfg
+
+
+# The input of musicnn (Pons and Serra, 2019): 16 kHz, 512-point FFT, hop 256, 96 Slaney mel bands
+# up to 8 kHz, log10(1 + 10000 power). Its patches are 187 frames (3 s); 2.976 s of samples give 187
+# centred frames. Every cattag model built on the musicnn backbone expects exactly this.
+MUSICNN = FeatureConfig(sample_rate_hz=16000, n_fft=512, hop_length=256, n_mels=96, fmin_hz=0.0, fmax_hz=8000.0,
+                        segment_s=2.976, log_scale="log1p10k", pad_mode="reflect")
+# Named configs for --feature-config; "musicnn" is featurize's default since the default model is
+# a head on the musicnn backbone.
+PRESETS = {"musicnn": MUSICNN, "cattag-v1": FeatureConfig()}
+DEFAULT_PRESET = "musicnn"
 
 
 def check_compatible(expected: FeatureConfig, found: FeatureConfig, *, what: str) -> None:

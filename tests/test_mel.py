@@ -6,7 +6,7 @@ import librosa
 import numpy as np
 import pytest
 
-from schemas.features import FeatureConfig
+from schemas.features import MUSICNN, FeatureConfig
 from tests.conftest import tone
 from transforms.mel import log_mel, mel_basis
 
@@ -51,3 +51,33 @@ def test_the_reference_is_fixed_so_levels_compare_across_tracks(basis):
 def test_silence_sits_at_the_floor(basis):
     mel = log_mel(np.zeros(CFG.segment_samples, np.float32), basis=basis)
     assert np.all(mel == CFG.db_floor)
+
+
+def test_musicnn_config_matches_the_original_front_end():
+    # musicnn's batch_data: librosa.feature.melspectrogram (librosa < 0.10: centred, reflect padding),
+    # cast to float16, then log10(10000 x + 1). Its log is taken in float32 here (float16 overflows).
+    cfg = MUSICNN
+    rng = np.random.default_rng(2)
+    samples = (tone(440, cfg.segment_s, sr=cfg.sample_rate_hz, amplitude=0.3)
+               + 0.02 * rng.standard_normal(cfg.segment_samples)).astype(np.float32)
+    power = librosa.feature.melspectrogram(y=samples, sr=cfg.sample_rate_hz, hop_length=cfg.hop_length,
+                                           n_fft=cfg.n_fft, n_mels=cfg.n_mels, pad_mode="reflect").T
+    reference = np.log10(10000 * power.astype(np.float16).astype(np.float32) + 1)
+    mel = log_mel(samples, basis=mel_basis(cfg))
+    assert mel.shape == (187, 96) == cfg.mel_shape
+    np.testing.assert_allclose(mel, reference, atol=2e-3)
+    assert float(np.abs(mel - reference).mean()) < 1e-4
+
+
+def test_musicnn_scale_saturates_instead_of_overflowing():
+    cfg = MUSICNN
+    mel = log_mel(np.full(cfg.segment_samples, 1.0, np.float32), basis=mel_basis(cfg))  # a full-scale DC offset
+    assert np.all(np.isfinite(mel)) and mel.max() <= np.log10(1 + 10000 * 65504.0) + 1e-3
+    assert np.all(log_mel(np.zeros(cfg.segment_samples, np.float32), basis=mel_basis(cfg)) == 0.0)
+
+
+def test_configs_written_before_the_new_fields_keep_their_version():
+    # The hash of the default config before log_scale and pad_mode existed.
+    assert FeatureConfig().version == "c77fc59508ff"
+    assert MUSICNN.version != FeatureConfig().version
+    assert FeatureConfig.from_dict(MUSICNN.to_dict()) == MUSICNN

@@ -25,7 +25,8 @@ from schemas.model_assets import (
     MODEL_CARD,
     TYPICALITY_ASSET,
 )
-from trainer import models
+from trainer import models, musicnn
+from transforms import aggregate
 from trainer.data import parse_batch
 
 
@@ -39,7 +40,48 @@ def weights_version(model: keras.Model) -> str:
 
 def export(model: keras.Model, *, model_dir: str, cfg: FeatureConfig, labels: list[str], card: dict) -> str:
     """Writes the SavedModel, its assets and the model card; returns the model version."""
-    serving = models.with_embedding(model)
+    version = f"{card.get('arch', 'model')}-{weights_version(model)}"
+    _write(models.with_embedding(model), model_dir=model_dir, cfg=cfg, labels=labels, card={**card, "model_version": version})
+    return version
+
+
+def export_tagger(backbone: keras.Model, *, model_dir: str, preset: dict,
+                  threshold: float = aggregate.DEFAULT_TAG_THRESHOLD) -> str:
+    """A pretrained musicnn as a cattag model: tag scores as `probabilities` (multi-label, sigmoid),
+    the backbone's embedding output as `embedding`. `preset` is the preset.json it was converted with."""
+    cfg = FeatureConfig.from_dict(preset["feature_config"])
+    outputs = backbone.output
+    serving = keras.Model(backbone.input, {models.PROBABILITIES: outputs[musicnn.TAGGRAM],
+                                           models.EMBEDDING: outputs[musicnn.EMBEDDING_OUTPUT]})
+    version = f"{preset['name']}-{weights_version(backbone)}"
+    card = {
+        "name": f"{preset['name']} ({preset['description']})",
+        "arch": "musicnn",
+        "task": aggregate.MULTILABEL,
+        "preset": preset["name"],
+        "labels": preset["labels"],
+        "genre_labels": preset["genre_labels"],
+        # One threshold per tag, all equal until there is labelled music to set them from: see README.
+        "tag_thresholds": dict.fromkeys(preset["labels"], threshold),
+        "embedding_layer": musicnn.EMBEDDING_OUTPUT,
+        "embedding_dim": int(outputs[musicnn.EMBEDDING_OUTPUT].shape[-1]),
+        "feature_version": cfg.version,
+        "feature_config": cfg.to_dict(),
+        "source": preset["source"],
+        "licence": preset["licence"],
+        "model_version": version,
+        "signatures": SIGNATURES,
+    }
+    _write(serving, model_dir=model_dir, cfg=cfg, labels=preset["labels"], card=card)
+    return version
+
+
+SIGNATURES = {"serve": "mel float32 [batch, frames, n_mels] -> probabilities, embedding",
+              "serve_examples": "serialized tf.Example [batch] -> probabilities, embedding, track_id, segment_index"}
+
+
+def _write(serving: keras.Model, *, model_dir: str, cfg: FeatureConfig, labels: list[str], card: dict) -> None:
+    """The SavedModel of a model returning {probabilities, embedding}, its assets and card."""
     archive = keras.export.ExportArchive()
     archive.track(serving)
 
@@ -59,9 +101,7 @@ def export(model: keras.Model, *, model_dir: str, cfg: FeatureConfig, labels: li
     (root / "assets").mkdir(exist_ok=True)
     (root / LABELS_ASSET).write_text("".join(f"{label}\n" for label in labels))
     (root / CONFIG_ASSET).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-    version = f"{card.get('arch', 'model')}-{weights_version(model)}"
-    (root / MODEL_CARD).write_text(json.dumps({**card, "model_version": version}, indent=2) + "\n")
-    return version
+    (root / MODEL_CARD).write_text(json.dumps(card, indent=2) + "\n")
 
 
 def write_typicality(model_dir: str, reference: dict) -> None:

@@ -12,6 +12,10 @@ from collections.abc import Sequence
 import numpy as np
 
 AGGREGATIONS = ("mean", "max", "vote")
+# A model card's "task": one genre per track (softmax, the default), or independent tags (sigmoid
+# scores, musicnn's 50 tags): a track carries every tag whose score reaches that tag's threshold.
+GENRE, MULTILABEL = "genre", "multilabel"
+DEFAULT_TAG_THRESHOLD = 0.2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +101,23 @@ class TrackTags:
     tags: list[tuple[str, float]] = dataclasses.field(default_factory=list)  # labels the track carries, best first
 
 
+@dataclasses.dataclass(frozen=True)
+class MultiLabel:
+    """How a multi-label model's scores become tags: per-label thresholds, and which labels are
+    genres (the `genre` column is the best-scoring genre label, its score the `confidence`)."""
+
+    thresholds: np.ndarray  # float32 [n_labels]
+    genre_mask: np.ndarray  # bool [n_labels]
+
+    @classmethod
+    def from_card(cls, card: dict, labels: Sequence[str], *, threshold: float | None = None) -> MultiLabel:
+        """From a model card's tag_thresholds and genre_labels; `threshold` overrides every label's."""
+        known = card.get("tag_thresholds", {})
+        thresholds = [threshold if threshold is not None else known.get(label, DEFAULT_TAG_THRESHOLD) for label in labels]
+        genres = set(card.get("genre_labels") or labels)
+        return cls(np.asarray(thresholds, np.float32), np.array([label in genres for label in labels]))
+
+
 def aggregate_scores(probabilities: np.ndarray, method: str = "mean") -> np.ndarray:
     """[n_segments, n_classes] segment probabilities -> [n_classes] track scores summing to 1.
 
@@ -152,12 +173,15 @@ def tag_track(
     method: str = "mean",
     k: int = 3,
     policy: ConfidencePolicy = ConfidencePolicy(),
+    multilabel: MultiLabel | None = None,
 ) -> TrackTags:
     """A track's tags from its segments' probabilities [n, classes] and embeddings [n, dim]."""
     if len(probabilities) != len(embeddings):
         raise ValueError(f"{len(probabilities)} segment probabilities but {len(embeddings)} embeddings")
     if np.shape(probabilities)[-1] != len(labels):
         raise ValueError(f"{np.shape(probabilities)[-1]} class probabilities for {len(labels)} labels")
+    if multilabel is not None:
+        return _multilabel_tags(probabilities, embeddings, labels, k=k, multilabel=multilabel)
     scores = aggregate_scores(probabilities, method)
     best = top_k(scores, labels, max(k, 1))
     embedding = mean_embedding(embeddings)
@@ -173,4 +197,28 @@ def tag_track(
         review_reason=reason,
         typicality=typicality,
         tags=[] if reason is not None else best[:1],
+    )
+
+
+def _multilabel_tags(probabilities: np.ndarray, embeddings: np.ndarray, labels: Sequence[str], *, k: int,
+                     multilabel: MultiLabel) -> TrackTags:
+    """Tags of a multi-label model: each tag's score is its mean over the segments (not
+    renormalized: tags are independent), and the track carries every tag at or above its threshold.
+    Flagged for review when no genre label reaches its threshold."""
+    scores = np.asarray(probabilities, dtype=np.float64).mean(axis=0).astype(np.float32)
+    genre_scores = np.where(multilabel.genre_mask, scores, -1.0)
+    best_genre = int(np.argmax(genre_scores))
+    passing = np.flatnonzero(scores >= multilabel.thresholds)
+    carried = top_k(scores[passing], [labels[i] for i in passing], len(passing))
+    confident = scores[best_genre] >= multilabel.thresholds[best_genre]
+    return TrackTags(
+        genre=labels[best_genre],
+        confidence=float(scores[best_genre]),
+        top_k=top_k(scores, labels, max(k, 1))[:k],
+        scores=scores,
+        embedding=mean_embedding(embeddings),
+        low_confidence=not confident,
+        review_reason=None if confident else "no genre tag above its threshold",
+        typicality=None,
+        tags=carried,
     )

@@ -48,6 +48,7 @@ class TagSettings:
     aggregation: str = "mean"
     top_k: int = 3
     policy: aggregate.ConfidencePolicy = dataclasses.field(default_factory=aggregate.ConfidencePolicy)
+    multilabel: aggregate.MultiLabel | None = None  # a multi-label tagger's thresholds; None: a genre model
 
 
 def tag_row(summary: TrackSummary, tags: aggregate.TrackTags | None, settings: TagSettings) -> dict:
@@ -114,7 +115,7 @@ class AggregateTrack(beam.DoFn):
             tags = aggregate.tag_track(
                 np.stack([out.probabilities for out in outputs]), np.stack([out.embedding for out in outputs]),
                 self._settings.labels, method=self._settings.aggregation, k=self._settings.top_k,
-                policy=self._settings.policy)
+                policy=self._settings.policy, multilabel=self._settings.multilabel)
         row = tag_row(summary, tags, self._settings)
         TAGGED.inc()
         if row["low_confidence"]:
