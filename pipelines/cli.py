@@ -18,6 +18,7 @@ COMMANDS = {
     "tag": ("pipelines.tag", "run", "tag a catalogue with an exported model: genres, confidences, embeddings"),
     "load": ("pipelines.load", "main", "load tag Parquet into the recommender database (DuckDB or PostgreSQL)"),
     "similar": ("pipelines.similar", "main", "the tracks nearest to a track by embedding, from the database"),
+    "search": ("pipelines.search", "main", "the tracks carrying given tags (all or any), from the database"),
     "demo": ("pipelines.demo", "run", "build a small synthetic catalogue and run the product on it end to end"),
 }
 _OUR_LOGGERS = ("pipelines", "transforms", "trainer", "schemas", "cattag")

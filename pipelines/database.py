@@ -1,21 +1,28 @@
-"""The recommender database behind `cattag load` and `cattag similar`: URLs and shared result types.
+"""The recommender database behind `cattag load`, `cattag similar` and `cattag search`: URLs, shared
+result types and errors, and the tag search's SQL (one text for both stores, so that they rank alike).
 
     duckdb:///catalogue.duckdb                 a file relative to the working directory (embedded, no server)
     duckdb:////abs/catalogue.duckdb            an absolute path (the SQLAlchemy convention: four slashes)
     postgresql://user[:password]@host:port/db  a PostgreSQL server (pgvector used when the server has it)
 
 The tables are declared in schemas/catalogue_db.py; pipelines/duckdb_store.py and
-pipelines/postgres_store.py implement the same three operations (load, latest_model_version,
-similar) over them.
+pipelines/postgres_store.py implement the same operations (load, latest_model_version, similar,
+search) over them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import struct
 import urllib.parse
+from collections.abc import Iterable, Sequence
+
+from schemas import catalogue_db as db
 
 DUCKDB, POSTGRESQL = "duckdb", "postgresql"
 VECTOR_INDEXES = ("hnsw", "none")
+MATCHES = ("all", "any")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +42,31 @@ class Search:
 
 
 @dataclasses.dataclass(frozen=True)
+class TagScore:
+    tag: str  # as the model spells it
+    score: float
+
+
+@dataclasses.dataclass(frozen=True)
+class TaggedTrack:
+    track_id: str
+    genre: str | None
+    confidence: float
+    score: float  # the mean score of the matched tags: the ranking
+    tags: list[TagScore]  # the matched tags, best first
+
+
+@dataclasses.dataclass(frozen=True)
+class TagSearch:
+    """What `search` found: the tracks carrying all (or any) of the tags, by one model version."""
+    model_version: str
+    latest: bool  # True: the version was not asked for; it is the latest one with track tags
+    match: str  # "all" or "any"
+    tags: list[str]  # the tags asked for, as the model spells them (one per asked tag)
+    tracks: list[TaggedTrack]
+
+
+@dataclasses.dataclass(frozen=True)
 class LoadResult:
     files: int
     rows: int
@@ -49,6 +81,102 @@ def unknown_track(track_id: str) -> ValueError:
 
 def no_embedding(track_id: str, model_version: str) -> ValueError:
     return ValueError(f"track {track_id!r} has no embedding from model {model_version!r} (not tagged by it, or silent)")
+
+
+def no_track_tags(model_version: str | None, versions: Sequence[str] = ()) -> ValueError:
+    if model_version is None:
+        return ValueError("the database has no track tags (tag files written before the `tags` column have none: "
+                          "re-tag with a current `cattag tag` and load again)")
+    known = f"; versions with tags: {', '.join(versions)}" if versions else ""
+    return ValueError(f"model version {model_version!r} has no track tags{known}")
+
+
+def resolve_tags(requested: Sequence[str], vocabulary: Iterable[str], model_version: str) -> list[list[str]]:
+    """The model's spellings of each asked tag, matched case-insensitively ("hip-hop" -> ["Hip-Hop"]),
+    one group per distinct asked tag. An empty, unknown or misspelt tag is a ValueError that names
+    the close known tags."""
+    by_key: dict[str, list[str]] = {}
+    for spelling in sorted(vocabulary, key=lambda s: (s.casefold(), s)):
+        by_key.setdefault(spelling.casefold(), []).append(spelling)
+    groups: dict[str, list[str]] = {}
+    unknown = []
+    for tag in requested:
+        key = tag.strip().casefold()
+        if not key:
+            raise ValueError("a tag is empty")
+        if key in by_key:
+            groups.setdefault(key, by_key[key])
+        elif tag not in unknown:
+            unknown.append(tag)
+    if unknown:
+        raise ValueError("; ".join(_unknown_tag(tag, by_key, model_version) for tag in unknown))
+    return list(groups.values())
+
+
+def _unknown_tag(tag: str, by_key: dict[str, list[str]], model_version: str) -> str:
+    close = difflib.get_close_matches(tag.strip().casefold(), list(by_key), n=5, cutoff=0.6)
+    if close:
+        hint = "close: " + ", ".join(repr(by_key[key][0]) for key in close)
+    else:
+        names = [spellings[0] for spellings in by_key.values()]
+        hint = f"its {len(names)} tags include " + ", ".join(repr(n) for n in names[:8])
+    return f"tag {tag!r} is not a tag of model {model_version!r} ({hint})"
+
+
+def search_query(groups: Sequence[Sequence[str]], *, match: str, k: int, model_version: str, placeholder: str,
+                 by_id: str = "m.track_id") -> tuple[str, list]:
+    """The SQL (and its parameters) ranking the tracks of a model version that carry all (or any) of
+    the tag groups by the mean score of their matched tags, ties by track id, k of them with their
+    genre and confidence. The same text runs on DuckDB and PostgreSQL (placeholder "?" or "%s";
+    by_id orders the ids bytewise: PostgreSQL needs COLLATE "C" for that).
+
+    The mean is of the REAL scores as float8: a sum of a few float32 values in float64 is exact
+    (float32 has 24 significant bits, float64 53), so it does not depend on the order each engine
+    adds them in, and the two rank alike, ties included."""
+    if match not in MATCHES:
+        raise ValueError(f"match {match!r}: expected one of {', '.join(MATCHES)}")
+    if k < 1:
+        raise ValueError(f"k {k}: expected at least 1")
+    spellings = [s for group in groups for s in group]
+    p = placeholder
+    in_list = ", ".join([p] * len(spellings))
+    having, having_params = "", []
+    if match == "all":  # every group matched: count the groups, not the spellings
+        case = " ".join(f"WHEN {p} THEN {i}" for i, group in enumerate(groups) for _ in group)
+        having = f"HAVING count(DISTINCT CASE tag {case} END) = {p}"
+        having_params = [*spellings, len(groups)]
+    query = f"""SELECT m.track_id, t.genre, t.confidence, m.score FROM (
+                    SELECT track_id, avg(CAST(score AS float8)) AS score FROM {db.TRACK_TAGS}
+                    WHERE model_version = {p} AND tag IN ({in_list})
+                    GROUP BY track_id {having}) m
+                JOIN {db.TAGS} t ON t.track_id = m.track_id AND t.model_version = {p}
+                ORDER BY m.score DESC, {by_id} LIMIT {p}"""
+    return query, [model_version, *spellings, *having_params, model_version, k]
+
+
+def matched_tags_query(track_ids: Sequence[str], spellings: Sequence[str], *, model_version: str,
+                       placeholder: str) -> tuple[str, list]:
+    p = placeholder
+    return (f"SELECT track_id, tag, score FROM {db.TRACK_TAGS} WHERE model_version = {p} "
+            f"AND track_id IN ({', '.join([p] * len(track_ids))}) AND tag IN ({', '.join([p] * len(spellings))})",
+            [model_version, *track_ids, *spellings])
+
+
+def tag_search(rows, matched, *, groups: Sequence[Sequence[str]], model_version: str, latest: bool,
+               match: str) -> TagSearch:
+    """A TagSearch from search_query's rows and matched_tags_query's (track_id, tag, score) rows."""
+    by_track: dict[str, list[TagScore]] = {}
+    for track_id, tag, score in matched:
+        by_track.setdefault(track_id, []).append(TagScore(tag, real(score)))
+    tracks = [TaggedTrack(r[0], r[1], real(r[2]), float(r[3]),
+                          sorted(by_track.get(r[0], []), key=lambda t: (-t.score, t.tag))) for r in rows]
+    return TagSearch(model_version, latest, match, [group[0] for group in groups], tracks)
+
+
+def real(value) -> float:
+    """A REAL column's value as the float32 it is: DuckDB hands over its exact value (0.8999999761581421),
+    psycopg parses PostgreSQL's shortest text for it ("0.9") as a float64 (0.9)."""
+    return struct.unpack("f", struct.pack("f", value))[0]
 
 
 def parse_url(url: str) -> tuple[str, str]:

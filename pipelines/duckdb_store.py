@@ -8,7 +8,13 @@ from pipelines.database import (
     LoadResult,
     Neighbour,
     Search,
+    TagSearch,
+    matched_tags_query,
     no_embedding,
+    no_track_tags,
+    resolve_tags,
+    search_query,
+    tag_search,
     unknown_track,
 )
 from schemas import catalogue_db as db
@@ -30,8 +36,13 @@ class DuckDB:
         """Upserts tag files keyed by (track_id, model_version), in one transaction."""
         self._con.execute("BEGIN TRANSACTION")
         try:
-            # Read the files once; within them, the latest tagged_at of a key wins.
-            self._con.execute("CREATE OR REPLACE TEMP TABLE incoming AS SELECT * FROM read_parquet(?)", [files])
+            # Read the files once; within them, the latest tagged_at of a key wins. By name: files written
+            # before the `tags` column have none (without union_by_name DuckDB fails on such a mix, or,
+            # when an old file comes first, drops the column from every file).
+            self._con.execute(
+                "CREATE OR REPLACE TEMP TABLE incoming AS SELECT * FROM read_parquet(?, union_by_name=true)", [files])
+            if "tags" not in {c[0] for c in self._con.execute("DESCRIBE incoming").fetchall()}:
+                self._con.execute("ALTER TABLE incoming ADD COLUMN tags STRUCT(label VARCHAR, score FLOAT)[]")
             self._con.execute(
                 f"INSERT OR REPLACE INTO {db.TRACKS} SELECT track_id, uri, duration_s FROM incoming "
                 "QUALIFY row_number() OVER (PARTITION BY track_id ORDER BY tagged_at DESC) = 1")
@@ -48,9 +59,24 @@ class DuckDB:
             self._con.execute(
                 f"INSERT OR REPLACE INTO {db.EMBEDDINGS} SELECT track_id, model_version, embedding FROM latest "
                 "WHERE genre IS NOT NULL")
+            # Each loaded (track_id, model_version) gets exactly its row's tags: the others go, changed
+            # scores are updated, unchanged rows are left alone (a reload writes nothing).
+            self._con.execute(
+                "CREATE OR REPLACE TEMP TABLE new_tags AS SELECT track_id, model_version, t.label AS tag, "
+                "max(t.score) AS score FROM (SELECT track_id, model_version, unnest(tags) AS t FROM latest) "
+                "WHERE t.label IS NOT NULL AND t.score IS NOT NULL GROUP BY ALL")
+            self._con.execute(
+                f"""DELETE FROM {db.TRACK_TAGS} x USING latest l
+                    WHERE x.track_id = l.track_id AND x.model_version = l.model_version AND NOT EXISTS (
+                        SELECT 1 FROM new_tags n WHERE n.track_id = x.track_id
+                        AND n.model_version = x.model_version AND n.tag = x.tag)""")
+            self._con.execute(
+                f"""INSERT INTO {db.TRACK_TAGS} SELECT track_id, model_version, tag, score FROM new_tags
+                    ON CONFLICT (track_id, model_version, tag) DO UPDATE SET score = EXCLUDED.score
+                    WHERE {db.TRACK_TAGS}.score IS DISTINCT FROM EXCLUDED.score""")
             rows, versions = self._con.execute(
                 "SELECT count(*), list(DISTINCT model_version ORDER BY model_version) FROM incoming").fetchone()
-            self._con.execute("DROP TABLE incoming; DROP TABLE latest")
+            self._con.execute("DROP TABLE incoming; DROP TABLE latest; DROP TABLE new_tags")
             self._con.execute("COMMIT")
         except Exception:
             self._con.execute("ROLLBACK")
@@ -86,3 +112,28 @@ class DuckDB:
                 LIMIT ?""",
             [track_id, model_version, model_version, track_id, *([genre] if genre else []), k]).fetchall()
         return Search("exact", [Neighbour(r[0], r[1], float(r[2]), float(r[3])) for r in rows])
+
+    def search(self, tags: list[str], *, k: int, model_version: str | None = None, match: str = "all") -> TagSearch:
+        """The k tracks carrying all (or any) of the tags, by the mean score of the matched tags (ties by
+        track id), from model_version or, when None, the latest model version with track tags."""
+        latest = model_version is None
+        if latest:
+            found = self._con.execute(
+                f"""SELECT model_version FROM {db.TAGS}
+                    WHERE model_version IN (SELECT DISTINCT model_version FROM {db.TRACK_TAGS})
+                    GROUP BY model_version ORDER BY max(tagged_at) DESC, model_version DESC LIMIT 1""").fetchone()
+            if found is None:
+                raise no_track_tags(None)
+            model_version = found[0]
+        vocabulary = [r[0] for r in self._con.execute(
+            f"SELECT DISTINCT tag FROM {db.TRACK_TAGS} WHERE model_version = ?", [model_version]).fetchall()]
+        if not vocabulary:
+            raise no_track_tags(model_version, [r[0] for r in self._con.execute(
+                f"SELECT DISTINCT model_version FROM {db.TRACK_TAGS} ORDER BY model_version").fetchall()])
+        groups = resolve_tags(tags, vocabulary, model_version)
+        rows = self._con.execute(*search_query(groups, match=match, k=k, model_version=model_version,
+                                               placeholder="?")).fetchall()
+        matched = self._con.execute(*matched_tags_query([r[0] for r in rows], [s for g in groups for s in g],
+                                                        model_version=model_version, placeholder="?")
+                                    ).fetchall() if rows else []
+        return tag_search(rows, matched, groups=groups, model_version=model_version, latest=latest, match=match)

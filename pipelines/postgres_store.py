@@ -1,11 +1,13 @@
 """The production recommender database: PostgreSQL, with pgvector when the server has it.
 
 Loading stages the tag rows with COPY (one stream, not a round trip per row) into a temporary table,
-then upserts the three tables from it in the same transaction. With pgvector, each model version
+then upserts the tables from it in the same transaction (a row's `tags` travel in it as JSONB, like
+`top_k`, and are unnested into track_tags in SQL). With pgvector, each model version
 gets a partial HNSW index for cosine distance over `embedding::vector(D)`; `similar` uses it unless
 asked for an exact search or a genre filter (HNSW filters after the index scan, so a filtered query
 could come back with fewer than k tracks). Without pgvector, embeddings are REAL[] and every search
-is exact, computed in SQL.
+is exact, computed in SQL. `search` finds a model's tag vocabulary with a loose scan of the
+(tag, model_version) index (one probe per distinct tag, not a read of every track's tags).
 """
 
 from __future__ import annotations
@@ -24,8 +26,14 @@ from pipelines.database import (
     LoadResult,
     Neighbour,
     Search,
+    TagSearch,
+    matched_tags_query,
     no_embedding,
+    no_track_tags,
     redact,
+    resolve_tags,
+    search_query,
+    tag_search,
     unknown_track,
 )
 from schemas import catalogue_db as db
@@ -43,7 +51,8 @@ _EF_SEARCH_MIN, _EF_SEARCH_MAX = 100, 1000
 # most this, from about 1.1 kB a 128-d element measured by pgvector's build notices.
 _INDEX_BUILD_MEMORY_MAX_MB = 1024
 _STAGED_COLUMNS = ("track_id", "uri", "duration_s", "genre", "confidence", "top_k", "low_confidence",
-                   "review_reason", "typicality", "model_version", "feature_version", "tagged_at", "embedding")
+                   "review_reason", "typicality", "model_version", "feature_version", "tagged_at", "embedding", "tags")
+_OPTIONAL_COLUMNS = {"tags"}  # tag files written before the column existed have none: staged as NULL
 
 
 class PostgreSQL:
@@ -101,7 +110,8 @@ class PostgreSQL:
             self._con.execute(
                 "CREATE TEMP TABLE incoming (track_id TEXT, uri TEXT, duration_s DOUBLE PRECISION, genre TEXT, "
                 "confidence REAL, top_k JSONB, low_confidence BOOLEAN, review_reason TEXT, typicality REAL, "
-                "model_version TEXT, feature_version TEXT, tagged_at TIMESTAMPTZ, embedding REAL[]) ON COMMIT DROP")
+                "model_version TEXT, feature_version TEXT, tagged_at TIMESTAMPTZ, embedding REAL[], tags JSONB) "
+                "ON COMMIT DROP")
             with self._con.cursor().copy(f"COPY incoming ({', '.join(_STAGED_COLUMNS)}) FROM STDIN") as copy:
                 for path in files:
                     for record in _staged_rows(path):
@@ -128,6 +138,22 @@ class PostgreSQL:
                 f"""INSERT INTO {db.EMBEDDINGS} SELECT track_id, model_version,
                         embedding{'::vector' if self.pgvector else ''} FROM latest WHERE genre IS NOT NULL
                     ON CONFLICT (track_id, model_version) DO UPDATE SET embedding = EXCLUDED.embedding""")
+            # Each loaded (track_id, model_version) gets exactly its row's tags: the others go, changed
+            # scores are updated, unchanged rows are left alone (a reload writes nothing).
+            self._con.execute(
+                "CREATE TEMP TABLE new_tags ON COMMIT DROP AS SELECT l.track_id, l.model_version, t.label AS tag, "
+                "max(t.score) AS score FROM latest l, jsonb_to_recordset(l.tags) AS t(label TEXT, score REAL) "
+                "WHERE t.label IS NOT NULL AND t.score IS NOT NULL GROUP BY 1, 2, 3")
+            self._con.execute("ANALYZE new_tags")
+            self._con.execute(
+                f"""DELETE FROM {db.TRACK_TAGS} x USING latest l
+                    WHERE x.track_id = l.track_id AND x.model_version = l.model_version AND NOT EXISTS (
+                        SELECT 1 FROM new_tags n WHERE n.track_id = x.track_id
+                        AND n.model_version = x.model_version AND n.tag = x.tag)""")
+            self._con.execute(
+                f"""INSERT INTO {db.TRACK_TAGS} SELECT track_id, model_version, tag, score FROM new_tags
+                    ON CONFLICT (track_id, model_version, tag) DO UPDATE SET score = EXCLUDED.score
+                    WHERE {db.TRACK_TAGS}.score IS DISTINCT FROM EXCLUDED.score""")
             rows, = self._con.execute("SELECT count(*) FROM incoming").fetchone()
             dims = self._con.execute(
                 "SELECT model_version, max(cardinality(embedding)) FROM latest GROUP BY model_version "
@@ -137,7 +163,7 @@ class PostgreSQL:
                     if dim:  # a model version whose tracks were all silent has nothing to index
                         self._create_index(version, int(dim))
             # Fresh statistics, or the planner, guessing a near-empty table, scans it instead of the index.
-            self._con.execute(f"ANALYZE {db.TRACKS}, {db.TAGS}, {db.EMBEDDINGS}")
+            self._con.execute(f"ANALYZE {db.TRACKS}, {db.TAGS}, {db.EMBEDDINGS}, {db.TRACK_TAGS}")
         counts = {table: self._con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
                   for table in db.TABLES}
         self._con.commit()
@@ -195,6 +221,52 @@ class PostgreSQL:
         finally:
             self._con.rollback()
 
+    def search(self, tags: list[str], *, k: int, model_version: str | None = None, match: str = "all") -> TagSearch:
+        """The k tracks carrying all (or any) of the tags, by the mean score of the matched tags (ties by
+        track id), from model_version or, when None, the latest model version with track tags."""
+        try:
+            with self._con.transaction():
+                every_tag = self._distinct_tags()
+                latest = model_version is None
+                if latest:
+                    found = self._con.execute(
+                        f"""SELECT model_version FROM {db.TAGS} GROUP BY model_version
+                            HAVING EXISTS (SELECT 1 FROM {db.TRACK_TAGS} x
+                                WHERE x.model_version = {db.TAGS}.model_version AND x.tag = ANY(%s))
+                            ORDER BY max(tagged_at) DESC, model_version COLLATE "C" DESC LIMIT 1""",
+                        [every_tag]).fetchone()
+                    if found is None:
+                        raise no_track_tags(None)
+                    model_version = found[0]
+                vocabulary = [r[0] for r in self._con.execute(
+                    f"""SELECT u.tag FROM unnest(%s::text[]) AS u(tag) WHERE EXISTS (
+                            SELECT 1 FROM {db.TRACK_TAGS} x WHERE x.tag = u.tag AND x.model_version = %s)""",
+                    [every_tag, model_version]).fetchall()]
+                if not vocabulary:
+                    raise no_track_tags(model_version, sorted(r[0] for r in self._con.execute(
+                        f"SELECT DISTINCT model_version FROM {db.TRACK_TAGS}").fetchall()))
+                groups = resolve_tags(tags, vocabulary, model_version)
+                rows = self._con.execute(*search_query(groups, match=match, k=k, model_version=model_version,
+                                                       placeholder="%s", by_id='m.track_id COLLATE "C"')).fetchall()
+                matched = self._con.execute(*matched_tags_query(
+                    [r[0] for r in rows], [s for g in groups for s in g], model_version=model_version,
+                    placeholder="%s")).fetchall() if rows else []
+                return tag_search(rows, matched, groups=groups, model_version=model_version, latest=latest,
+                                  match=match)
+        finally:
+            self._con.rollback()
+
+    def _distinct_tags(self) -> list[str]:
+        """Every tag in track_tags, by a loose scan of the (tag, model_version) index: one probe for
+        the next tag after each, instead of reading every row."""
+        return [r[0] for r in self._con.execute(
+            f"""WITH RECURSIVE vocabulary(tag) AS (
+                    SELECT min(tag) FROM {db.TRACK_TAGS}
+                    UNION ALL
+                    SELECT (SELECT min(x.tag) FROM {db.TRACK_TAGS} x WHERE x.tag > v.tag)
+                    FROM vocabulary v WHERE v.tag IS NOT NULL)
+                SELECT tag FROM vocabulary WHERE tag IS NOT NULL""").fetchall()]
+
     def _nearest(self, query: list[float], track_id: str, k: int, model_version: str,
                  genre: str | None = None, exact: bool = False) -> list[Neighbour]:
         """pgvector's `<=>` (cosine distance) over embedding::vector(D): the expression the partial
@@ -236,9 +308,12 @@ class PostgreSQL:
 
 def _staged_rows(path: str):
     """The Parquet rows of one tag file as COPY tuples (columns as in _STAGED_COLUMNS)."""
-    table = pq.read_table(path, columns=list(_STAGED_COLUMNS))
-    columns = {name: table.column(name).to_pylist() for name in _STAGED_COLUMNS if name != "embedding"}
-    columns["top_k"] = [None if t is None else json.dumps(t) for t in columns["top_k"]]
+    present = set(pq.read_schema(path).names)
+    table = pq.read_table(path, columns=[c for c in _STAGED_COLUMNS if c in present or c not in _OPTIONAL_COLUMNS])
+    columns = {name: table.column(name).to_pylist() if name in table.column_names else [None] * table.num_rows
+               for name in _STAGED_COLUMNS if name != "embedding"}
+    for name in ("top_k", "tags"):
+        columns[name] = [None if t is None else json.dumps(t) for t in columns[name]]
     columns["embedding"] = _array_literals(table.column("embedding"))
     yield from zip(*(columns[name] for name in _STAGED_COLUMNS))
 

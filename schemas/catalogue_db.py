@@ -1,12 +1,20 @@
-"""The recommender database's schema: what `cattag load` writes and `cattag similar` reads.
+"""The recommender database's schema: what `cattag load` writes and `cattag similar` and
+`cattag search` read.
 
     tracks      one row per track id: where it is and how long it lasts (the latest load wins)
     tags        one row per (track_id, model_version): genre, confidence, top-k, review flag
     embeddings  one row per (track_id, model_version): the unit-length track embedding
+    track_tags  one row per (track_id, model_version, tag): each label the track carries (the tag
+                file's `tags` column: every tag over its threshold for a multi-label tagger, the
+                genre for a genre classifier) with its score; indexed by (tag, model_version) for
+                `cattag search`
 
 Keyed by (track_id, model_version), so loading the same tags twice changes nothing and a newer
 model's tags sit beside the older ones, each queryable by its version. A silent track (no genre,
-zero embedding) has a tags row but no embeddings row: it has nothing to be similar by.
+zero embedding) has a tags row but no embeddings row: it has nothing to be similar by. A track's
+track_tags rows are replaced whole by each load of its (track_id, model_version): a re-tagging with
+fewer tags drops the others; a silent track, or a tag file written before the `tags` column, has none.
+Tags are stored as the model spells them ("Hip-Hop"); `cattag search` matches them case-insensitively.
 
 The same tables exist in DuckDB (the embedded default) and PostgreSQL (production). In PostgreSQL
 with pgvector the embedding is a `vector`; each model version gets its own partial HNSW index over
@@ -18,8 +26,9 @@ from __future__ import annotations
 
 import hashlib
 
-TRACKS, TAGS, EMBEDDINGS = "tracks", "tags", "embeddings"
-TABLES = (TRACKS, TAGS, EMBEDDINGS)
+TRACKS, TAGS, EMBEDDINGS, TRACK_TAGS = "tracks", "tags", "embeddings", "track_tags"
+TABLES = (TRACKS, TAGS, EMBEDDINGS, TRACK_TAGS)
+TRACK_TAGS_INDEX = f"{TRACK_TAGS}_tag"  # (tag, model_version): the tracks carrying a tag, a model's vocabulary
 
 
 # column -> (DuckDB type, PostgreSQL type, constraint). DuckDB's embedding is a FLOAT list, not a
@@ -48,8 +57,16 @@ _COLUMNS = {
         "model_version": ("VARCHAR", "TEXT", "NOT NULL"),
         "embedding": ("FLOAT[]", None, "NOT NULL"),
     },
+    TRACK_TAGS: {
+        "track_id": ("VARCHAR", "TEXT", "NOT NULL"),
+        "model_version": ("VARCHAR", "TEXT", "NOT NULL"),
+        "tag": ("VARCHAR", "TEXT", "NOT NULL"),
+        "score": ("REAL", "REAL", "NOT NULL"),
+    },
 }
-_KEYS = {TAGS: ("track_id", "model_version"), EMBEDDINGS: ("track_id", "model_version")}
+_KEYS = {TAGS: ("track_id", "model_version"), EMBEDDINGS: ("track_id", "model_version"),
+         TRACK_TAGS: ("track_id", "model_version", "tag")}
+_INDEXES = {TRACK_TAGS_INDEX: (TRACK_TAGS, ("tag", "model_version"))}
 
 
 def _ddl(dialect: int, embedding_type: str | None = None) -> list[str]:
@@ -59,6 +76,8 @@ def _ddl(dialect: int, embedding_type: str | None = None) -> list[str]:
         if table in _KEYS:
             lines.append(f"PRIMARY KEY ({', '.join(_KEYS[table])})")
         statements.append(f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(lines)})")
+    for name, (table, columns) in _INDEXES.items():
+        statements.append(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({', '.join(columns)})")
     return statements
 
 

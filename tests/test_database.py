@@ -1,4 +1,4 @@
-"""cattag load and cattag similar on a real DuckDB file and a real PostgreSQL server (with pgvector,
+"""cattag load, cattag similar and cattag search on a real DuckDB file and a real PostgreSQL server (with pgvector,
 over TCP loopback: tests/local_postgres.py), from real tag Parquet files."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import cli, load, similar
-from pipelines.database import connect, parse_url, redact
+from pipelines import cli, load, search, similar
+from pipelines.database import TagScore, connect, parse_url, redact
 from schemas import catalogue_db, tags
 from tests import local_postgres
 
@@ -25,9 +25,10 @@ def unit(v) -> list[float]:
     return (v / np.linalg.norm(v)).astype(np.float32).tolist()
 
 
-def row(track_id: str, genre: str | None, embedding, *, version: str = "m1", day: int = 1) -> dict:
+def row(track_id: str, genre: str | None, embedding, *, version: str = "m1", day: int = 1,
+        tagged: list[tuple[str, float]] | None = None) -> dict:
     silent = genre is None
-    return {
+    return {"tags": None if tagged is None else [{"label": t, "score": s} for t, s in tagged],
         "track_id": track_id, "uri": f"/music/{track_id}.flac", "genre": genre,
         "confidence": 0.0 if silent else 0.9, "top_k": None if silent else [{"label": genre, "score": 0.9}],
         "probabilities": None if silent else [0.05, 0.05, 0.9], "embedding": [0.0] * DIM if silent else unit(embedding),
@@ -72,7 +73,8 @@ def loaded(tmp_path, db_url):
 def test_load_fills_the_three_tables_and_a_reload_changes_nothing(loaded):
     tmp_path, url, result = loaded
     assert result.rows == 6 and result.model_versions == ["m1"]
-    assert result.counts == {"tracks": 6, "tags": 6, "embeddings": 5}  # the silent track has no embedding
+    # The silent track has no embedding; these rows have no `tags`, so no track_tags.
+    assert result.counts == {"tracks": 6, "tags": 6, "embeddings": 5, "track_tags": 0}
     again = load.main(["--tags", str(tmp_path / "tags"), "--db", url])
     assert again.counts == result.counts
 
@@ -102,7 +104,7 @@ def test_a_newer_model_sits_beside_the_older_one(loaded):
                version="m2", name="run2")
     result = load.main(["--tags", str(tmp_path / "tags"), "--db", url])
     assert result.model_versions == ["m1", "m2"]
-    assert result.counts == {"tracks": 6, "tags": 11, "embeddings": 10}
+    assert result.counts == {"tracks": 6, "tags": 11, "embeddings": 10, "track_tags": 0}
     database = connect(url)
     try:
         assert database.latest_model_version("a") == "m2"
@@ -179,7 +181,7 @@ def test_duckdb_and_postgresql_agree_and_the_hnsw_index_is_used(tmp_path, postgr
     try:
         assert stores["pgvector"].pgvector and not stores["real[]"].pgvector
         for store in stores.values():
-            assert store.load(files).counts == {"tracks": 400, "tags": 400, "embeddings": 400}
+            assert store.load(files).counts == {"tracks": 400, "tags": 400, "embeddings": 400, "track_tags": 0}
         recalls = []
         for query in ["t0000", "t0007", "t0123", "t0399"]:
             for genre in (None, "waltz"):
@@ -227,3 +229,267 @@ def test_an_unreachable_postgresql_is_a_one_line_error(tmp_path, capsys):
     assert cli.main(["load", "--tags", str(tmp_path / "tags"), "--db", url]) == 2
     err = capsys.readouterr().err
     assert "cannot connect to PostgreSQL" in err and "hunter2" not in err and "cattag:***@" in err
+
+
+# --- cattag search: track_tags -------------------------------------------------------------------
+
+# The labels each track carries (the tag file's `tags` column), best first; "quiet" is silent (null).
+TRACK_TAGS = {
+    "a": [("chill", 0.9), ("female vocalists", 0.8), ("Mellow", 0.7)],
+    "b": [("female vocalists", 0.95), ("chill", 0.6)],
+    "c": [("rock", 0.9), ("80s", 0.7)],
+    "d": [("chill", 0.85), ("rock", 0.5)],
+    "e": [("Hip-Hop", 0.8)],
+}
+
+
+def f32(x: float) -> float:
+    """A score as it comes back from a REAL column: the float32 nearest x."""
+    return float(np.float32(x))
+
+
+def expected_ranking(wanted: list[str], *, match: str, catalogue=TRACK_TAGS) -> list[tuple[str, float]]:
+    """(track, mean score of its matched tags) best first, ties by id: the ranking computed in Python."""
+    found = []
+    for track, carried in catalogue.items():
+        scores = [f32(s) for t, s in carried or [] if t.lower() in {w.lower() for w in wanted}]
+        if scores and (match == "any" or len(scores) == len(wanted)):
+            found.append((track, sum(scores) / len(scores)))
+    return sorted(found, key=lambda f: (-f[1], f[0]))
+
+
+def tagged_rows(version: str = "m1", day: int = 1) -> list[dict]:
+    return ([row(t, GENRES[t], e, version=version, day=day, tagged=TRACK_TAGS[t]) for t, e in EMBEDDINGS.items()]
+            + [row("quiet", None, None, version=version, day=day)])
+
+
+def track_tags_rows(url: str) -> list[tuple]:
+    database = connect(url)
+    try:
+        return [(r[0], r[1], r[2], f32(r[3])) for r in database._con.execute(  # pylint: disable=protected-access
+            "SELECT track_id, model_version, tag, score FROM track_tags ORDER BY 1, 2, 3").fetchall()]
+    finally:
+        database.close()
+
+
+@pytest.fixture()
+def tagged(tmp_path, db_url):
+    write_tags(tmp_path / "tags", tagged_rows())
+    result = load.main(["--tags", str(tmp_path / "tags"), "--db", db_url])
+    return tmp_path, db_url, result
+
+
+def test_load_fills_track_tags_from_the_tags_column_and_a_reload_changes_nothing(tagged):
+    tmp_path, url, result = tagged
+    assert result.counts == {"tracks": 6, "tags": 6, "embeddings": 5, "track_tags": 10}  # none for the silent track
+    before = track_tags_rows(url)
+    assert [r for r in before if r[0] == "a"] == [("a", "m1", "Mellow", f32(0.7)), ("a", "m1", "chill", f32(0.9)),
+                                                  ("a", "m1", "female vocalists", f32(0.8))]
+    assert not [r for r in before if r[0] == "quiet"]
+    again = load.main(["--tags", str(tmp_path / "tags"), "--db", url])
+    assert again.counts == result.counts
+    assert track_tags_rows(url) == before
+
+
+def test_search_all_and_any_rank_by_the_mean_score_of_the_matched_tags(tagged):
+    _, url, _ = tagged
+    database = connect(url)
+    try:
+        found = database.search(["chill", "female vocalists"], k=10, match="all")
+        assert found.model_version == "m1" and found.latest and found.match == "all"
+        assert [(t.track_id, t.score) for t in found.tracks] == expected_ranking(["chill", "female vocalists"],
+                                                                                 match="all")
+        assert [t.track_id for t in found.tracks] == ["a", "b"]  # c, d, e lack one tag or both
+        a, b = found.tracks
+        assert (a.genre, a.confidence) == ("waltz", f32(0.9))
+        assert a.tags == [TagScore("chill", f32(0.9)), TagScore("female vocalists", f32(0.8))]  # best first
+        assert b.tags == [TagScore("female vocalists", f32(0.95)), TagScore("chill", f32(0.6))]
+        assert b.score == pytest.approx((0.95 + 0.6) / 2)
+
+        anything = database.search(["chill", "rock"], k=10, model_version="m1", match="any")
+        assert not anything.latest
+        # a and c tie at 0.9 (ties by track id); d's mean 0.675 ranks above b's single 0.6.
+        assert [(t.track_id, t.score) for t in anything.tracks] == expected_ranking(["chill", "rock"], match="any")
+        assert [t.track_id for t in anything.tracks] == ["a", "c", "d", "b"]
+        assert [t.track_id for t in database.search(["chill", "rock"], k=2, match="any").tracks] == ["a", "c"]
+        assert database.search(["rock", "Hip-Hop"], k=10, match="all").tracks == []
+    finally:
+        database.close()
+
+
+def test_search_matches_tags_case_insensitively_and_reports_the_models_spelling(tagged):
+    _, url, _ = tagged
+    database = connect(url)
+    try:
+        found = database.search(["hip-hop"], k=5)
+        assert [t.track_id for t in found.tracks] == ["e"] and found.tags == ["Hip-Hop"]
+        assert found.tracks[0].tags == [TagScore("Hip-Hop", f32(0.8))]
+        mixed = database.search(["MELLOW", "Chill", "chill"], k=5)  # the same tag twice counts once
+        assert mixed.tags == ["Mellow", "chill"] and [t.track_id for t in mixed.tracks] == ["a"]
+        assert mixed.tracks[0].score == pytest.approx((f32(0.9) + f32(0.7)) / 2)
+    finally:
+        database.close()
+
+
+def test_an_unknown_tag_is_an_error_naming_close_known_tags(tagged, capsys):
+    _, url, _ = tagged
+    database = connect(url)
+    try:
+        with pytest.raises(ValueError, match=r"tag 'chil' is not a tag of model 'm1' \(close: 'chill'\)"):
+            database.search(["chil", "rock"], k=5, match="any")
+        with pytest.raises(ValueError, match=r"'zzzz' is not a tag of model 'm1' \(its 6 tags include '80s', 'chill', "
+                                             r"'female vocalists', 'Hip-Hop', 'Mellow', 'rock'\)$"):
+            database.search(["zzzz"], k=5)
+        with pytest.raises(ValueError, match=r"model version 'm9' has no track tags; versions with tags: m1"):
+            database.search(["chill"], k=5, model_version="m9")
+    finally:
+        database.close()
+    assert cli.main(["search", "--db", url, "--tag", "female vocalist"]) == 2
+    err = capsys.readouterr().err
+    assert "cattag search: error: tag 'female vocalist' is not a tag of model 'm1' (close: 'female vocalists')" in err
+
+
+def test_a_retagging_replaces_the_tracks_tags(tagged):
+    tmp_path, url, result = tagged
+    # a, tagged again (later) by the same model, now carries one tag with a new score; b is now silent.
+    write_tags(tmp_path / "tags", [row("a", "waltz", EMBEDDINGS["a"], day=5, tagged=[("chill", 0.5)]),
+                                   row("b", None, None, day=5)], name="run9")
+    again = load.main(["--tags", str(tmp_path / "tags"), "--db", url])
+    assert again.counts["track_tags"] == result.counts["track_tags"] - 2 - 2
+    assert [r for r in track_tags_rows(url) if r[0] in ("a", "b")] == [("a", "m1", "chill", f32(0.5))]
+    database = connect(url)
+    try:
+        with pytest.raises(ValueError, match="'female vocalists' is not a tag of model 'm1'"):  # no track has it now
+            database.search(["female vocalists"], k=5)
+        assert [t.track_id for t in database.search(["rock", "chill"], k=5, match="any").tracks] == ["c", "d", "a"]
+        assert [(t.track_id, t.score) for t in database.search(["chill"], k=5).tracks] == [("d", f32(0.85)),
+                                                                                           ("a", f32(0.5))]
+    finally:
+        database.close()
+
+
+def old_tag_file(folder, rows, *, version: str, name: str) -> None:
+    """A tag file as `cattag tag` wrote it before the `tags` column existed."""
+    schema = tags.tags_schema(labels=LABELS, embedding_dim=DIM, model_version=version, feature_version="f1")
+    schema = schema.remove(schema.get_field_index("tags"))
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist([{k: v for k, v in r.items() if k != "tags"} for r in rows], schema=schema),
+                   folder / f"{tags.TAGS_PREFIX}-{name}-00000-of-00001.parquet")
+
+
+@pytest.mark.parametrize("old_first", [True, False], ids=["old-file-first", "new-file-first"])
+def test_tag_files_without_the_tags_column_still_load(tmp_path, db_url, old_first):
+    # Files sort by name: "a-old" before "b-new" or after "0-new".
+    old_rows = [row(t, GENRES[t], EMBEDDINGS[t], version="m0") for t in ("a", "b")]
+    old_tag_file(tmp_path / "tags", old_rows, version="m0", name="a-old")
+    write_tags(tmp_path / "tags", tagged_rows(), name="b-new" if old_first else "0-new")
+    result = load.main(["--tags", str(tmp_path / "tags"), "--db", db_url])
+    assert result.model_versions == ["m0", "m1"]
+    assert result.counts == {"tracks": 6, "tags": 8, "embeddings": 7, "track_tags": 10}  # none from the old file
+    assert {r[1] for r in track_tags_rows(db_url)} == {"m1"}
+    database = connect(db_url)
+    try:
+        assert [t.track_id for t in database.search(["chill", "female vocalists"], k=5).tracks] == ["a", "b"]
+        with pytest.raises(ValueError, match="'m0' has no track tags; versions with tags: m1"):
+            database.search(["chill"], k=5, model_version="m0")
+    finally:
+        database.close()
+
+
+def test_only_old_tag_files_load_and_search_says_there_are_no_tags(tmp_path, db_url):
+    old_tag_file(tmp_path / "tags", [row(t, GENRES[t], EMBEDDINGS[t]) for t in EMBEDDINGS], version="m1", name="old")
+    assert load.main(["--tags", str(tmp_path / "tags"), "--db", db_url]).counts == {
+        "tracks": 5, "tags": 5, "embeddings": 5, "track_tags": 0}
+    database = connect(db_url)
+    try:
+        with pytest.raises(ValueError, match="the database has no track tags"):
+            database.search(["chill"], k=5)
+    finally:
+        database.close()
+
+
+def test_search_defaults_to_the_latest_model_version_with_track_tags(tagged):
+    tmp_path, url, _ = tagged
+    # m2 (day 2) tags a differently; m3 (day 3, newest) was written before the tags column: it has none.
+    retagged = dict(TRACK_TAGS, a=[("chill", 0.1)], b=[("chill", 0.2)])
+    write_tags(tmp_path / "tags", [row(t, GENRES[t], EMBEDDINGS[t], version="m2", day=2, tagged=retagged[t])
+                                   for t in EMBEDDINGS], version="m2", name="run2")
+    old_tag_file(tmp_path / "tags", [row("a", "waltz", EMBEDDINGS["a"], version="m3", day=3)], version="m3",
+                 name="run3")
+    load.main(["--tags", str(tmp_path / "tags"), "--db", url])
+    database = connect(url)
+    try:
+        latest = database.search(["chill"], k=10)
+        assert latest.model_version == "m2" and latest.latest
+        assert [(t.track_id, t.score) for t in latest.tracks] == expected_ranking(["chill"], match="any",
+                                                                                  catalogue=retagged)
+        assert [t.track_id for t in latest.tracks] == ["d", "b", "a"]
+        assert [t.track_id for t in database.search(["chill"], k=10, model_version="m1").tracks] == ["a", "d", "b"]
+    finally:
+        database.close()
+
+
+def test_search_prints_a_table_or_json(tagged, capsys):
+    _, url, _ = tagged
+    assert cli.main(["search", "--db", url, "--tag", "Chill", "--tag", "female vocalists"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == ("Tracks tagged chill and female vocalists (model m1, the latest with tags; "
+                        "ranked by the mean score of the matched tags):")
+    assert lines[1].split() == ["track", "genre", "confidence", "score", "tags"]
+    assert lines[2].split() == ["a", "waltz", "0.90", "0.850", "chill", "0.90,", "female", "vocalists", "0.80"]
+    assert lines[3].split()[:4] == ["b", "waltz", "0.90", "0.775"] and len(lines) == 4
+    assert cli.main(["search", "--db", url, "--tag", "rock", "--tag", "chill", "--any", "-k", "3",
+                     "--model-version", "m1", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["model_version"] == "m1" and payload["latest"] is False and payload["match"] == "any"
+    assert [t["track_id"] for t in payload["tracks"]] == ["a", "c", "d"]
+    assert payload["tracks"][2]["tags"] == [{"tag": "chill", "score": f32(0.85)}, {"tag": "rock", "score": f32(0.5)}]
+    assert cli.main(["search", "--db", url, "--tag", "rock", "--tag", "Hip-Hop"]) == 0
+    assert "(no track carries all of these tags)" in capsys.readouterr().out
+    assert cli.main(["search", "--db", url, "--tag", "rock", "-k", "0"]) == 2
+    assert "-k 0: expected at least 1" in capsys.readouterr().err
+
+
+def random_tagged_catalogue(folder, *, n: int, seed: int = 0) -> list[str]:
+    """n tracks, each carrying 0 to 6 of 20 tags (mixed case), scores from a coarse grid so that
+    means tie often; some tracks silent. Returns the vocabulary."""
+    rng = np.random.default_rng(seed)
+    vocabulary = [f"Tag{i:02d}" if i % 3 == 0 else f"tag {i:02d}" for i in range(20)]
+    rows = []
+    for i in range(n):
+        track = f"t{i:04d}"
+        if i % 17 == 0:
+            rows.append(row(track, None, None))
+            continue
+        chosen = rng.choice(len(vocabulary), size=rng.integers(0, 7), replace=False)
+        carried = sorted(((vocabulary[j], float(rng.integers(1, 9)) / 8 - 0.01 * float(rng.integers(0, 3)))
+                          for j in chosen), key=lambda t: -t[1])
+        rows.append(row(track, LABELS[i % 3], rng.normal(size=DIM), tagged=carried))
+    write_tags(folder, rows)
+    return vocabulary
+
+
+def test_duckdb_and_postgresql_search_alike(tmp_path, postgres):
+    vocabulary = random_tagged_catalogue(tmp_path / "tags", n=600)
+    urls = {"duckdb": f"duckdb:///{tmp_path / 'c.duckdb'}",
+            "postgresql": local_postgres.create_database(postgres, "search_agree")}
+    for url in urls.values():
+        load.main(["--tags", str(tmp_path / "tags"), "--db", url])
+    assert track_tags_rows(urls["duckdb"]) == track_tags_rows(urls["postgresql"])
+    stores = {name: connect(url) for name, url in urls.items()}
+    rng = np.random.default_rng(1)
+    try:
+        ties = 0
+        for _ in range(12):
+            wanted = [str(t).upper() for t in rng.choice(vocabulary, size=rng.integers(1, 4), replace=False)]
+            for match in ("all", "any"):
+                found = {name: store.search(wanted, k=25, match=match) for name, store in stores.items()}
+                assert found["duckdb"] == found["postgresql"], (wanted, match)
+                assert found["duckdb"].tracks or match == "all"
+                scores = [t.score for t in found["duckdb"].tracks]
+                assert scores == sorted(scores, reverse=True)
+                ties += len(scores) - len(set(scores))
+        assert ties > 0  # the tie-break by track id was exercised
+    finally:
+        for store in stores.values():
+            store.close()
