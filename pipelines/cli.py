@@ -15,6 +15,7 @@ COMMANDS = {
     "featurize": ("pipelines.featurize", "run", "decode a catalogue into sharded TFRecords of log-mel segments"),
     "train": ("trainer.task", "main", "train, evaluate and export a genre model from featurize output"),
     "evaluate": ("trainer.evaluate", "main", "evaluate an exported model on a featurize output's split"),
+    "pretrained": ("trainer.pretrained", "main", "fetch, convert and cache pretrained musicnn weights; list them"),
     "tag": ("pipelines.tag", "run", "tag a catalogue with an exported model: genres, confidences, embeddings"),
     "load": ("pipelines.load", "main", "load tag Parquet into the recommender database (DuckDB or PostgreSQL)"),
     "similar": ("pipelines.similar", "main", "the tracks nearest to a track by embedding, from the database"),

@@ -28,7 +28,7 @@ from pipelines.options import (
     progress_is_local,
 )
 from schemas import examples
-from schemas.features import FeatureConfig, SegmentPolicy
+from schemas.features import DEFAULT_PRESET, PRESETS, FeatureConfig, SegmentPolicy
 from schemas.tags import ERRORS_SCHEMA
 from transforms import beam as cbeam
 from transforms.catalogue import LABEL_MODES, Catalogue, list_catalogue
@@ -51,8 +51,11 @@ class FeaturizeOptions(PipelineOptions):
                                  "any (default %(default)s)")
         parser.add_argument("--splits", default="80,10,10",
                             help="train,validation,test proportions (default %(default)s)")
-        parser.add_argument("--feature-config", default=None,
-                            help="JSON file of FeatureConfig fields (default: the built-in config)")
+        parser.add_argument("--feature-config", default=DEFAULT_PRESET,
+                            help=f"a named config ({', '.join(PRESETS)}) or a JSON file of FeatureConfig fields; "
+                                 "musicnn is what the default model (a head on the pretrained musicnn backbone) "
+                                 "needs, cattag-v1 the 22.05 kHz, 128-band config of the from-scratch models "
+                                 "(default %(default)s)")
 
 
 PASSES_BEAM_FLAGS = True  # flags it does not know go to Beam's PipelineOptions

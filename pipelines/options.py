@@ -18,7 +18,7 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
 )
 
-from schemas.features import SHORT_TRACK_POLICIES, FeatureConfig, SegmentPolicy
+from schemas.features import DEFAULT_PRESET, PRESETS, SHORT_TRACK_POLICIES, FeatureConfig, SegmentPolicy
 
 _DEFAULT_POLICY = SegmentPolicy()
 _DIRECT_RUNNERS = {None, "DirectRunner", "direct", "SwitchingDirectRunner"}
@@ -62,9 +62,11 @@ class CatalogueOptions(PipelineOptions):
 
 
 def load_feature_config(path: str | None) -> FeatureConfig:
-    """The default FeatureConfig, or one read from a JSON file of its fields."""
-    if not path:
-        return FeatureConfig()
+    """A named config (schemas.features.PRESETS; default: DEFAULT_PRESET, what the default model
+    needs), or one read from a JSON file of its fields."""
+    path = path or DEFAULT_PRESET
+    if path in PRESETS:
+        return PRESETS[path]
     try:
         with FileSystems.open(path) as handle:
             return FeatureConfig.from_dict(json.loads(handle.read()))

@@ -137,3 +137,15 @@ def make_good_files(folder: pathlib.Path) -> dict[str, float]:
     sf.write(folder / "aiff clip.aiff", tone(220, 3.5, sr=22050), 22050)
     written["aiff clip.aiff"] = 3.5
     return written
+
+
+@pytest.fixture(scope="session")
+def pretrained_cache() -> pathlib.Path:
+    """Both musicnn presets, fetched from PyPI and converted once (the user's cache: a second run
+    reuses it, a fresh machine downloads the 29 MB wheel)."""
+    from schemas import presets
+    from trainer import pretrained
+
+    for name in presets.PRESETS:
+        pretrained.fetch(name)
+    return presets.cache_root()

