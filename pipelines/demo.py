@@ -2,9 +2,10 @@
 
 Without --input: synthesize a labelled catalogue (plus two broken files, to show the errors output).
 With --input DIR: the user's labelled folders (DIR/<genre>/<file>, --labels from-dirs) or a
-manifest with a label column (--labels manifest). Then featurize it, train the default genre model,
-evaluate it, tag the catalogue with it, load the tags into an embedded DuckDB file and show similar
-tracks.
+manifest with a label column (--labels manifest). Then:
+  1. tag it with the pretrained musicnn, no training (50 tags; fetched and converted once, cached);
+  2. featurize it, train the default genre model (a head on musicnn), evaluate it, tag with it;
+  3. load both taggings into an embedded DuckDB file, show similar tracks and search by tag.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import logging
 import pathlib
 import shutil
 
-from pipelines import featurize, load, similar, synthetic, tag
-from trainer import task
+from pipelines import featurize, load, search, similar, synthetic, tag
+from schemas import presets
+from trainer import pretrained, task
 from transforms.catalogue import LABEL_MODES
 
 _LOG = logging.getLogger(__name__)
@@ -53,26 +55,38 @@ def run(argv: list[str] | None = None) -> dict:
     else:
         catalogue, labels = _synthetic_catalogue(workdir / "catalogue", args), "from-dirs"
 
+    backbone = presets.DEFAULT_BACKBONE
+    pretrained.fetch(backbone)  # a download the first time only
+    zero_shot = tag.run(["--input", str(catalogue), "--model", backbone, "--output", str(workdir / "tags-pretrained"),
+                         *beam_flags])
+    print(_tag_report(zero_shot, title=f"Pretrained {backbone}, no training"))
+
     features = workdir / "features"
     result = featurize.run(["--input", str(catalogue), "--output", str(features), "--labels", labels, *beam_flags])
     print(_report(result, features))
 
     model_dir = workdir / "model"
     card = task.run(task.TrainConfig(data_dir=str(features), model_dir=str(model_dir), epochs=args.epochs,
-                                     patience=args.epochs, verbose=0))
+                                     verbose=0))
     print(_training_report(card, model_dir))
 
     tags_dir = workdir / "tags"
     tagged = tag.run(["--input", str(catalogue), "--model", str(model_dir), "--output", str(tags_dir), *beam_flags])
-    print(_tag_report(tagged))
+    print(_tag_report(tagged, title=f"Your genre model {card['model_version']}"))
 
     url = f"duckdb:///{workdir / 'catalogue.duckdb'}"
-    loaded = load.main(["--tags", str(tags_dir), "--db", url])
-    print(f"\nLoaded {loaded.rows} tag rows into {url} ({', '.join(f'{n} {t}' for t, n in loaded.counts.items())})")
+    for tags_output in (zero_shot.output, tags_dir):
+        loaded = load.main(["--tags", str(tags_output), "--db", url])
+        print(f"\nLoaded {loaded.rows} tag rows from {tags_output} into {url} "
+              f"({', '.join(f'{n} {t}' for t, n in loaded.counts.items())})")
     for example in _examples(tagged, card["labels"][:2]):
         print()
-        similar.main(["--db", url, example, "-k", "4"])
-    return {"featurize": result, "train": card, "tag": tagged, "load": loaded}
+        similar.main(["--db", url, example, "-k", "4", "--model-version", tagged.model_version])
+    common = _common_tag(zero_shot)
+    if common:
+        print()
+        search.main(["--db", url, "--tag", common, "-k", "4", "--model-version", zero_shot.model_version])
+    return {"pretrained": zero_shot, "featurize": result, "train": card, "tag": tagged, "load": loaded}
 
 
 def _synthetic_catalogue(folder: pathlib.Path, args) -> pathlib.Path:
@@ -93,6 +107,15 @@ def _examples(tagged: tag.TagRun, labels: list[str]) -> list[str]:
         if candidates:
             found.append(max(candidates, key=lambda r: (r["confidence"], r["track_id"]))["track_id"])
     return found
+
+
+def _common_tag(tagged: tag.TagRun) -> str | None:
+    """The tag the pretrained model gave most tracks: something to search for."""
+    counts: dict[str, int] = {}
+    for row in tag.read_tags(tagged.output, ["tags"]).to_pylist():
+        for entry in row["tags"] or []:
+            counts[entry["label"]] = counts.get(entry["label"], 0) + 1
+    return max(sorted(counts), key=counts.get) if counts else None
 
 
 def _report(metadata: dict, features: pathlib.Path) -> str:
@@ -125,16 +148,16 @@ def _training_report(card: dict, model_dir: pathlib.Path) -> str:
     ])
 
 
-def _tag_report(tagged: tag.TagRun, shown: int = 8) -> str:
+def _tag_report(tagged: tag.TagRun, *, title: str, shown: int = 8) -> str:
     rows = tag.read_tags(tagged.output).to_pylist()
     rows.sort(key=lambda r: (r["low_confidence"], -r["confidence"]))
-    lines = ["", f"Tags ({tagged.tagged} tracks, {tagged.low_confidence} flagged for review, {tagged.failed} failed; "
-             f"the {shown // 2} most confident, then the {shown // 2} that most need review):",
-             f"  {'track':<34} {'genre':<18} {'conf':>5}  {'top 3':<44} review"]
+    lines = ["", f"{title}: tags of {tagged.tagged} tracks ({tagged.low_confidence} flagged for review, "
+             f"{tagged.failed} failed; the {shown // 2} most confident, then the {shown // 2} that most need review):",
+             f"  {'track':<34} {'genre':<16} {'conf':>5}  {'tags carried (score)':<44} review"]
     for row in rows[:shown // 2] + rows[-(shown // 2):]:
-        top = ", ".join(f"{t['label']} {t['score']:.2f}" for t in row["top_k"] or [])
-        lines.append(f"  {row['track_id'][:34]:<34} {row['genre'] or '-':<18} {row['confidence']:>5.2f}  "
-                     f"{top[:44]:<44} {row['review_reason'] or ''}")
+        carried = ", ".join(f"{t['label']} {t['score']:.2f}" for t in row["tags"] or []) or "-"
+        lines.append(f"  {row['track_id'][:34]:<34} {(row['genre'] or '-')[:16]:<16} {row['confidence']:>5.2f}  "
+                     f"{carried[:44]:<44} {row['review_reason'] or ''}")
     lines.append(f"  Parquet in {tagged.output} ({len(tagged.files)} file(s)), failed inputs in "
                  f"{tagged.output}/errors/")
     return "\n".join(lines)

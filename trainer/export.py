@@ -38,10 +38,12 @@ def weights_version(model: keras.Model) -> str:
     return digest.hexdigest()[:12]
 
 
-def export(model: keras.Model, *, model_dir: str, cfg: FeatureConfig, labels: list[str], card: dict) -> str:
-    """Writes the SavedModel, its assets and the model card; returns the model version."""
+def export(model: keras.Model, *, model_dir: str, cfg: FeatureConfig, labels: list[str], card: dict,
+           serving: keras.Model | None = None) -> str:
+    """Writes the SavedModel, its assets and the model card; returns the model version. `serving`:
+    the model returning {probabilities, embedding} (default: models.with_embedding(model))."""
     version = f"{card.get('arch', 'model')}-{weights_version(model)}"
-    _write(models.with_embedding(model), model_dir=model_dir, cfg=cfg, labels=labels, card={**card, "model_version": version})
+    _write(serving or models.with_embedding(model), model_dir=model_dir, cfg=cfg, labels=labels, card={**card, "model_version": version})
     return version
 
 

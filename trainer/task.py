@@ -1,7 +1,10 @@
 """cattag train: featurize output -> trained, evaluated and exported genre model.
 
-run(TrainConfig) = choose device and strategy -> tf.data input -> build and compile in the
-strategy's scope -> fit with callbacks -> export -> evaluate the export on the test split.
+run(TrainConfig) = choose device and strategy -> fit -> export -> typicality -> evaluate the
+export on the test split. Fit is one of two ways:
+  --backbone musicnn-msd (default): a small head on the pretrained backbone's features
+      (trainer/transfer.py), exported with the backbone as one model;
+  --backbone none --arch ARCH: a CNN from scratch on tf.data input with augmentation (below).
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ import tensorflow as tf
 from schemas import examples
 from schemas.features import FeatureConfigMismatch
 from schemas.model_assets import MODEL_CARD
-from trainer import evaluate, export, models
+from schemas import presets
+from trainer import evaluate, export, models, transfer
 from trainer.data import Augment, DataInfo, make_dataset, read_data_info
 from transforms import aggregate
 
@@ -34,7 +38,10 @@ _LOG = logging.getLogger(__name__)
 class TrainConfig:
     data_dir: str
     model_dir: str
+    backbone: str = presets.DEFAULT_BACKBONE  # or "none": train `arch` from scratch
     arch: str = models.DEFAULT_ARCH
+    fine_tune: bool = False  # with a backbone: also train its top dense layer, end to end
+    fine_tune_epochs: int = 5
     epochs: int = 40
     batch_size: int = 32  # per replica
     seed: int = 0
@@ -133,11 +140,82 @@ def run(cfg: TrainConfig) -> dict:
 
     device = choose_device(cfg.device, cfg.mixed_precision)
     global_batch = cfg.batch_size * device.replicas
-    steps_per_epoch = math.ceil(info.segments("train") / global_batch)
+    arch = f"{cfg.backbone}-head" if cfg.backbone != "none" else cfg.arch
     _LOG.info("train: %s on %s (global batch %d, mixed precision %s), %d training segments, %d labels",
-              cfg.arch, device.description, global_batch, device.mixed_precision, info.segments("train"),
+              arch, device.description, global_batch, device.mixed_precision, info.segments("train"),
               len(info.labels))
 
+    verbose = cfg.verbose if cfg.verbose != "auto" else ("auto" if sys.stdout.isatty() else 2)
+    monitor = "val_loss" if info.segments("validation") else "loss"
+    callbacks = [keras.callbacks.EarlyStopping(monitor=monitor, patience=cfg.patience, restore_best_weights=True),
+                 keras.callbacks.CSVLogger(str(model_dir / "history.csv"))]
+    started = time.perf_counter()
+    if cfg.backbone != "none":
+        fitted = transfer.fit(cfg, info, device.strategy, callbacks=callbacks, verbose=verbose)
+    else:
+        fitted = _fit_from_scratch(cfg, info, device, model_dir, callbacks=callbacks, verbose=verbose)
+    train_s = time.perf_counter() - started
+    model = fitted.model
+    epochs_run = len(fitted.history["loss"])
+    best_epoch = int(np.argmin(fitted.history[monitor])) + 1
+
+    card = {
+        "name": f"cattag genre model ({arch})",
+        "arch": arch,
+        "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "feature_version": info.cfg.version,
+        "feature_config": info.cfg.to_dict(),
+        "labels": info.labels,
+        "embedding_dim": fitted.embedding_dim,
+        "data": {
+            "dir": str(pathlib.Path(cfg.data_dir).resolve()),
+            "splits": info.raw.get("splits"),
+            "split_key": info.raw.get("split_key"),
+            "segments": {split: info.segments(split) for split in examples.SPLITS},
+        },
+        "training": {
+            **{k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("data_dir", "model_dir", "verbose")},
+            "epochs_run": epochs_run,
+            "best_epoch": best_epoch,
+            "monitor": monitor,
+            "global_batch_size": global_batch,
+            "device": device.description,
+            "replicas": device.replicas,
+            "mixed_precision": device.mixed_precision,
+            "augment": dataclasses.asdict(Augment()) if cfg.augment and cfg.backbone == "none" else None,
+            "class_weights": dict(zip(info.labels, info.class_weights().round(4).tolist(), strict=True)),
+            "parameters": model.count_params(),
+            "train_s": round(train_s, 1),
+            **{k: round(v, 3) for k, v in fitted.throughput.items()},
+        },
+        **fitted.card,
+        "signatures": export.SIGNATURES,
+    }
+    version = export.export(model, model_dir=str(model_dir), cfg=info.cfg, labels=info.labels, card=card,
+                            serving=fitted.serving)
+    _LOG.info("train: exported %s to %s after %d epochs (best %d)", version, model_dir, epochs_run, best_epoch)
+
+    exported = tf.saved_model.load(str(model_dir))  # loaded once for the typicality reference and evaluation
+    typicality = _typicality_reference(exported, cfg.data_dir, info)
+    export.write_typicality(str(model_dir), typicality)
+    _LOG.info("train: typicality threshold %.3f (%gth percentile of %d held-out and %d left-out training tracks)",
+              typicality["threshold"], typicality["percentile"], typicality["heldout_tracks"],
+              typicality["leave_one_out_tracks"])
+
+    split = "test" if info.segments("test") else "validation" if info.segments("validation") else "train"
+    metrics = evaluate.evaluate_model(str(model_dir), cfg.data_dir, split=split, model=exported)
+    card.update(model_version=version, metrics={k: metrics[k] for k in
+                ("segment_accuracy", "track_accuracy", "macro_f1", "tracks", "segments", "split")})
+    (model_dir / MODEL_CARD).write_text(json.dumps(card, indent=2) + "\n")
+    keras.mixed_precision.set_global_policy("float32")
+    return card
+
+
+def _fit_from_scratch(cfg: TrainConfig, info: DataInfo, device: Device, model_dir: pathlib.Path, *,
+                      callbacks: list, verbose) -> transfer.Fitted:
+    """A CNN (cfg.arch) from scratch on augmented log-mels."""
+    global_batch = cfg.batch_size * device.replicas
+    steps_per_epoch = math.ceil(info.segments("train") / global_batch)
     train = make_dataset(cfg.data_dir, "train", info=info, batch_size=global_batch, training=True, seed=cfg.seed,
                          augment=Augment() if cfg.augment else None)
     # Labels are masked inside batches, so the batch count is known: telling tf.data lets Keras
@@ -157,73 +235,17 @@ def run(cfg: TrainConfig) -> dict:
                       loss=keras.losses.CategoricalCrossentropy(), metrics=["accuracy"])
 
     throughput = _Throughput(info.segments("train"), steps_per_epoch)
-    stopper = keras.callbacks.EarlyStopping(monitor=monitor, patience=cfg.patience, restore_best_weights=True)
     callbacks = [
-        stopper,
+        *callbacks,
         keras.callbacks.ModelCheckpoint(str(model_dir / "checkpoints" / "best.keras"), monitor=monitor,
                                         save_best_only=True),
-        keras.callbacks.CSVLogger(str(model_dir / "history.csv")),
         keras.callbacks.TensorBoard(str(model_dir / "logs")),
         throughput,
     ]
-    started = time.perf_counter()
-    verbose = cfg.verbose if cfg.verbose != "auto" else ("auto" if sys.stdout.isatty() else 2)
     history = model.fit(train, validation_data=validation, epochs=cfg.epochs, callbacks=callbacks,
                         verbose=verbose, shuffle=False)  # tf.data shuffles
-    train_s = time.perf_counter() - started
-    epochs_run = len(history.history["loss"])
-    best_epoch = int(np.argmin(history.history[monitor])) + 1
-
-    card = {
-        "name": f"cattag genre model ({cfg.arch})",
-        "arch": cfg.arch,
-        "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "feature_version": info.cfg.version,
-        "feature_config": info.cfg.to_dict(),
-        "labels": info.labels,
-        "embedding_dim": int(model.get_layer(models.EMBEDDING).output.shape[-1]),
-        "data": {
-            "dir": str(pathlib.Path(cfg.data_dir).resolve()),
-            "splits": info.raw.get("splits"),
-            "split_key": info.raw.get("split_key"),
-            "segments": {split: info.segments(split) for split in examples.SPLITS},
-        },
-        "training": {
-            **{k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("data_dir", "model_dir", "verbose")},
-            "epochs_run": epochs_run,
-            "best_epoch": best_epoch,
-            "monitor": monitor,
-            "global_batch_size": global_batch,
-            "device": device.description,
-            "replicas": device.replicas,
-            "mixed_precision": device.mixed_precision,
-            "augment": dataclasses.asdict(Augment()) if cfg.augment else None,
-            "class_weights": dict(zip(info.labels, info.class_weights().round(4).tolist(), strict=True)),
-            "parameters": model.count_params(),
-            "train_s": round(train_s, 1),
-            **{k: round(v, 3) for k, v in throughput.summary().items()},
-        },
-        "signatures": {"serve": "mel float32 [batch, frames, n_mels] -> probabilities, embedding",
-                       "serve_examples": "serialized tf.Example [batch] -> probabilities, embedding, track_id, "
-                                         "segment_index"},
-    }
-    version = export.export(model, model_dir=str(model_dir), cfg=info.cfg, labels=info.labels, card=card)
-    _LOG.info("train: exported %s to %s after %d epochs (best %d)", version, model_dir, epochs_run, best_epoch)
-
-    exported = tf.saved_model.load(str(model_dir))  # loaded once for the typicality reference and evaluation
-    typicality = _typicality_reference(exported, cfg.data_dir, info)
-    export.write_typicality(str(model_dir), typicality)
-    _LOG.info("train: typicality threshold %.3f (%gth percentile of %d held-out and %d left-out training tracks)",
-              typicality["threshold"], typicality["percentile"], typicality["heldout_tracks"],
-              typicality["leave_one_out_tracks"])
-
-    split = "test" if info.segments("test") else "validation" if has_validation else "train"
-    metrics = evaluate.evaluate_model(str(model_dir), cfg.data_dir, split=split, model=exported)
-    card.update(model_version=version, metrics={k: metrics[k] for k in
-                ("segment_accuracy", "track_accuracy", "macro_f1", "tracks", "segments", "split")})
-    (model_dir / MODEL_CARD).write_text(json.dumps(card, indent=2) + "\n")
-    keras.mixed_precision.set_global_policy("float32")
-    return card
+    return transfer.Fitted(model, dict(history.history), monitor, throughput.summary(), {},
+                           int(model.get_layer(models.EMBEDDING).output.shape[-1]))
 
 
 def _typicality_reference(model, data_dir: str, info: DataInfo) -> dict:
@@ -245,8 +267,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TrainConfig(data_dir="", model_dir="")
     parser.add_argument("--data", required=True, help="a `cattag featurize` output directory")
     parser.add_argument("--model-dir", required=True, help="where the SavedModel, card, logs and plots go")
+    parser.add_argument("--backbone", default=defaults.backbone, choices=[*presets.PRESETS, "none"],
+                        help="a pretrained backbone (`cattag pretrained fetch` first) under a small genre head, "
+                             "or none to train --arch from scratch (default %(default)s)")
     parser.add_argument("--arch", default=defaults.arch, choices=sorted(models.ARCHITECTURES),
-                        help="model architecture (default %(default)s)")
+                        help="with --backbone none: the architecture trained from scratch (default %(default)s)")
+    parser.add_argument("--fine-tune", action="store_true",
+                        help="with a backbone: after the head, train the backbone's top dense layer too, end to end "
+                             "on the log-mels (slower; for a few thousand tracks or more)")
+    parser.add_argument("--fine-tune-epochs", type=int, default=defaults.fine_tune_epochs,
+                        help="epochs of --fine-tune, at most (default %(default)s)")
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help="at most this many (default %(default)s)")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size,
                         help="per replica; scaled by the number of GPUs (default %(default)s)")
@@ -268,7 +298,8 @@ def main(argv: list[str] | None = None) -> dict:
     add_arguments(parser)
     args = parser.parse_args(argv)
     return run(TrainConfig(
-        data_dir=args.data, model_dir=args.model_dir, arch=args.arch, epochs=args.epochs, batch_size=args.batch_size,
+        data_dir=args.data, model_dir=args.model_dir, backbone=args.backbone, arch=args.arch, fine_tune=args.fine_tune,
+        fine_tune_epochs=args.fine_tune_epochs, epochs=args.epochs, batch_size=args.batch_size,
         seed=args.seed, learning_rate=args.learning_rate, patience=args.patience, device=args.device,
         mixed_precision=args.mixed_precision, augment=not args.no_augment))
 
