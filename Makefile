@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo test bench bench-train bench-accuracy bench-tag bench-non-music bench-db flink-job-server bench-runners clean
+.PHONY: install system-deps pretrained demo test bench bench-train bench-accuracy bench-embeddings bench-tag bench-tag-pretrained bench-non-music bench-db flink-job-server bench-runners clean
 
 $(STAMP): pyproject.toml constraints.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ system-deps:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null; }
 
+# musicnn's weights, from its PyPI wheel (29 MB, once), converted into ~/.cache/cattag/pretrained.
+pretrained: $(STAMP)
+	$(BIN)/cattag pretrained fetch all
+
 demo: $(STAMP)
 	$(BIN)/cattag demo
 
@@ -36,15 +40,22 @@ bench: $(STAMP)
 bench-train: $(STAMP)
 	$(BIN)/python bench/train_bench.py
 
-bench-accuracy: $(STAMP)
-	$(BIN)/python bench/accuracy_cv.py
+bench-accuracy: pretrained
+	$(BIN)/python bench/accuracy_cv.py --models musicnn-msd,cnn2d,cnn1d
+
+bench-embeddings: pretrained
+	$(BIN)/python bench/embedding_layers.py --preset musicnn-msd
+	$(BIN)/python bench/embedding_layers.py --preset musicnn-mtt
 
 bench-tag: $(STAMP)
 	$(BIN)/python bench/tag_bench.py
 
+bench-tag-pretrained: pretrained
+	$(BIN)/python bench/tag_bench.py --model musicnn-msd --copies 10 --small-copies 1 --workdir /tmp/cattag-tag-bench-musicnn
+
 # After bench-accuracy: the default model of each fold tags the catalogue sample.
 bench-non-music: $(STAMP)
-	$(BIN)/python bench/non_music.py $(foreach k,0 1 2 3 4,--model /tmp/cattag-cv/model-resnet-fold$(k))
+	$(BIN)/python bench/non_music.py $(foreach k,0 1 2 3 4,--model /tmp/cattag-cv/model-musicnn-msd-fold$(k))
 
 bench-db: $(STAMP)
 	$(BIN)/python bench/db_bench.py

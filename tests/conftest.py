@@ -48,12 +48,12 @@ def synthetic_features(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def small_model(synthetic_features, tmp_path_factory) -> tuple[str, dict]:
-    """A real model trained for two epochs on `synthetic_features`: (model dir, model card)."""
+    """A real model trained from scratch for two epochs on `synthetic_features`: (model dir, model card)."""
     from trainer.task import TrainConfig, run
 
     model_dir = str(tmp_path_factory.mktemp("model"))
-    card = run(TrainConfig(data_dir=synthetic_features, model_dir=model_dir, arch="cnn1d", epochs=2, batch_size=16,
-                           verbose=0))
+    card = run(TrainConfig(data_dir=synthetic_features, model_dir=model_dir, backbone="none", arch="cnn1d", epochs=2,
+                           batch_size=16, verbose=0))
     return model_dir, card
 
 

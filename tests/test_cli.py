@@ -58,10 +58,13 @@ def test_demo_runs_end_to_end_and_prints_its_report(tmp_path):
     assert "track accuracy" in done.stdout
     card = json.loads((tmp_path / "demo" / "model" / "model.json").read_text())
     assert card["training"]["epochs_run"] == 2 and card["labels"] == metadata["labels"]
-    assert "Tags (12 tracks," in done.stdout and "2 failed" in done.stdout
-    assert "tag done: 14 inputs, 12 tagged" in done.stderr
-    assert "Loaded 12 tag rows into duckdb:///" in done.stdout
+    assert "Pretrained musicnn-msd, no training: tags of 12 tracks" in done.stdout
+    assert f"Your genre model {card['model_version']}: tags of 12 tracks" in done.stdout and "2 failed" in done.stdout
+    assert done.stderr.count("tag done: 14 inputs, 12 tagged") == 2  # zero-shot, then the trained model
+    assert card["arch"] == "musicnn-msd-head"
+    assert done.stdout.count("Loaded 12 tag rows from ") == 2
     assert done.stdout.count("Tracks most like ") == 2 and (tmp_path / "demo" / "catalogue.duckdb").exists()
+    assert "Tracks tagged " in done.stdout  # a search by the pretrained model's most common tag
 
 
 def test_demo_runs_on_the_users_labelled_folders(tmp_path):
@@ -78,7 +81,7 @@ def test_demo_runs_on_the_users_labelled_folders(tmp_path):
     assert "featurize done: 13 inputs, 12 tracks" in done.stderr and "truncated.flac" in done.stdout
     assert json.loads((tmp_path / "work" / "model" / "model.json").read_text())["labels"] == [
         "classical", "metal", "reggae"]
-    assert "Tags (12 tracks," in done.stdout and "1 failed" in done.stdout
+    assert "tags of 12 tracks" in done.stdout and "1 failed" in done.stdout
     assert "Loaded 12 tag rows" in done.stdout and done.stdout.count("Tracks most like ") >= 1
     assert sorted(p.name for p in music.rglob("*")) == sorted(  # the user's folder is untouched
         ["classical", "metal", "reggae", "truncated.flac"] + [f"{g}.0000{i}.flac" for g in ("classical", "metal", "reggae")

@@ -19,7 +19,7 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 
 from pipelines import featurize
 from schemas import examples
-from schemas.features import FeatureConfig, SegmentPolicy
+from schemas.features import MUSICNN, FeatureConfig, SegmentPolicy
 from tests.conftest import make_bad_files, make_good_files, tone
 from transforms.catalogue import list_catalogue
 
@@ -99,7 +99,7 @@ def test_metadata_counts_agree_with_the_shards(featurized):
     output, _ = featurized
     metadata = json.loads((output / examples.METADATA_FILE).read_text())
     cfg = FeatureConfig.from_dict(metadata["feature_config"])
-    assert metadata["feature_version"] == cfg.version == FeatureConfig().version
+    assert metadata["feature_version"] == cfg.version == MUSICNN.version  # the default: what the default model needs
     assert metadata["labels"] == sorted({*GENRES_USED, "odd", "bad"})
     for split in examples.SPLITS:
         written = read_split(output, split)
@@ -118,7 +118,7 @@ def test_metadata_counts_agree_with_the_shards(featurized):
 def test_schema_file_parses_and_matches_what_tf_data_reads(featurized):
     output, _ = featurized
     schema = text_format.Parse((output / examples.SCHEMA_FILE).read_text(), schema_pb2.Schema())
-    cfg = FeatureConfig()
+    cfg = MUSICNN  # featurize's default
     spec = examples.feature_spec(cfg)
     assert {f.name for f in schema.feature} == set(spec)
     files = glob.glob(str(output / "train" / "*.tfrecord.gz"))

@@ -139,7 +139,7 @@ def test_tiny_training_run_exports_a_servable_model(data_dir, trained):
 def test_mismatching_feature_configs_are_refused(data_dir, trained, tmp_path):
     model_dir, _ = trained
     other = FeatureConfig(n_mels=64)
-    with pytest.raises(FeatureConfigMismatch, match="n_mels: 128 \\(expected 64\\)"):
+    with pytest.raises(FeatureConfigMismatch, match="n_mels: 96 \\(expected 64\\)"):
         read_data_info(data_dir, expected=other)
     # Data featurized with another config, evaluated with this model.
     foreign = tmp_path / "foreign"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 
 import keras
@@ -206,6 +207,8 @@ def _fine_tune(model: keras.Model, backbone: keras.Model, cfg, info: DataInfo, s
                       loss=keras.losses.CategoricalCrossentropy(), metrics=["accuracy"])
     train = make_dataset(cfg.data_dir, "train", info=info, batch_size=cfg.batch_size, training=True, seed=cfg.seed,
                          augment=Augment(gain_db=0.0) if cfg.augment else None)  # musicnn's log scale is not dB
+    # The batch count is known (labels are masked inside batches): tell tf.data, as task.py does.
+    train = train.apply(tf.data.experimental.assert_cardinality(math.ceil(info.segments("train") / cfg.batch_size)))
     has_validation = info.segments("validation") > 0
     validation = None
     if has_validation:
@@ -217,5 +220,5 @@ def _fine_tune(model: keras.Model, backbone: keras.Model, cfg, info: DataInfo, s
     stopper = keras.callbacks.EarlyStopping(monitor="val_loss" if has_validation else "loss", patience=2,
                                             restore_best_weights=True)
     done = model.fit(train, validation_data=validation, epochs=cfg.fine_tune_epochs, callbacks=[stopper],
-                     verbose=verbose)
+                     verbose=verbose, shuffle=False)  # tf.data shuffles
     return dict(done.history)
