@@ -51,7 +51,7 @@ bench-tag: $(STAMP)
 	$(BIN)/python bench/tag_bench.py
 
 bench-tag-pretrained: pretrained
-	$(BIN)/python bench/tag_bench.py --model musicnn-msd --copies 10 --small-copies 1 --workdir /tmp/cattag-tag-bench-musicnn
+	$(BIN)/python bench/tag_bench.py --model musicnn-msd --copies 5 --small-copies 1 --workdir /tmp/cattag-tag-bench-musicnn
 
 # After bench-accuracy: the default model of each fold tags the catalogue sample.
 bench-non-music: $(STAMP)
