@@ -7,6 +7,7 @@ import pytest
 
 from transforms.aggregate import (
     ConfidencePolicy,
+    MultiLabel,
     Typicality,
     aggregate_scores,
     mean_embedding,
@@ -109,3 +110,36 @@ def test_typicality_reference_centroids_and_threshold():
 def test_confidence_policy_refuses_scores_outside_zero_one():
     with pytest.raises(ValueError, match="--min-confidence 1.5"):
         ConfidencePolicy(min_confidence=1.5)
+
+
+def test_typicality_with_an_offset_compares_only_the_sound_part():
+    # Embeddings of [2 class posteriors, 2 sound dims]: the same sound with any posterior is as typical.
+    train = np.array([[1.0, 0.0, 1.0, 0.0], [1.0, 0.0, 0.9, 0.1], [0.0, 1.0, 0.0, 1.0], [0.0, 1.0, 0.1, 0.9]])
+    reference = typicality_reference(train, np.array([0, 0, 1, 1]), train[:0], n_classes=2, offset=2)
+    typicality = Typicality.from_dict(reference)
+    assert reference["offset"] == 2 and np.shape(reference["centroids"]) == (2, 2)
+    confident_odd = np.array([1.0, 0.0, -1.0, 0.0])  # sure of class 0, but sounds like nothing seen
+    unsure_usual = np.array([0.5, 0.5, 1.0, 0.0])  # unsure, but sounds like class 0
+    assert typicality(unsure_usual) == pytest.approx(1.0, abs=0.01)
+    assert typicality(confident_odd) < 0 < typicality.threshold
+    assert Typicality.from_dict({**reference, "offset": 0}).offset == 0
+    assert Typicality.from_dict({k: v for k, v in reference.items() if k != "offset"}).offset == 0  # older models
+
+
+def test_multilabel_tags_are_every_label_over_its_threshold_and_the_genre_is_the_best_genre_label():
+    labels = ["rock", "female vocalists", "jazz", "80s"]
+    multilabel = MultiLabel(np.array([0.3, 0.3, 0.5, 0.3], np.float32), np.array([True, False, True, False]))
+    segments = np.array([[0.4, 0.9, 0.2, 0.1], [0.2, 0.7, 0.6, 0.5]])  # independent sigmoid scores
+    tags = tag_track(segments, np.ones((2, 3)), labels, k=2, multilabel=multilabel)
+    np.testing.assert_allclose(tags.scores, [0.3, 0.8, 0.4, 0.3], atol=1e-6)  # means, not renormalized
+    assert [label for label, _ in tags.tags] == ["female vocalists", "rock", "80s"]  # jazz 0.4 < its 0.5
+    assert tags.genre == "jazz" and tags.confidence == pytest.approx(0.4)  # the best genre label...
+    assert tags.low_confidence and tags.review_reason == "no genre tag above its threshold"  # ...under its threshold
+    assert [label for label, _ in tags.top_k] == ["female vocalists", "jazz"]
+    sure = tag_track(segments[:1], np.ones((1, 3)), labels, multilabel=multilabel)
+    assert sure.genre == "rock" and not sure.low_confidence and sure.review_reason is None
+    card = {"tag_thresholds": {"rock": 0.1}, "genre_labels": ["rock", "jazz"]}
+    from_card = MultiLabel.from_card(card, labels)
+    np.testing.assert_allclose(from_card.thresholds, [0.1, 0.2, 0.2, 0.2])
+    assert from_card.genre_mask.tolist() == [True, False, True, False]
+    np.testing.assert_allclose(MultiLabel.from_card(card, labels, threshold=0.7).thresholds, 0.7)

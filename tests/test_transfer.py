@@ -52,6 +52,7 @@ def test_the_default_model_is_a_head_on_the_pretrained_backbone(transfer_model, 
     assert card["metrics"]["track_accuracy"] >= 0.75  # four synthetic styles are easy for musicnn's features
     assets = read_model_assets(model_dir)
     assert assets.typicality is not None and len(assets.typicality["centroids"]) == len(info["labels"])
+    assert assets.typicality["offset"] == len(info["labels"])  # typicality of the backbone part: how it sounds
 
 
 def test_the_export_needs_nothing_but_itself(transfer_model, synthetic_features, tmp_path):

@@ -196,7 +196,7 @@ def run(cfg: TrainConfig) -> dict:
     _LOG.info("train: exported %s to %s after %d epochs (best %d)", version, model_dir, epochs_run, best_epoch)
 
     exported = tf.saved_model.load(str(model_dir))  # loaded once for the typicality reference and evaluation
-    typicality = _typicality_reference(exported, cfg.data_dir, info)
+    typicality = _typicality_reference(exported, cfg.data_dir, info, offset=fitted.typicality_offset)
     export.write_typicality(str(model_dir), typicality)
     _LOG.info("train: typicality threshold %.3f (%gth percentile of %d held-out and %d left-out training tracks)",
               typicality["threshold"], typicality["percentile"], typicality["heldout_tracks"],
@@ -248,7 +248,7 @@ def _fit_from_scratch(cfg: TrainConfig, info: DataInfo, device: Device, model_di
                            int(model.get_layer(models.EMBEDDING).output.shape[-1]))
 
 
-def _typicality_reference(model, data_dir: str, info: DataInfo) -> dict:
+def _typicality_reference(model, data_dir: str, info: DataInfo, *, offset: int = 0) -> dict:
     """Class centroids of the training tracks' embeddings, and the threshold below which a track
     is unlike them (transforms.aggregate.typicality_reference: validation tracks, and training
     tracks left out of their own centroid). `model`: the export, loaded."""
@@ -260,7 +260,8 @@ def _typicality_reference(model, data_dir: str, info: DataInfo) -> dict:
 
     train = tracks("train")
     heldout = tracks("validation")["embedding"] if info.segments("validation") else train["embedding"][:0]
-    return aggregate.typicality_reference(train["embedding"], train["label_id"], heldout, n_classes=len(info.labels))
+    return aggregate.typicality_reference(train["embedding"], train["label_id"], heldout, n_classes=len(info.labels),
+                                          offset=offset)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -83,6 +83,7 @@ class Fitted:
     card: dict  # what the model card says of the backbone and head
     embedding_dim: int
     serving: keras.Model | None = None  # log-mel -> {probabilities, embedding}; None: models.with_embedding(model)
+    typicality_offset: int = 0  # where the embedding's sound part starts (aggregate.Typicality)
 
 
 def load_backbone(name: str, data_cfg: FeatureConfig) -> tuple[keras.Model, dict]:
@@ -193,7 +194,8 @@ def fit(cfg, info: DataInfo, strategy: tf.distribute.Strategy, *, callbacks: lis
                          "head_inputs": list(HEAD_INPUTS), "fine_tuned": list(FINE_TUNED_LAYERS) if cfg.fine_tune else []},
             "head": {"units": HEAD_UNITS, "dropout": HEAD_DROPOUT, "l2": HEAD_L2,
                      "embedding": f"[probabilities, {SOUND_WEIGHT} x unit({musicnn.EMBEDDING_OUTPUT})]"}}
-    return Fitted(model, history, monitor, throughput, card, int(embedding.shape[-1]), serving)
+    return Fitted(model, history, monitor, throughput, card, int(embedding.shape[-1]), serving,
+                  typicality_offset=n_classes)
 
 
 def _fine_tune(model: keras.Model, backbone: keras.Model, cfg, info: DataInfo, strategy, *, verbose) -> dict:

@@ -27,28 +27,42 @@ class Typicality:
     of the training tracks; `threshold` is a low percentile of in-distribution tracks' typicality
     (held-out tracks, and training tracks left out of their own centroid), so only about that
     share of music like the training data falls below it.
+
+    `offset`: the embedding dimensions from there on are compared, renormalized. A transfer model's
+    embedding starts with its genre posterior, which says how sure the head is, not how the track
+    sounds; its typicality compares the backbone's part (offset = the number of classes), which let
+    41 of 60 outside music tracks through unflagged instead of 26, flagging as much non-music
+    (bench/RESULTS.md).
     """
 
-    centroids: np.ndarray  # float32 [n_classes, dim], unit rows
+    centroids: np.ndarray  # float32 [n_classes, dim - offset], unit rows
     threshold: float
+    offset: int = 0
 
     def __call__(self, embedding: np.ndarray) -> float:
-        return float(np.max(self.centroids @ embedding))
+        return float(np.max(self.centroids @ sound_part(embedding, self.offset)))
 
     @classmethod
     def from_dict(cls, data: dict) -> Typicality:
-        return cls(np.asarray(data["centroids"], dtype=np.float32), float(data["threshold"]))
+        return cls(np.asarray(data["centroids"], dtype=np.float32), float(data["threshold"]), int(data.get("offset", 0)))
+
+
+def sound_part(embeddings: np.ndarray, offset: int) -> np.ndarray:
+    """Embeddings (rows or one vector) from dimension `offset` on, unit length; as they are for 0."""
+    return embeddings if offset == 0 else unit_rows(np.asarray(embeddings)[..., offset:])
 
 
 def typicality_reference(train_embeddings: np.ndarray, train_labels: np.ndarray, heldout_embeddings: np.ndarray,
-                         *, n_classes: int, percentile: float = 5.0) -> dict:
+                         *, n_classes: int, percentile: float = 5.0, offset: int = 0) -> dict:
     """The Typicality of a model, as a JSON-able dict, from unit track embeddings of its training
     tracks (for the centroids) and of held-out tracks.
 
     The threshold is a low percentile of in-distribution scores that the centroids did not see:
     the held-out tracks', and each training track's against centroids computed without it
     (leave-one-out). A validation split of a handful of tracks alone gives a fragile percentile.
+    `offset`: compare the dimensions from there on (Typicality).
     """
+    train_embeddings, heldout_embeddings = sound_part(train_embeddings, offset), sound_part(heldout_embeddings, offset)
     sums = np.zeros((n_classes, train_embeddings.shape[1]))
     counts = np.zeros(n_classes)
     for c in range(n_classes):
@@ -62,7 +76,7 @@ def typicality_reference(train_embeddings: np.ndarray, train_labels: np.ndarray,
         scores.append(np.array([(loo @ embedding).max()]))
     pooled = np.concatenate(scores)
     return {"centroids": centroids.round(6).tolist(), "threshold": float(np.percentile(pooled, percentile)),
-            "percentile": percentile, "heldout_tracks": len(heldout_embeddings),
+            "percentile": percentile, "offset": offset, "heldout_tracks": len(heldout_embeddings),
             "leave_one_out_tracks": len(train_embeddings)}
 
 
