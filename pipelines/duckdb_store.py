@@ -59,21 +59,13 @@ class DuckDB:
             self._con.execute(
                 f"INSERT OR REPLACE INTO {db.EMBEDDINGS} SELECT track_id, model_version, embedding FROM latest "
                 "WHERE genre IS NOT NULL")
-            # Each loaded (track_id, model_version) gets exactly its row's tags: the others go, changed
-            # scores are updated, unchanged rows are left alone (a reload writes nothing).
+            # Each loaded (track_id, model_version) gets exactly its row's tags (db.REPLACE_TRACK_TAGS).
             self._con.execute(
                 "CREATE OR REPLACE TEMP TABLE new_tags AS SELECT track_id, model_version, t.label AS tag, "
                 "max(t.score) AS score FROM (SELECT track_id, model_version, unnest(tags) AS t FROM latest) "
                 "WHERE t.label IS NOT NULL AND t.score IS NOT NULL GROUP BY ALL")
-            self._con.execute(
-                f"""DELETE FROM {db.TRACK_TAGS} x USING latest l
-                    WHERE x.track_id = l.track_id AND x.model_version = l.model_version AND NOT EXISTS (
-                        SELECT 1 FROM new_tags n WHERE n.track_id = x.track_id
-                        AND n.model_version = x.model_version AND n.tag = x.tag)""")
-            self._con.execute(
-                f"""INSERT INTO {db.TRACK_TAGS} SELECT track_id, model_version, tag, score FROM new_tags
-                    ON CONFLICT (track_id, model_version, tag) DO UPDATE SET score = EXCLUDED.score
-                    WHERE {db.TRACK_TAGS}.score IS DISTINCT FROM EXCLUDED.score""")
+            for statement in db.REPLACE_TRACK_TAGS:
+                self._con.execute(statement)
             rows, versions = self._con.execute(
                 "SELECT count(*), list(DISTINCT model_version ORDER BY model_version) FROM incoming").fetchone()
             self._con.execute("DROP TABLE incoming; DROP TABLE latest; DROP TABLE new_tags")

@@ -138,22 +138,14 @@ class PostgreSQL:
                 f"""INSERT INTO {db.EMBEDDINGS} SELECT track_id, model_version,
                         embedding{'::vector' if self.pgvector else ''} FROM latest WHERE genre IS NOT NULL
                     ON CONFLICT (track_id, model_version) DO UPDATE SET embedding = EXCLUDED.embedding""")
-            # Each loaded (track_id, model_version) gets exactly its row's tags: the others go, changed
-            # scores are updated, unchanged rows are left alone (a reload writes nothing).
+            # Each loaded (track_id, model_version) gets exactly its row's tags (db.REPLACE_TRACK_TAGS).
             self._con.execute(
                 "CREATE TEMP TABLE new_tags ON COMMIT DROP AS SELECT l.track_id, l.model_version, t.label AS tag, "
                 "max(t.score) AS score FROM latest l, jsonb_to_recordset(l.tags) AS t(label TEXT, score REAL) "
                 "WHERE t.label IS NOT NULL AND t.score IS NOT NULL GROUP BY 1, 2, 3")
             self._con.execute("ANALYZE new_tags")
-            self._con.execute(
-                f"""DELETE FROM {db.TRACK_TAGS} x USING latest l
-                    WHERE x.track_id = l.track_id AND x.model_version = l.model_version AND NOT EXISTS (
-                        SELECT 1 FROM new_tags n WHERE n.track_id = x.track_id
-                        AND n.model_version = x.model_version AND n.tag = x.tag)""")
-            self._con.execute(
-                f"""INSERT INTO {db.TRACK_TAGS} SELECT track_id, model_version, tag, score FROM new_tags
-                    ON CONFLICT (track_id, model_version, tag) DO UPDATE SET score = EXCLUDED.score
-                    WHERE {db.TRACK_TAGS}.score IS DISTINCT FROM EXCLUDED.score""")
+            for statement in db.REPLACE_TRACK_TAGS:
+                self._con.execute(statement)
             rows, = self._con.execute("SELECT count(*) FROM incoming").fetchone()
             dims = self._con.execute(
                 "SELECT model_version, max(cardinality(embedding)) FROM latest GROUP BY model_version "

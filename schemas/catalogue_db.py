@@ -94,3 +94,18 @@ def postgres_ddl(*, pgvector: bool) -> list[str]:
 def hnsw_index_name(model_version: str) -> str:
     """A stable, valid identifier for one model version's vector index (versions are free text)."""
     return f"{EMBEDDINGS}_hnsw_{hashlib.sha256(model_version.encode()).hexdigest()[:16]}"
+
+
+# After a load has put the loaded rows in a temp table `latest` and their tags, one row per (track_id,
+# model_version, tag), in `new_tags`: each loaded (track_id, model_version) gets exactly those tags.
+# Tags it no longer carries go, changed scores are updated, unchanged rows are left alone (a reload
+# writes nothing). The same SQL in both dialects.
+REPLACE_TRACK_TAGS = (
+    f"""DELETE FROM {TRACK_TAGS} x USING latest l
+        WHERE x.track_id = l.track_id AND x.model_version = l.model_version AND NOT EXISTS (
+            SELECT 1 FROM new_tags n WHERE n.track_id = x.track_id
+            AND n.model_version = x.model_version AND n.tag = x.tag)""",
+    f"""INSERT INTO {TRACK_TAGS} SELECT track_id, model_version, tag, score FROM new_tags
+        ON CONFLICT (track_id, model_version, tag) DO UPDATE SET score = EXCLUDED.score
+        WHERE {TRACK_TAGS}.score IS DISTINCT FROM EXCLUDED.score""",
+)
