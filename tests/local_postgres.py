@@ -39,6 +39,9 @@ def running(pgdata: pathlib.Path) -> Iterator[str]:
         system_user = "pgserver"
         utils.ensure_user_exists(system_user)
         utils.ensure_prefix_permissions(pgdata)
+        # The server binaries live in this checkout's .venv: a checkout in a root-only folder (mktemp -d)
+        # must be traversable for that user too.
+        utils.ensure_prefix_permissions(POSTGRES_BIN_PATH)
         utils.ensure_folder_permissions(POSTGRES_BIN_PATH.parent, stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP
                                         | stat.S_IXOTH)
         shutil.chown(pgdata, system_user, system_user)
