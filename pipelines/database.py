@@ -16,7 +16,7 @@ import dataclasses
 import difflib
 import struct
 import urllib.parse
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from schemas import catalogue_db as db
 
@@ -89,6 +89,20 @@ def no_track_tags(model_version: str | None, versions: Sequence[str] = ()) -> Va
                           "re-tag with a current `cattag tag` and load again)")
     known = f"; versions with tags: {', '.join(versions)}" if versions else ""
     return ValueError(f"model version {model_version!r} has no track tags{known}")
+
+
+def pick_model_version(versions: Sequence[str], vocabulary_of: Callable[[str], Iterable[str]],
+                       tags: Sequence[str], match: str) -> str:
+    """The newest of `versions` (newest first) whose track tags include every asked tag (with
+    match="any", one of them), case-insensitively: a database holds a multi-label tagger's tags
+    ("female vocalists") beside a genre model's, and a search means the model that has those tags.
+    The newest version when none has them (resolve_tags then names what is close)."""
+    wanted = {tag.strip().casefold() for tag in tags}
+    for version in versions:
+        known = {tag.casefold() for tag in vocabulary_of(version)}
+        if (wanted <= known) if match == "all" else (wanted & known):
+            return version
+    return versions[0]
 
 
 def resolve_tags(requested: Sequence[str], vocabulary: Iterable[str], model_version: str) -> list[list[str]]:

@@ -12,6 +12,7 @@ from pipelines.database import (
     matched_tags_query,
     no_embedding,
     no_track_tags,
+    pick_model_version,
     resolve_tags,
     search_query,
     tag_search,
@@ -77,6 +78,10 @@ class DuckDB:
                   for table in db.TABLES}
         return LoadResult(files=len(files), rows=rows, model_versions=list(versions), counts=counts)
 
+    def _vocabulary(self, model_version: str) -> list[str]:
+        return [r[0] for r in self._con.execute(
+            f"SELECT DISTINCT tag FROM {db.TRACK_TAGS} WHERE model_version = ?", [model_version]).fetchall()]
+
     def latest_model_version(self, track_id: str) -> str:
         found = self._con.execute(f"SELECT model_version FROM {db.TAGS} WHERE track_id = ? "
                                   "ORDER BY tagged_at DESC, model_version DESC LIMIT 1", [track_id]).fetchone()
@@ -107,18 +112,18 @@ class DuckDB:
 
     def search(self, tags: list[str], *, k: int, model_version: str | None = None, match: str = "all") -> TagSearch:
         """The k tracks carrying all (or any) of the tags, by the mean score of the matched tags (ties by
-        track id), from model_version or, when None, the latest model version with track tags."""
+        track id), from model_version or, when None, the latest model version that has those tags
+        (database.pick_model_version)."""
         latest = model_version is None
         if latest:
-            found = self._con.execute(
+            versions = [r[0] for r in self._con.execute(
                 f"""SELECT model_version FROM {db.TAGS}
                     WHERE model_version IN (SELECT DISTINCT model_version FROM {db.TRACK_TAGS})
-                    GROUP BY model_version ORDER BY max(tagged_at) DESC, model_version DESC LIMIT 1""").fetchone()
-            if found is None:
+                    GROUP BY model_version ORDER BY max(tagged_at) DESC, model_version DESC""").fetchall()]
+            if not versions:
                 raise no_track_tags(None)
-            model_version = found[0]
-        vocabulary = [r[0] for r in self._con.execute(
-            f"SELECT DISTINCT tag FROM {db.TRACK_TAGS} WHERE model_version = ?", [model_version]).fetchall()]
+            model_version = pick_model_version(versions, self._vocabulary, tags, match)
+        vocabulary = self._vocabulary(model_version)
         if not vocabulary:
             raise no_track_tags(model_version, [r[0] for r in self._con.execute(
                 f"SELECT DISTINCT model_version FROM {db.TRACK_TAGS} ORDER BY model_version").fetchall()])

@@ -30,6 +30,7 @@ from pipelines.database import (
     matched_tags_query,
     no_embedding,
     no_track_tags,
+    pick_model_version,
     redact,
     resolve_tags,
     search_query,
@@ -215,25 +216,30 @@ class PostgreSQL:
 
     def search(self, tags: list[str], *, k: int, model_version: str | None = None, match: str = "all") -> TagSearch:
         """The k tracks carrying all (or any) of the tags, by the mean score of the matched tags (ties by
-        track id), from model_version or, when None, the latest model version with track tags."""
+        track id), from model_version or, when None, the latest model version that has those tags
+        (database.pick_model_version)."""
         try:
             with self._con.transaction():
                 every_tag = self._distinct_tags()
                 latest = model_version is None
+
+                def vocabulary_of(version: str) -> list[str]:
+                    return [r[0] for r in self._con.execute(
+                        f"""SELECT u.tag FROM unnest(%s::text[]) AS u(tag) WHERE EXISTS (
+                                SELECT 1 FROM {db.TRACK_TAGS} x WHERE x.tag = u.tag AND x.model_version = %s)""",
+                        [every_tag, version]).fetchall()]
+
                 if latest:
-                    found = self._con.execute(
+                    versions = [r[0] for r in self._con.execute(
                         f"""SELECT model_version FROM {db.TAGS} GROUP BY model_version
                             HAVING EXISTS (SELECT 1 FROM {db.TRACK_TAGS} x
                                 WHERE x.model_version = {db.TAGS}.model_version AND x.tag = ANY(%s))
-                            ORDER BY max(tagged_at) DESC, model_version COLLATE "C" DESC LIMIT 1""",
-                        [every_tag]).fetchone()
-                    if found is None:
+                            ORDER BY max(tagged_at) DESC, model_version COLLATE "C" DESC""",
+                        [every_tag]).fetchall()]
+                    if not versions:
                         raise no_track_tags(None)
-                    model_version = found[0]
-                vocabulary = [r[0] for r in self._con.execute(
-                    f"""SELECT u.tag FROM unnest(%s::text[]) AS u(tag) WHERE EXISTS (
-                            SELECT 1 FROM {db.TRACK_TAGS} x WHERE x.tag = u.tag AND x.model_version = %s)""",
-                    [every_tag, model_version]).fetchall()]
+                    model_version = pick_model_version(versions, vocabulary_of, tags, match)
+                vocabulary = vocabulary_of(model_version)
                 if not vocabulary:
                     raise no_track_tags(model_version, sorted(r[0] for r in self._con.execute(
                         f"SELECT DISTINCT model_version FROM {db.TRACK_TAGS}").fetchall()))

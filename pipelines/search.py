@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tracks carrying any of the tags (default: all of them)")
     parser.add_argument("-k", type=int, default=10, help="how many tracks (default %(default)s)")
     parser.add_argument("--model-version",
-                        help="whose tags to search (default: the latest model version that has track tags)")
+                        help="whose tags to search (default: the latest model version whose tracks carry these tags)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None):
 def format_table(found: TagSearch) -> str:
     tracks = found.tracks
     joined = (" and " if found.match == "all" else " or ").join(found.tags)
-    version = f"model {found.model_version}" + (", the latest with tags" if found.latest else "")
+    version = f"model {found.model_version}" + (", the latest with these tags" if found.latest else "")
     width = max([len("track"), *(len(t.track_id) for t in tracks)])
     lines = [f"Tracks tagged {joined} ({version}; ranked by the mean score of the matched tags):",
              f"  {'track':<{width}}  {'genre':<18} {'confidence':>10} {'score':>6}  tags"]

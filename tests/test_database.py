@@ -429,11 +429,30 @@ def test_search_defaults_to_the_latest_model_version_with_track_tags(tagged):
         database.close()
 
 
+def test_search_defaults_to_the_latest_model_version_that_has_the_tags(tagged):
+    """A genre model (tags: its genres) loaded after the tagger: a search for the tagger's tags means
+    the tagger; a search for the genre model's genres means the genre model."""
+    tmp_path, url, _ = tagged
+    genres = {t: [(GENRES[t], 0.99)] for t in EMBEDDINGS}
+    write_tags(tmp_path / "tags", [row(t, GENRES[t], EMBEDDINGS[t], version="genre-model", day=2, tagged=genres[t])
+                                   for t in EMBEDDINGS], version="genre-model", name="run2")
+    load.main(["--tags", str(tmp_path / "tags"), "--db", url])
+    database = connect(url)
+    try:
+        assert database.search(["chill", "Female Vocalists"], k=10).model_version == "m1"
+        assert database.search(["waltz"], k=10).model_version == "genre-model"
+        assert database.search(["chill", "Hip-Hop"], k=10, match="any").model_version == "m1"
+        with pytest.raises(ValueError, match="'chill' is not a tag of model 'genre-model'"):
+            database.search(["waltz", "chill"], k=10)  # no model has both: the newest, and its error
+    finally:
+        database.close()
+
+
 def test_search_prints_a_table_or_json(tagged, capsys):
     _, url, _ = tagged
     assert cli.main(["search", "--db", url, "--tag", "Chill", "--tag", "female vocalists"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == ("Tracks tagged chill and female vocalists (model m1, the latest with tags; "
+    assert lines[0] == ("Tracks tagged chill and female vocalists (model m1, the latest with these tags; "
                         "ranked by the mean score of the matched tags):")
     assert lines[1].split() == ["track", "genre", "confidence", "score", "tags"]
     assert lines[2].split() == ["a", "waltz", "0.90", "0.850", "chill", "0.90,", "female", "vocalists", "0.80"]
