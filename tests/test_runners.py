@@ -154,3 +154,26 @@ def test_tag_writes_the_same_rows(runner, catalogue, small_model, direct_tags, w
         np.testing.assert_allclose(got["probabilities"] or [], expected["probabilities"] or [], atol=1e-5)
     assert errors_here == errors_direct and len(errors_direct) == 7
     assert (worker_pool.workers_started() > started) == (runner == "portable-worker-pool")
+
+
+@pytest.fixture(scope="module")
+def direct_zero_shot(catalogue, pretrained_cache, tmp_path_factory):
+    output = tmp_path_factory.mktemp("direct") / "zero-shot"
+    tag.run(["--input", str(catalogue), "--model", "musicnn-msd", "--output", str(output), "--progress", "off"])
+    return tag_outputs(output)
+
+
+def test_the_pretrained_tagger_writes_the_same_rows_on_the_portable_runner(catalogue, direct_zero_shot, tmp_path):
+    tag.run(["--input", str(catalogue), "--model", "musicnn-msd", "--output", str(tmp_path / "tags"),
+             "--progress", "off", *PORTABLE])
+    rows_here, errors_here = tag_outputs(tmp_path / "tags")
+    rows_direct, errors_direct = direct_zero_shot
+    assert rows_here.keys() == rows_direct.keys() and len(rows_direct) == 7
+    for track_id, expected in rows_direct.items():
+        got = rows_here[track_id]
+        for column in ("genre", "n_segments", "low_confidence", "review_reason", "model_version"):
+            assert got[column] == expected[column], (track_id, column)
+        assert [t["label"] for t in got["tags"] or []] == [t["label"] for t in expected["tags"] or []]
+        np.testing.assert_allclose(got["probabilities"] or [], expected["probabilities"] or [], atol=1e-5)
+        np.testing.assert_allclose(got["embedding"], expected["embedding"], atol=1e-5)
+    assert errors_here == errors_direct and len(errors_direct) == 7

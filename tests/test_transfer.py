@@ -182,3 +182,10 @@ def test_featurize_defaults_to_the_backbones_config(tmp_path):
                         "--feature-config", "cattag-v1"])
     assert v1["feature_version"] == FeatureConfig().version
     assert musicnn.EMBEDDING_OUTPUT == musicnn.PENULTIMATE
+
+
+def test_zero_shot_reruns_with_skip_existing_add_nothing(zero_shot):
+    root, _, output, first = zero_shot
+    again = tag.run(["--input", str(root), "--model", "musicnn-msd", "--output", str(output), "--skip-existing"])
+    assert again.tagged == 0 and again.skipped == first.tagged
+    assert tag.read_tags(str(output)).num_rows == first.tagged
