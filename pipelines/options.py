@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import pathlib
+import shutil
+import socket
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -104,7 +106,7 @@ def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
     --direct_num_workers and --direct_running_mode apply as usual.
     """
     if options.view_as(StandardOptions).runner not in _DIRECT_RUNNERS:
-        _check_flink_jar(options)
+        _check_flink(options)
         portable = options.view_as(PortableOptions)
         if portable.environment_type is None and runs_on_this_machine(options):
             # Portable runners otherwise start each SDK worker as a Docker container of Beam's
@@ -122,13 +124,34 @@ def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
     return beam.Pipeline(runner=fn_runner.FnApiRunner(provision_info=provision), options=options)
 
 
-def _check_flink_jar(options: PipelineOptions) -> None:
-    """A wrong --flink_job_server_jar is a one-line error here, not a Java stack trace later."""
+def _check_flink(options: PipelineOptions) -> None:
+    """What FlinkRunner needs, checked here as one-line errors rather than a Java stack trace or a
+    hang later: a job-server jar (Beam 2.77's own is not on Maven Central: `make flink-job-server`
+    builds one), Java to run it, and a reachable --flink_master when it names a cluster."""
     if options.view_as(StandardOptions).runner != "FlinkRunner":
         return
-    jar = options.get_all_options().get("flink_job_server_jar")
+    all_options = options.get_all_options()
+    jar = all_options.get("flink_job_server_jar")
     if jar is None:
-        _LOG.info("FlinkRunner without --flink_job_server_jar: Beam downloads its Flink job server from Maven "
-                  "Central (`make flink-job-server` fetches it once into a cache)")
-    elif "://" not in jar and not pathlib.Path(jar).is_file():
-        raise ValueError(f"--flink_job_server_jar {jar}: no such file (`make flink-job-server` fetches it)")
+        raise ValueError("FlinkRunner needs --flink_job_server_jar: `make flink-job-server` builds Beam's Flink job "
+                         "server from Maven Central and prints its path (Beam's own download of it fails)")
+    if "://" not in jar and not pathlib.Path(jar).is_file():
+        raise ValueError(f"--flink_job_server_jar {jar}: no such file (`make flink-job-server` builds it)")
+    master = all_options.get("flink_master") or "[auto]"
+    if master not in ("[local]", "[auto]"):
+        _check_reachable(master, default_port=8081)
+    if shutil.which("java") is None:
+        raise ValueError("FlinkRunner runs its job server with Java, and `java` is not on PATH: install Java 17 "
+                         "(`make flink-job-server` does, with Maven)")
+
+
+def _check_reachable(master: str, *, default_port: int) -> None:
+    """--flink_master HOST[:PORT] must answer on its REST port, or the job server retries for minutes."""
+    address = master.split("://", 1)[-1].rstrip("/")
+    host, _, port = address.rpartition(":") if ":" in address else (address, "", str(default_port))
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            return
+    except (OSError, ValueError) as err:
+        raise ValueError(f"--flink_master {master}: nothing answers at {host}:{port} ({err}); start the Flink "
+                         "cluster or name its REST address (JobManager host:8081)") from err

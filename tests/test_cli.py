@@ -6,6 +6,7 @@ import json
 import os
 import pathlib
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -15,8 +16,8 @@ CATTAG = [sys.executable, "-m", "pipelines.cli"]
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def cattag(*args: str, cwd: pathlib.Path = REPO) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def cattag(*args: str, cwd: pathlib.Path = REPO, path: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), **({"PATH": path} if path is not None else {})}
     return subprocess.run([*CATTAG, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
 
 
@@ -119,3 +120,15 @@ def test_a_missing_flink_job_server_jar_is_a_one_line_error(tmp_path):
                   "--runner", "FlinkRunner", "--flink_master", "[local]", "--flink_job_server_jar", str(tmp_path / "no.jar"))
     assert done.returncode == 2
     assert f"--flink_job_server_jar {tmp_path / 'no.jar'}: no such file" in done.stderr and "Traceback" not in done.stderr
+    flink = ("featurize", "--input", str(tmp_path / "music"), "--output", str(tmp_path / "out"), "--runner", "FlinkRunner")
+    done = cattag(*flink, "--flink_master", "[local]")
+    assert done.returncode == 2 and "FlinkRunner needs --flink_job_server_jar: `make flink-job-server`" in done.stderr
+    jar = tmp_path / "job-server.jar"
+    jar.write_bytes(b"")  # only its existence is checked before Java and the master
+    done = cattag(*flink, "--flink_job_server_jar", str(jar), path=str(pathlib.Path(sys.executable).parent))
+    assert done.returncode == 2 and "`java` is not on PATH" in done.stderr and "Traceback" not in done.stderr
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    done = cattag(*flink, "--flink_job_server_jar", str(jar), "--flink_master", f"127.0.0.1:{port}")
+    assert done.returncode == 2 and f"--flink_master 127.0.0.1:{port}: nothing answers" in done.stderr
