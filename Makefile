@@ -63,24 +63,34 @@ bench-db: $(STAMP)
 bench-runners: $(STAMP)
 	$(BIN)/python bench/runners_bench.py
 
-# Beam's Flink job server, for --runner FlinkRunner --flink_job_server_jar $(FLINK_JAR): fetched once
-# from Maven Central into a cache directory; Java 17 and Maven installed first if missing.
-FLINK_VERSION ?= 1.20
-BEAM_VERSION := 2.77.0
-FLINK_CACHE ?= $(HOME)/.cache/cattag/flink
-FLINK_ARTIFACT := beam-runners-flink-$(FLINK_VERSION)-job-server
-FLINK_JAR := $(FLINK_CACHE)/$(FLINK_ARTIFACT)-$(BEAM_VERSION).jar
+# Beam's Flink job server, for --runner FlinkRunner --flink_job_server_jar $(FLINK_JAR) --flink_version
+# $(FLINK_VERSION): Beam 2.77's own job-server jar is not on Maven Central, so runners/flink-job-server/pom.xml
+# builds a thin one (jar + lib/) from the newest Beam Java release that has it (see its README). Java 17
+# and Maven installed first if missing; ~/.m2 caches the downloads. A no-op while the cached jar is newer
+# than the pom. The versions live in the pom only; these lines read them.
+FLINK_POM := runners/flink-job-server/pom.xml
+FLINK_BEAM_VERSION := $(shell sed -n 's:.*<beam.version>\(.*\)</beam.version>.*:\1:p' $(FLINK_POM))
+FLINK_VERSION := $(shell sed -n 's:.*<flink.version>\(.*\)</flink.version>.*:\1:p' $(FLINK_POM))
+FLINK_CACHE ?= $(HOME)/.cache/cattag/flink/beam-$(FLINK_BEAM_VERSION)-flink-$(FLINK_VERSION)
+FLINK_JAR_NAME := cattag-flink-job-server-$(FLINK_BEAM_VERSION)-flink$(FLINK_VERSION).jar
+FLINK_JAR := $(FLINK_CACHE)/$(FLINK_JAR_NAME)
+FLINK_TARGET := $(dir $(FLINK_POM))target
 
 flink-job-server: $(FLINK_JAR)
+	@echo "FLINK_JAR=$(FLINK_JAR)"
 
-$(FLINK_JAR):
+$(FLINK_JAR): $(FLINK_POM)
 	@command -v java >/dev/null && command -v mvn >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless maven >/dev/null; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends openjdk-17-jdk-headless maven >/dev/null; }
+	# stdout to stderr: Maven 3.8 -q still writes colour resets there, and stdout is for FLINK_JAR=.
+	mvn -q -B -f $(FLINK_POM) clean package >&2
+	cd $(FLINK_TARGET) && sha256sum $(FLINK_JAR_NAME) lib/*.jar > SHA256SUMS
 	mkdir -p $(FLINK_CACHE)
-	mvn -q -U dependency:copy -Dartifact=org.apache.beam:$(FLINK_ARTIFACT):$(BEAM_VERSION) -DoutputDirectory=$(FLINK_CACHE) \
-	  || { echo "flink-job-server: Maven Central did not give org.apache.beam:$(FLINK_ARTIFACT):$(BEAM_VERSION); see README, Running at scale" >&2; exit 1; }
-	@echo "Flink job server: $@"
+	rm -rf $(FLINK_CACHE)/lib $@
+	cp -r $(FLINK_TARGET)/lib $(FLINK_TARGET)/SHA256SUMS $(FLINK_CACHE)/
+	cp $(FLINK_TARGET)/$(FLINK_JAR_NAME) $@.tmp && mv $@.tmp $@
+	cd $(FLINK_CACHE) && sha256sum --quiet -c SHA256SUMS
 
 clean:
 	rm -rf $(VENV) cattag-demo .pytest_cache
