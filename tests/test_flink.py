@@ -9,6 +9,7 @@ cattag's featurize job: same examples, splits, mel arrays and failed inputs as D
 
 from __future__ import annotations
 
+import json
 import pathlib
 import re
 import subprocess
@@ -18,8 +19,16 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from pipelines import featurize
-from tests.test_runners import catalogue, direct_features, featurize_outputs  # noqa: F401 (fixtures)
+from pipelines import featurize, tag
+from schemas import examples
+from tests.test_runners import (  # noqa: F401 (fixtures)
+    catalogue,
+    direct_features,
+    direct_tags,
+    featurize_outputs,
+    tag_outputs,
+    worker_pool,
+)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 POM = REPO / "runners" / "flink-job-server" / "pom.xml"
@@ -63,3 +72,53 @@ def test_featurize_on_flink_writes_the_same_examples_in_the_same_splits(flink_ja
         assert examples_here[key][0] == label
         np.testing.assert_array_equal(examples_here[key][1], mel)
     assert errors_here == errors_direct and len(errors_direct) == 8
+
+
+def flink_flags(jar: str, tmp_path: pathlib.Path) -> list[str]:
+    jvm_tmp = tmp_path / "jvm-tmp"
+    jvm_tmp.mkdir(exist_ok=True)
+    return ["--runner", "FlinkRunner", "--flink_job_server_jar", jar, "--flink_version", flink_version(),
+            "--flink_master", "[local]", "--parallelism", "2", f"--job_server_jvm_properties=-Djava.io.tmpdir={jvm_tmp}"]
+
+
+@pytest.fixture(scope="module")
+def direct_metadata(catalogue, tmp_path_factory):
+    output = tmp_path_factory.mktemp("direct-stats") / "features"
+    featurize.run(["--input", str(catalogue), "--labels", "from-dirs", "--output", str(output), "--progress", "off"])
+    return json.loads((output / examples.METADATA_FILE).read_text())
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_featurize_on_flink_with_a_worker_pool_writes_the_same_examples_and_statistics(
+        flink_jar, catalogue, direct_features, direct_metadata, worker_pool, tmp_path):
+    """EXTERNAL: SDK workers started by a Beam worker pool over gRPC, as beside a real TaskManager."""
+    started = worker_pool.workers_started()
+    featurize.run(["--input", str(catalogue), "--labels", "from-dirs", "--output", str(tmp_path / "features"),
+                   "--progress", "off", *flink_flags(flink_jar, tmp_path), "--environment_type", "EXTERNAL",
+                   "--environment_config", worker_pool.address])
+    assert worker_pool.workers_started() > started
+    examples_here, errors_here = featurize_outputs(tmp_path / "features")
+    examples_direct, errors_direct = direct_features
+    assert examples_here.keys() == examples_direct.keys() and errors_here == errors_direct
+    for key, (_, mel) in examples_direct.items():
+        np.testing.assert_array_equal(examples_here[key][1], mel)
+    metadata = json.loads((tmp_path / "features" / examples.METADATA_FILE).read_text())
+    assert metadata["counts"] == direct_metadata["counts"] and metadata["totals"] == direct_metadata["totals"]
+    for field in ("mean", "std"):
+        np.testing.assert_allclose(metadata["mel_stats"][field], direct_metadata["mel_stats"][field], atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_tag_on_flink_writes_the_same_rows(flink_jar, catalogue, small_model, direct_tags, tmp_path):
+    tag.run(["--input", str(catalogue), "--model", small_model[0], "--output", str(tmp_path / "tags"),
+             "--progress", "off", *flink_flags(flink_jar, tmp_path), "--environment_type", "LOOPBACK"])
+    rows_here, errors_here = tag_outputs(tmp_path / "tags")
+    rows_direct, errors_direct = direct_tags
+    assert rows_here.keys() == rows_direct.keys() and len(rows_direct) == 7
+    for track_id, expected in rows_direct.items():
+        got = rows_here[track_id]
+        for column in ("genre", "uri", "n_segments", "low_confidence", "review_reason", "model_version"):
+            assert got[column] == expected[column], (track_id, column)
+        np.testing.assert_allclose(got["embedding"], expected["embedding"], atol=1e-5)
+        np.testing.assert_allclose(got["probabilities"] or [], expected["probabilities"] or [], atol=1e-5)
+    assert errors_here == errors_direct and len(errors_direct) == 7

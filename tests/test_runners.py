@@ -4,9 +4,8 @@ The portable runner is what Flink and Dataflow run underneath: the pipeline is t
 portable representation, submitted to a job service, and executed by SDK workers that talk to it over
 the Fn API. Here the job service is Beam's embedded one (`--job_endpoint embed`), with the SDK workers
 in this process (LOOPBACK, cattag's default for a local job) or started by a Python worker pool over
-gRPC (`--environment_type EXTERNAL`), the way Flink clusters run Python workers. (Flink itself needs
-Beam's Flink job-server jar, which Maven Central as reached from here does not have: README, Running
-at scale.)
+gRPC (`--environment_type EXTERNAL`), the way Flink clusters run Python workers. Flink itself:
+tests/test_flink.py (and test_flink_cluster.py), on a job server built by `make flink-job-server`.
 """
 
 from __future__ import annotations
