@@ -1,6 +1,7 @@
 # Two entry points for a fresh machine: `make demo` (the main job end to end) and `make test`.
-# Each installs what it needs: a Python 3.11 virtual environment with pinned packages, and the
-# Debian packages the tests use (ffmpeg, to make and decode m4a files).
+# Each installs what it needs: a Python 3.11 virtual environment with pinned packages, and what the
+# tests use: ffmpeg (to make and decode m4a files), Java 17 and Maven with the Flink job server they
+# build (flink-job-server). musicnn's weights are fetched by the demo and the tests themselves.
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -31,7 +32,7 @@ pretrained: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/cattag demo
 
-test: $(STAMP) system-deps
+test: $(STAMP) system-deps flink-job-server
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
