@@ -45,12 +45,13 @@ def make_catalogue(folder: pathlib.Path, copies: int) -> list[pathlib.Path]:
     return paths
 
 
-def bare_loop(paths: list[pathlib.Path]) -> dict:
+def bare_loop(paths: list[pathlib.Path], cfg=None) -> dict:
+    """librosa load + mel + log over `paths` in one process; `cfg`: featurize's default config unless given."""
     import librosa
 
-    from schemas.features import FeatureConfig
+    from schemas.features import DEFAULT_PRESET, PRESETS
 
-    cfg = FeatureConfig()
+    cfg = cfg or PRESETS[DEFAULT_PRESET]
     librosa.feature.melspectrogram(y=librosa.load(paths[0], sr=cfg.sample_rate_hz)[0], sr=cfg.sample_rate_hz)  # warm-up
     audio_s, started = 0.0, time.perf_counter()
     for path in paths:

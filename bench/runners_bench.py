@@ -1,12 +1,13 @@
 """The same featurize job on each runner cattag supports here: throughput and fixed start-up cost.
 
-    .venv/bin/python bench/runners_bench.py [--copies 5] [--flink-jar JAR]
+    .venv/bin/python bench/runners_bench.py [--copies 10] [--flink-jar JAR]
 
 Each configuration runs `cattag featurize` as a user would (a fresh process: interpreter start,
 imports, listing, job submission, the job, metadata) twice, on the same files: a one-clip catalogue,
 whose wall time is the fixed start-up cost, and --copies x the 60 GTZAN-dev clips (symlinks with
 distinct names, bench/featurize_bench.py's catalogue), whose extra tracks over the extra time give the
-throughput. Configurations:
+throughput, compared with a bare librosa load-and-mel loop over the same files in one process (the
+featurize benchmark's baseline). Configurations:
   * DirectRunner, 1 worker (in-process) and 2 workers (multi_processing);
   * PortableRunner on the embedded job service, SDK worker in-process (LOOPBACK), and through a Python
     worker pool over EXTERNAL (`--direct_num_workers 2`), the way Flink clusters run Python workers;
@@ -28,7 +29,7 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-from featurize_bench import GTZAN, make_catalogue
+from featurize_bench import GTZAN, bare_loop, make_catalogue
 
 PORTABLE = ["--runner", "PortableRunner", "--job_endpoint", "embed"]
 
@@ -49,13 +50,17 @@ def featurize(catalogue: pathlib.Path, output: pathlib.Path, flags: list[str]) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--copies", type=int, default=5)
+    parser.add_argument("--copies", type=int, default=10)
     parser.add_argument("--flink-jar", help="Beam's Flink job-server jar (make flink-job-server)")
     args = parser.parse_args()
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="cattag-runners-"))
     big = work / "big"
-    tracks = len(make_catalogue(big, args.copies))
+    paths = make_catalogue(big, args.copies)
+    tracks = len(paths)
+    bare = bare_loop(paths)
+    bare_rate = tracks / bare["wall_s"]
+    print(f"bare librosa loop: {tracks} tracks in {bare['wall_s']:.1f} s ({bare_rate:.1f} tracks/s)", flush=True)
     small = work / "small" / "blues"
     small.mkdir(parents=True)
     (small / "one.flac").symlink_to(min(GTZAN.glob("blues/*.flac")))
@@ -80,7 +85,8 @@ def main() -> None:
         for parallelism in (1, 2):
             configs[f"FlinkRunner [local], parallelism {parallelism}"] = [
                 "--runner", "FlinkRunner", "--flink_master", "[local]", "--flink_job_server_jar", args.flink_jar,
-                "--environment_type", "LOOPBACK", "--parallelism", str(parallelism)]
+                "--flink_version", "1.19", "--environment_type", "LOOPBACK", "--parallelism", str(parallelism),
+                f"--job_server_jvm_properties=-Djava.io.tmpdir={work}"]
     rows = []
     try:
         for name, flags in configs.items():
@@ -96,10 +102,11 @@ def main() -> None:
         pool.wait()
         pool_log.close()
     base = rows[0][3]
-    print(f"\n| runner | start-up s (1 clip) | {tracks} clips s | tracks/s after start-up | vs DirectRunner 1 worker |")
-    print("|---|---:|---:|---:|---:|")
+    print(f"\n| runner | start-up s (1 clip) | {tracks} clips s | tracks/s after start-up | vs DirectRunner 1 worker "
+          "| vs bare loop |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name, small_s, big_s, rate, _ in rows:
-        print(f"| {name} | {small_s:.1f} | {big_s:.1f} | {rate:.1f} | {rate / base:.2f}x |")
+        print(f"| {name} | {small_s:.1f} | {big_s:.1f} | {rate:.1f} | {rate / base:.2f}x | {rate / bare_rate:.2f}x |")
 
 
 if __name__ == "__main__":
