@@ -125,9 +125,10 @@ def build(
     by_split = features["segments"] | "PartitionBySplit" >> beam.Partition(
         cbeam.split_partition, len(examples.SPLITS), proportions
     )
+    written = []  # the final file names of every sink: metadata.json waits for them all
     for index, split in enumerate(examples.SPLITS):
         name = split.capitalize()
-        _ = (
+        written.append(
             by_split[index]
             | f"Encode{name}" >> beam.ParDo(cbeam.EncodeExample(catalogue.labels))
             | f"Write{name}" >> WriteToGzipTFRecord(
@@ -139,7 +140,7 @@ def build(
         [cbeam.Failure(r.uri, r.track_id, "catalogue", r.reason) for r in catalogue.rejected]
     )
     failures = (features["failures"], rejected) | "AllFailures" >> beam.Flatten()
-    _ = (
+    written.append(
         failures
         | "FailureRows" >> beam.Map(cbeam.Failure.to_row)
         | "WriteErrors" >> beam.io.WriteToParquet(
@@ -178,13 +179,17 @@ def build(
             counts=beam.pvalue.AsSingleton(counts),
             mel_stats=beam.pvalue.AsSingleton(stats),
             failed=beam.pvalue.AsSingleton(failed),
+            # metadata.json is the mark of a complete output: written only once every shard is final,
+            # so a run that dies before that leaves none (and the same command then replaces it).
+            shards=beam.pvalue.AsList(tuple(written) | "AllShards" >> beam.Flatten()),
         )
     )
     return {"segments": features["segments"], "tracks": features["tracks"], "failures": failures}
 
 
-def write_metadata(_, *, output: str, static: dict, counts: dict, mel_stats: dict, failed: dict) -> None:
-    """Writes metadata.json and schema.pbtxt once every count is known."""
+def write_metadata(_, *, output: str, static: dict, counts: dict, mel_stats: dict, failed: dict,
+                   shards: list[str] = ()) -> None:
+    """Writes metadata.json and schema.pbtxt once every count is known and every shard written."""
     totals = {"tracks": 0, "segments": 0, "silent_segments": 0, "audio_ms": 0}
     for by_label in counts.values():
         for label_counts in by_label.values():
@@ -196,6 +201,7 @@ def write_metadata(_, *, output: str, static: dict, counts: dict, mel_stats: dic
         "counts": counts,
         "mel_stats": {"split": "train", **mel_stats},
         "failed": failed,
+        "shard_files": len(shards),
     }
     cfg = FeatureConfig.from_dict(static["feature_config"])
     _write_text(FileSystems.join(output, examples.METADATA_FILE), json.dumps(metadata, indent=2) + "\n")
@@ -231,7 +237,13 @@ def _prepare_output(output: str, *, overwrite: bool) -> None:
     existing = [FileSystems.join(output, name) for name in _OUTPUT_NAMES if FileSystems.exists(FileSystems.join(output, name))]
     if not existing:
         return
-    if not overwrite:
+    # metadata.json is written last, once every shard is final: without it the outputs are what a
+    # failed or killed run left (a lost worker, a stopped cluster), and the same command replaces them.
+    complete = FileSystems.join(output, examples.METADATA_FILE) in existing
+    if not complete:
+        _LOG.warning("featurize: --output %s holds an incomplete earlier run (no %s): replacing it", output,
+                     examples.METADATA_FILE)
+    elif not overwrite:
         raise ValueError(
             f"--output {output} already holds featurize outputs ({', '.join(sorted(existing))}); "
             "pass --overwrite to replace them, or choose another directory"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import glob
 import json
+import shutil
 import pathlib
 
 import apache_beam as beam
@@ -189,3 +190,20 @@ def test_feature_config_file_changes_shapes_and_version(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({**cfg.to_dict(), "n_mels": 65}))
     with pytest.raises(ValueError, match="--feature-config .*hash to"):
         featurize.run(["--input", str(tmp_path), "--output", str(tmp_path / "out2"), "--feature-config", str(tmp_path / "bad.json")])
+
+
+def test_an_incomplete_earlier_run_is_replaced_by_the_same_command(catalogue, featurized, tmp_path, caplog):
+    """A run that died (a lost worker, a stopped cluster) leaves no metadata.json, which is written only
+    after every shard is final: the same command then replaces what it left, without --overwrite."""
+    manifest, _ = catalogue
+    complete, _ = featurized
+    output = tmp_path / "out"
+    shutil.copytree(complete, output)
+    (output / examples.METADATA_FILE).unlink()
+    (output / "train" / "part-00000-of-00009.tfrecord.gz").write_bytes(b"half a shard")
+    featurize.run(["--input", str(manifest), "--output", str(output), "--progress", "off"])
+    assert "holds an incomplete earlier run" in caplog.text
+    metadata = json.loads((output / examples.METADATA_FILE).read_text())
+    shards = sorted(output.glob("*/part-*.tfrecord.gz")) + sorted(output.glob("errors/*.parquet"))
+    assert metadata["shard_files"] == len(shards) > 0
+    assert not (output / "train" / "part-00000-of-00009.tfrecord.gz").exists()
