@@ -21,6 +21,7 @@ COMMANDS = {
     "similar": ("pipelines.similar", "main", "the tracks nearest to a track by embedding, from the database"),
     "search": ("pipelines.search", "main", "the tracks carrying given tags (all or any), from the database"),
     "demo": ("pipelines.demo", "run", "build a small synthetic catalogue and run the product on it end to end"),
+    "flink-cluster": ("pipelines.flink_cluster", "main", "start, stop or show a local Flink session cluster (JobManager + TaskManagers on loopback)"),
 }
 _OUR_LOGGERS = ("pipelines", "transforms", "trainer", "schemas", "cattag")
 
