@@ -1,0 +1,123 @@
+"""Featurize on a local Flink session cluster (`cattag flink-cluster start`) against DirectRunner.
+
+tests/test_flink.py runs Flink embedded in the job server (`--flink_master [local]`); here the job server
+submits over REST to a separate JobManager process, which deploys the tasks on a TaskManager process: the
+README's "a Flink cluster" flags as on a real cluster. The cluster runs from the jars that
+`make flink-job-server` caches (pipelines/flink_cluster.py), in a temporary work directory, on a free port.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import socket
+import tempfile
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+from pipelines import featurize, flink_cluster
+from tests.test_flink import flink_jar, flink_version  # noqa: F401 (fixture)
+from tests.test_runners import catalogue, direct_features, featurize_outputs  # noqa: F401 (fixtures)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return pathlib.Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] not in "ZX"
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def cluster(flink_jar, tmp_path_factory):  # noqa: F811
+    workdir = tmp_path_factory.mktemp("flink-cluster")
+    began = time.monotonic()
+    info = flink_cluster.start(workdir, jar=flink_jar, taskmanagers=1, slots=2, rest_port=_free_port())
+    info["startup_wall_s"] = time.monotonic() - began
+    pids = info["pids"]
+    assert len(pids) == 2 and all(_alive(pid) for pid in pids)
+    try:
+        yield info
+    finally:
+        stopped = flink_cluster.stop(workdir)
+        assert sorted(stopped["stopped"]) == sorted(pids)
+        assert not any(_alive(pid) for pid in pids), "Flink processes left running after stop"
+        assert not flink_cluster.status(workdir)["running"]
+
+
+def _jobs(port: int) -> list[dict]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/jobs/overview", timeout=5) as reply:
+        return json.loads(reply.read())["jobs"]
+
+
+def test_status_reports_the_taskmanagers_and_slots(cluster):
+    info = flink_cluster.status(cluster["workdir"])
+    assert info["running"] and info["pids"] == cluster["pids"]
+    assert (info["taskmanagers"], info["slots_total"]) == (1, 2)
+    assert info["flink_version"].startswith(flink_version())
+    assert info["flink_master"] == f"localhost:{cluster['rest_port']}"
+    # Everything on loopback, temp files and logs under the work directory.
+    config = (pathlib.Path(cluster["workdir"]) / "conf" / "config.yaml").read_text()
+    for key in ("rest.address", "rest.bind-address", "jobmanager.rpc.address", "jobmanager.bind-host",
+                "taskmanager.host", "taskmanager.bind-host"):
+        assert f'{key}: "127.0.0.1"' in config
+    assert (pathlib.Path(cluster["workdir"]) / "log" / "taskmanager-0.log").stat().st_size > 0
+
+
+def test_a_second_cluster_on_the_same_port_is_a_one_line_error(cluster, flink_jar, tmp_path):  # noqa: F811
+    with pytest.raises(ValueError, match=f"port {cluster['rest_port']} ") as err:
+        flink_cluster.start(tmp_path / "second", jar=flink_jar, rest_port=cluster["rest_port"])
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "second" / "cluster.json").exists()  # nothing started
+    with pytest.raises(ValueError, match="already running"):  # nor twice from one work directory
+        flink_cluster.start(cluster["workdir"], jar=flink_jar, rest_port=_free_port())
+
+
+# As in tests/test_flink.py: the LOOPBACK worker's gRPC reader thread may end with "CANCELLED" at teardown.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_featurize_on_the_session_cluster_writes_the_same_examples(cluster, flink_jar, catalogue,  # noqa: F811
+                                                                   direct_features, tmp_path, monkeypatch):
+    jvm_tmp = tmp_path / "jvm-tmp"
+    jvm_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(jvm_tmp))  # Beam's staged artifacts
+    port = cluster["rest_port"]
+    before = _jobs(port)
+    began = time.monotonic()
+    featurize.run(["--input", str(catalogue), "--labels", "from-dirs", "--output", str(tmp_path / "features"),
+                   "--progress", "off", "--runner", "FlinkRunner", "--flink_job_server_jar", flink_jar,
+                   "--flink_version", flink_version(), "--flink_master", f"localhost:{port}",
+                   "--environment_type", "LOOPBACK", "--parallelism", "2",
+                   f"--job_server_jvm_properties=-Djava.io.tmpdir={jvm_tmp}"])
+    print(f"featurize on the session cluster: {time.monotonic() - began:.1f} s "
+          f"(cluster start-up {cluster['startup_wall_s']:.1f} s)")
+    # The job ran on this cluster, not on a Flink embedded in the job server.
+    jobs = [job for job in _jobs(port) if job not in before]
+    assert [job["state"] for job in jobs] == ["FINISHED"], jobs
+    assert not (jvm_tmp / "flink-web-upload").exists(), "an embedded Flink cluster ran"
+    examples_here, errors_here = featurize_outputs(tmp_path / "features")
+    examples_direct, errors_direct = direct_features
+    assert len(examples_direct) == 6 * 3  # 6 clips of 10 s: three 3 s segments each
+    assert examples_here.keys() == examples_direct.keys()  # same tracks, segments and splits
+    for key, (label, mel) in examples_direct.items():
+        assert examples_here[key][0] == label
+        np.testing.assert_array_equal(examples_here[key][1], mel)
+    assert errors_here == errors_direct and len(errors_direct) == 8
+
+
+def test_the_cli_names_make_when_the_jar_is_missing(tmp_path, capsys):
+    from pipelines import cli
+
+    assert cli.main(["flink-cluster", "start", "--workdir", str(tmp_path), "--jar", str(tmp_path / "no.jar"),
+                     "--port", str(_free_port())]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "make flink-job-server" in err
+    assert os.listdir(tmp_path) == []
