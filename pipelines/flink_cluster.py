@@ -171,6 +171,11 @@ def port_in_use(port: int, host: str = HOST) -> bool:
     return False
 
 
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex((HOST, port)) == 0
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
@@ -276,13 +281,18 @@ def start(workdir, *, jar, taskmanagers: int = 1, slots: int = 2, rest_port: int
     jm_log = log_dir / "jobmanager.log"
     state["jobmanager"] = _launch(jvm_command(lib, conf, tmp, jm_log, JOBMANAGER_CLASS, jm_jvm, jm_dynamic), jm_log)
     _write_state(workdir, state)
+    # TaskManagers started before the JobManager's RPC port listens back off for ~10 s before retrying.
+    deadline = began + timeout
+    while not _listening(rpc_port) and time.monotonic() < deadline:
+        if not _alive(state["jobmanager"]["pid"], state["jobmanager"]["start_time"]):
+            break  # reported below, with its log
+        time.sleep(0.2)
     for index in range(taskmanagers):
         tm_log = log_dir / f"taskmanager-{index}.log"
         state["taskmanagers"].append(
             _launch(jvm_command(lib, conf, tmp, tm_log, TASKMANAGER_CLASS, tm_jvm, tm_dynamic), tm_log))
         _write_state(workdir, state)
 
-    deadline = began + timeout
     while True:
         dead = [proc for proc in _processes(state) if not _alive(proc["pid"], proc["start_time"])]
         if dead:
@@ -367,7 +377,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jar", default=None,
                         help="Beam's Flink job-server jar with lib/ beside it (default: where `make "
                              "flink-job-server` caches it); the cluster runs from that lib/")
-    parser.add_argument("--taskmanagers", type=int, default=1, help="TaskManager processes (default: 1)")
+    parser.add_argument("--taskmanagers", type=int, default=1,
+                        help="TaskManager processes (default: 1). Beam jobs with LOOPBACK or one shared EXTERNAL "
+                             "worker pool need 1: SDK worker ids are per TaskManager and collide in one pool")
     parser.add_argument("--slots", type=int, default=2, help="task slots per TaskManager (default: 2)")
     parser.add_argument("--port", type=int, default=8081, help="REST port, the --flink_master (default: 8081)")
 
