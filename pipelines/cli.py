@@ -46,6 +46,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as err:  # bad flags, bad paths, mismatching configs: no traceback
         print(f"cattag {command}: error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        if "failed in state" not in str(err):  # not a job the runner reported as failed: a bug, show it all
+            raise
+        # A portable runner's job failed (a lost TaskManager, a worker crash): what the runner said, on one
+        # line, and what to do; the outputs it left are incomplete and the same command replaces them.
+        reason = " ".join(str(err).split())[:600]
+        print(f"cattag {command}: error: the job failed on the runner ({reason}); its outputs are incomplete: "
+              "run the same command again once the runner is healthy", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -121,3 +121,55 @@ def test_the_cli_names_make_when_the_jar_is_missing(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "make flink-job-server" in err
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_killed_taskmanager_fails_the_job_and_the_same_command_then_completes(flink_jar, tmp_path):  # noqa: F811
+    """Kill the only TaskManager while featurize runs: the command ends with a one-line error (no hang, no
+    traceback), leaves no metadata.json, and once the cluster is back the same command writes the whole
+    output, identical to DirectRunner's."""
+    import subprocess
+    import sys
+
+    from tests.conftest import GTZAN
+
+    workdir = tmp_path / "cluster"
+    port = _free_port()
+    flink_cluster.start(workdir, jar=flink_jar, taskmanagers=1, slots=2, rest_port=port)
+    output = tmp_path / "features"
+    command = [sys.executable, "-m", "pipelines.cli", "featurize", "--input", str(GTZAN / "manifest.csv"),
+               "--output", str(output), "--progress", "off", "--runner", "FlinkRunner", "--flink_master",
+               f"localhost:{port}", "--flink_job_server_jar", flink_jar, "--flink_version", flink_version(),
+               "--environment_type", "LOOPBACK", "--parallelism", "2",
+               f"--job_server_jvm_properties=-Djava.io.tmpdir={tmp_path}"]
+    env = {**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).resolve().parents[1])}
+    try:
+        job = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not any(j["state"] == "RUNNING" for j in _jobs(port)):
+            assert job.poll() is None and time.monotonic() < deadline, "the job never ran"
+            time.sleep(0.5)
+        time.sleep(2)  # into the decoding
+        state = json.loads((workdir / "cluster.json").read_text())
+        os.kill(state["taskmanagers"][0]["pid"], 9)
+        _, stderr = job.communicate(timeout=240)  # fails, does not hang
+        assert job.returncode != 0
+        assert "error: the job failed on the runner" in stderr and "run the same command again" in stderr, stderr[-2000:]
+        assert "Traceback" not in stderr
+        assert not (output / "metadata.json").exists()
+    finally:
+        flink_cluster.stop(workdir)
+
+    flink_cluster.start(workdir, jar=flink_jar, taskmanagers=1, slots=2, rest_port=port)
+    try:
+        again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stderr[-2000:]
+    finally:
+        flink_cluster.stop(workdir)
+    direct = tmp_path / "direct"
+    featurize.run(["--input", str(GTZAN / "manifest.csv"), "--output", str(direct), "--progress", "off"])
+    here, errors_here = featurize_outputs(output)
+    there, errors_there = featurize_outputs(direct)
+    assert here.keys() == there.keys() and len(here) == 600 and errors_here == errors_there
+    for key, (_, mel) in there.items():
+        np.testing.assert_array_equal(here[key][1], mel)
