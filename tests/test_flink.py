@@ -22,6 +22,7 @@ import pytest
 from pipelines import featurize, tag
 from schemas import examples
 from tests.test_runners import (  # noqa: F401 (fixtures)
+    assert_same_features,
     catalogue,
     direct_features,
     direct_tags,
@@ -64,14 +65,7 @@ def test_featurize_on_flink_writes_the_same_examples_in_the_same_splits(flink_ja
                    "--parallelism", "2", f"--job_server_jvm_properties=-Djava.io.tmpdir={jvm_tmp}"])
     # Flink's REST endpoint (started with the embedded cluster) made its upload directory in the JVM's tmpdir.
     assert (jvm_tmp / "flink-web-upload").is_dir(), "no embedded Flink cluster ran with this java.io.tmpdir"
-    examples_here, errors_here = featurize_outputs(tmp_path / "features")
-    examples_direct, errors_direct = direct_features
-    assert len(examples_direct) == 6 * 3  # 6 clips of 10 s: three 3 s segments each
-    assert examples_here.keys() == examples_direct.keys()  # same tracks, segments and splits
-    for key, (label, mel) in examples_direct.items():
-        assert examples_here[key][0] == label
-        np.testing.assert_array_equal(examples_here[key][1], mel)
-    assert errors_here == errors_direct and len(errors_direct) == 8
+    assert_same_features(tmp_path / "features", direct_features)
 
 
 def flink_flags(jar: str, tmp_path: pathlib.Path) -> list[str]:
@@ -97,11 +91,7 @@ def test_featurize_on_flink_with_a_worker_pool_writes_the_same_examples_and_stat
                    "--progress", "off", *flink_flags(flink_jar, tmp_path), "--environment_type", "EXTERNAL",
                    "--environment_config", worker_pool.address])
     assert worker_pool.workers_started() > started
-    examples_here, errors_here = featurize_outputs(tmp_path / "features")
-    examples_direct, errors_direct = direct_features
-    assert examples_here.keys() == examples_direct.keys() and errors_here == errors_direct
-    for key, (_, mel) in examples_direct.items():
-        np.testing.assert_array_equal(examples_here[key][1], mel)
+    assert_same_features(tmp_path / "features", direct_features)
     metadata = json.loads((tmp_path / "features" / examples.METADATA_FILE).read_text())
     assert metadata["counts"] == direct_metadata["counts"] and metadata["totals"] == direct_metadata["totals"]
     for field in ("mean", "std"):

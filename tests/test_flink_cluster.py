@@ -21,7 +21,12 @@ import pytest
 
 from pipelines import featurize, flink_cluster
 from tests.test_flink import flink_jar, flink_version  # noqa: F401 (fixture)
-from tests.test_runners import catalogue, direct_features, featurize_outputs  # noqa: F401 (fixtures)
+from tests.test_runners import (  # noqa: F401 (fixtures)
+    assert_same_features,
+    catalogue,
+    direct_features,
+    featurize_outputs,
+)
 
 
 def _free_port() -> int:
@@ -103,14 +108,7 @@ def test_featurize_on_the_session_cluster_writes_the_same_examples(cluster, flin
     jobs = [job for job in _jobs(port) if job not in before]
     assert [job["state"] for job in jobs] == ["FINISHED"], jobs
     assert not (jvm_tmp / "flink-web-upload").exists(), "an embedded Flink cluster ran"
-    examples_here, errors_here = featurize_outputs(tmp_path / "features")
-    examples_direct, errors_direct = direct_features
-    assert len(examples_direct) == 6 * 3  # 6 clips of 10 s: three 3 s segments each
-    assert examples_here.keys() == examples_direct.keys()  # same tracks, segments and splits
-    for key, (label, mel) in examples_direct.items():
-        assert examples_here[key][0] == label
-        np.testing.assert_array_equal(examples_here[key][1], mel)
-    assert errors_here == errors_direct and len(errors_direct) == 8
+    assert_same_features(tmp_path / "features", direct_features)
 
 
 def test_the_cli_names_make_when_the_jar_is_missing(tmp_path, capsys):

@@ -98,6 +98,19 @@ def featurize_outputs(output: pathlib.Path) -> tuple[dict, list]:
     return found, errors
 
 
+def assert_same_features(output: pathlib.Path, direct: tuple[dict, list]) -> None:
+    """The featurize output in `output` holds DirectRunner's examples (same tracks, segments, splits,
+    labels and mel arrays) and failed inputs, for the runners tests' catalogue."""
+    examples_here, errors_here = featurize_outputs(output)
+    examples_direct, errors_direct = direct
+    assert len(examples_direct) == 6 * 3  # 6 clips of 10 s: three 3 s segments each
+    assert examples_here.keys() == examples_direct.keys()  # same tracks, segments and splits
+    for key, (label, mel) in examples_direct.items():
+        assert examples_here[key][0] == label
+        np.testing.assert_array_equal(examples_here[key][1], mel)
+    assert errors_here == errors_direct and len(errors_direct) == 8
+
+
 @pytest.fixture(scope="module")
 def direct_features(catalogue, tmp_path_factory):
     output = tmp_path_factory.mktemp("direct") / "features"
@@ -111,14 +124,7 @@ def test_featurize_writes_the_same_examples_in_the_same_splits(runner, catalogue
     started = worker_pool.workers_started()
     featurize.run(["--input", str(catalogue), "--labels", "from-dirs", "--output", str(tmp_path / "features"),
                    "--progress", "off", *RUNNERS[runner](worker_pool)])
-    examples_here, errors_here = featurize_outputs(tmp_path / "features")
-    examples_direct, errors_direct = direct_features
-    assert len(examples_direct) == 6 * 3  # 6 clips of 10 s: three 3 s segments each
-    assert examples_here.keys() == examples_direct.keys()  # same tracks, segments and splits
-    for key, (label, mel) in examples_direct.items():
-        assert examples_here[key][0] == label
-        np.testing.assert_array_equal(examples_here[key][1], mel)
-    assert errors_here == errors_direct and len(errors_direct) == 8
+    assert_same_features(tmp_path / "features", direct_features)
     assert (worker_pool.workers_started() > started) == (runner == "portable-worker-pool")
 
 
