@@ -117,7 +117,11 @@ def config_text(workdir: pathlib.Path, *, slots: int, rest_port: int, rpc_port: 
         "taskmanager.host": HOST,
         "taskmanager.bind-host": HOST,
         "taskmanager.numberOfTaskSlots": slots,
-        "taskmanager.memory.process.size": f"{1024 + 768 * slots}m",
+        "taskmanager.memory.process.size": f"{1536 + 768 * slots}m",
+        # Beam's Fn API data and control channels to the SDK workers are gRPC over Netty, which allocates
+        # direct buffers; Flink caps direct memory at its own off-heap budgets, and with none for tasks
+        # 600 tracks at parallelism 2 failed with "Direct buffer memory" or "call is closed".
+        "taskmanager.memory.task.off-heap.size": "512m",
         "taskmanager.memory.network.min": f"{network_mb}m",
         "taskmanager.memory.network.max": f"{network_mb}m",
         "taskmanager.memory.managed.fraction": 0.3,

@@ -19,13 +19,15 @@ import urllib.request
 import numpy as np
 import pytest
 
-from pipelines import featurize, flink_cluster
+from pipelines import featurize, flink_cluster, tag
 from tests.test_flink import flink_jar, flink_version  # noqa: F401 (fixture)
 from tests.test_runners import (  # noqa: F401 (fixtures)
     assert_same_features,
     catalogue,
     direct_features,
+    direct_tags,
     featurize_outputs,
+    tag_outputs,
 )
 
 
@@ -120,6 +122,29 @@ def test_the_cli_names_make_when_the_jar_is_missing(tmp_path, capsys):
     assert "\n" not in err and "make flink-job-server" in err
     assert os.listdir(tmp_path) == []
 
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_tag_on_the_session_cluster_writes_the_same_rows(cluster, flink_jar, catalogue, small_model,  # noqa: F811
+                                                         direct_tags, tmp_path):
+    """Also the cluster's second job: jobs after the first once failed there ("call is closed", "Direct
+    buffer memory") until the TaskManager got off-heap memory for Beam's gRPC channels."""
+    port = cluster["rest_port"]
+    before = _jobs(port)
+    tag.run(["--input", str(catalogue), "--model", small_model[0], "--output", str(tmp_path / "tags"),
+             "--progress", "off", "--runner", "FlinkRunner", "--flink_master", f"localhost:{port}",
+             "--flink_job_server_jar", flink_jar, "--flink_version", flink_version(), "--environment_type", "LOOPBACK",
+             "--parallelism", "2", f"--job_server_jvm_properties=-Djava.io.tmpdir={tmp_path}"])
+    assert [job["state"] for job in _jobs(port) if job not in before] == ["FINISHED"]
+    rows_here, errors_here = tag_outputs(tmp_path / "tags")
+    rows_direct, errors_direct = direct_tags
+    assert rows_here.keys() == rows_direct.keys() and len(rows_direct) == 7
+    for track_id, expected in rows_direct.items():
+        got = rows_here[track_id]
+        for column in ("genre", "n_segments", "low_confidence", "review_reason", "model_version"):
+            assert got[column] == expected[column], (track_id, column)
+        np.testing.assert_allclose(got["embedding"], expected["embedding"], atol=1e-5)
+        np.testing.assert_allclose(got["probabilities"] or [], expected["probabilities"] or [], atol=1e-5)
+    assert errors_here == errors_direct
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_killed_taskmanager_fails_the_job_and_the_same_command_then_completes(flink_jar, tmp_path):  # noqa: F811
