@@ -25,6 +25,7 @@ from tests.test_runners import (  # noqa: F401 (fixtures)
     assert_same_features,
     catalogue,
     direct_features,
+    assert_same_tag_rows,
     direct_tags,
     featurize_outputs,
     tag_outputs,
@@ -102,13 +103,4 @@ def test_featurize_on_flink_with_a_worker_pool_writes_the_same_examples_and_stat
 def test_tag_on_flink_writes_the_same_rows(flink_jar, catalogue, small_model, direct_tags, tmp_path):
     tag.run(["--input", str(catalogue), "--model", small_model[0], "--output", str(tmp_path / "tags"),
              "--progress", "off", *flink_flags(flink_jar, tmp_path), "--environment_type", "LOOPBACK"])
-    rows_here, errors_here = tag_outputs(tmp_path / "tags")
-    rows_direct, errors_direct = direct_tags
-    assert rows_here.keys() == rows_direct.keys() and len(rows_direct) == 7
-    for track_id, expected in rows_direct.items():
-        got = rows_here[track_id]
-        for column in ("genre", "uri", "n_segments", "low_confidence", "review_reason", "model_version"):
-            assert got[column] == expected[column], (track_id, column)
-        np.testing.assert_allclose(got["embedding"], expected["embedding"], atol=1e-5)
-        np.testing.assert_allclose(got["probabilities"] or [], expected["probabilities"] or [], atol=1e-5)
-    assert errors_here == errors_direct and len(errors_direct) == 7
+    assert_same_tag_rows(tmp_path / "tags", direct_tags)

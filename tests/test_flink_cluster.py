@@ -25,6 +25,7 @@ from tests.test_runners import (  # noqa: F401 (fixtures)
     assert_same_features,
     catalogue,
     direct_features,
+    assert_same_tag_rows,
     direct_tags,
     featurize_outputs,
     tag_outputs,
@@ -135,16 +136,8 @@ def test_tag_on_the_session_cluster_writes_the_same_rows(cluster, flink_jar, cat
              "--flink_job_server_jar", flink_jar, "--flink_version", flink_version(), "--environment_type", "LOOPBACK",
              "--parallelism", "2", f"--job_server_jvm_properties=-Djava.io.tmpdir={tmp_path}"])
     assert [job["state"] for job in _jobs(port) if job not in before] == ["FINISHED"]
-    rows_here, errors_here = tag_outputs(tmp_path / "tags")
-    rows_direct, errors_direct = direct_tags
-    assert rows_here.keys() == rows_direct.keys() and len(rows_direct) == 7
-    for track_id, expected in rows_direct.items():
-        got = rows_here[track_id]
-        for column in ("genre", "n_segments", "low_confidence", "review_reason", "model_version"):
-            assert got[column] == expected[column], (track_id, column)
-        np.testing.assert_allclose(got["embedding"], expected["embedding"], atol=1e-5)
-        np.testing.assert_allclose(got["probabilities"] or [], expected["probabilities"] or [], atol=1e-5)
-    assert errors_here == errors_direct
+    assert_same_tag_rows(tmp_path / "tags", direct_tags)
+
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_killed_taskmanager_fails_the_job_and_the_same_command_then_completes(flink_jar, tmp_path):  # noqa: F811

@@ -135,6 +135,23 @@ def tag_outputs(output: pathlib.Path) -> tuple[dict, list]:
     return rows, errors
 
 
+def assert_same_tag_rows(output: pathlib.Path, direct: tuple[dict, list]) -> None:
+    """The tag output in `output` holds DirectRunner's rows (labels, flags and versions equal; scores and
+    embeddings within 1e-5) and failed inputs, for the runners tests' catalogue: 6 clips and the silent file."""
+    rows_here, errors_here = tag_outputs(output)
+    rows_direct, errors_direct = direct
+    assert rows_here.keys() == rows_direct.keys() and len(rows_direct) == 7
+    for track_id, expected in rows_direct.items():
+        got = rows_here[track_id]
+        for column in ("genre", "uri", "n_segments", "low_confidence", "review_reason", "model_version"):
+            assert got[column] == expected[column], (track_id, column)
+        assert [t["label"] for t in got["tags"] or []] == [t["label"] for t in expected["tags"] or []]
+        assert got["confidence"] == pytest.approx(expected["confidence"], abs=1e-5)
+        np.testing.assert_allclose(got["embedding"], expected["embedding"], atol=1e-5)
+        np.testing.assert_allclose(got["probabilities"] or [], expected["probabilities"] or [], atol=1e-5)
+    assert errors_here == errors_direct and len(errors_direct) == 7
+
+
 @pytest.fixture(scope="module")
 def direct_tags(catalogue, small_model, tmp_path_factory):
     output = tmp_path_factory.mktemp("direct") / "tags"
@@ -147,17 +164,7 @@ def test_tag_writes_the_same_rows(runner, catalogue, small_model, direct_tags, w
     started = worker_pool.workers_started()
     tag.run(["--input", str(catalogue), "--model", small_model[0], "--output", str(tmp_path / "tags"),
              "--progress", "off", *RUNNERS[runner](worker_pool)])
-    rows_here, errors_here = tag_outputs(tmp_path / "tags")
-    rows_direct, errors_direct = direct_tags
-    assert rows_here.keys() == rows_direct.keys() and len(rows_direct) == 7  # 6 clips and the silent file
-    for track_id, expected in rows_direct.items():
-        got = rows_here[track_id]
-        for column in ("genre", "uri", "n_segments", "low_confidence", "review_reason", "model_version"):
-            assert got[column] == expected[column], (track_id, column)
-        assert got["confidence"] == pytest.approx(expected["confidence"], abs=1e-5)
-        np.testing.assert_allclose(got["embedding"], expected["embedding"], atol=1e-5)
-        np.testing.assert_allclose(got["probabilities"] or [], expected["probabilities"] or [], atol=1e-5)
-    assert errors_here == errors_direct and len(errors_direct) == 7
+    assert_same_tag_rows(tmp_path / "tags", direct_tags)
     assert (worker_pool.workers_started() > started) == (runner == "portable-worker-pool")
 
 
@@ -171,14 +178,4 @@ def direct_zero_shot(catalogue, pretrained_cache, tmp_path_factory):
 def test_the_pretrained_tagger_writes_the_same_rows_on_the_portable_runner(catalogue, direct_zero_shot, tmp_path):
     tag.run(["--input", str(catalogue), "--model", "musicnn-msd", "--output", str(tmp_path / "tags"),
              "--progress", "off", *PORTABLE])
-    rows_here, errors_here = tag_outputs(tmp_path / "tags")
-    rows_direct, errors_direct = direct_zero_shot
-    assert rows_here.keys() == rows_direct.keys() and len(rows_direct) == 7
-    for track_id, expected in rows_direct.items():
-        got = rows_here[track_id]
-        for column in ("genre", "n_segments", "low_confidence", "review_reason", "model_version"):
-            assert got[column] == expected[column], (track_id, column)
-        assert [t["label"] for t in got["tags"] or []] == [t["label"] for t in expected["tags"] or []]
-        np.testing.assert_allclose(got["probabilities"] or [], expected["probabilities"] or [], atol=1e-5)
-        np.testing.assert_allclose(got["embedding"], expected["embedding"], atol=1e-5)
-    assert errors_here == errors_direct and len(errors_direct) == 7
+    assert_same_tag_rows(tmp_path / "tags", direct_zero_shot)
