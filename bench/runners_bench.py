@@ -98,6 +98,13 @@ def main() -> None:
                 "--runner", "FlinkRunner", "--flink_master", f"localhost:{cluster_port}",
                 "--flink_job_server_jar", args.flink_jar, "--flink_version", "1.19", "--environment_type",
                 "LOOPBACK", "--parallelism", str(parallelism), f"--job_server_jvm_properties=-Djava.io.tmpdir={work}"]
+        # Flink's Python workers the way a cluster runs them: started by the worker pool, two of them
+        # (one per slot), each its own process, so that two bundles do not share one interpreter's GIL.
+        configs["FlinkRunner session cluster, parallelism 2, EXTERNAL pool x2"] = [
+            "--runner", "FlinkRunner", "--flink_master", f"localhost:{cluster_port}",
+            "--flink_job_server_jar", args.flink_jar, "--flink_version", "1.19", "--environment_type",
+            "EXTERNAL", "--environment_config", f"localhost:{port}", "--sdk_worker_parallelism", "2",
+            "--parallelism", "2", f"--job_server_jvm_properties=-Djava.io.tmpdir={work}"]
         for parallelism in (1, 2):
             configs[f"FlinkRunner [local], parallelism {parallelism}"] = [
                 "--runner", "FlinkRunner", "--flink_master", "[local]", "--flink_job_server_jar", args.flink_jar,

@@ -29,6 +29,7 @@ from tests.test_runners import (  # noqa: F401 (fixtures)
     direct_tags,
     featurize_outputs,
     tag_outputs,
+    worker_pool,
 )
 
 
@@ -125,17 +126,21 @@ def test_the_cli_names_make_when_the_jar_is_missing(tmp_path, capsys):
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-def test_tag_on_the_session_cluster_writes_the_same_rows(cluster, flink_jar, catalogue, small_model,  # noqa: F811
-                                                         direct_tags, tmp_path):
-    """Also the cluster's second job: jobs after the first once failed there ("call is closed", "Direct
-    buffer memory") until the TaskManager got off-heap memory for Beam's gRPC channels."""
+def test_tag_on_the_session_cluster_with_a_worker_pool_writes_the_same_rows(
+        cluster, flink_jar, catalogue, small_model, direct_tags, worker_pool, tmp_path):  # noqa: F811
+    """EXTERNAL: two SDK worker processes per job from a worker pool, as beside a real TaskManager. Also
+    the cluster's second job: jobs after the first once failed there ("call is closed", "Direct buffer
+    memory") until the TaskManager got off-heap memory for Beam's gRPC channels."""
     port = cluster["rest_port"]
     before = _jobs(port)
+    started = worker_pool.workers_started()
     tag.run(["--input", str(catalogue), "--model", small_model[0], "--output", str(tmp_path / "tags"),
              "--progress", "off", "--runner", "FlinkRunner", "--flink_master", f"localhost:{port}",
-             "--flink_job_server_jar", flink_jar, "--flink_version", flink_version(), "--environment_type", "LOOPBACK",
+             "--flink_job_server_jar", flink_jar, "--flink_version", flink_version(), "--environment_type", "EXTERNAL",
+             "--environment_config", worker_pool.address, "--sdk_worker_parallelism", "2",
              "--parallelism", "2", f"--job_server_jvm_properties=-Djava.io.tmpdir={tmp_path}"])
     assert [job["state"] for job in _jobs(port) if job not in before] == ["FINISHED"]
+    assert worker_pool.workers_started() >= started + 2
     assert_same_tag_rows(tmp_path / "tags", direct_tags)
 
 

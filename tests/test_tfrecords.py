@@ -49,3 +49,22 @@ def test_featurize_never_imports_tensorflow(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_no_records_still_give_one_empty_shard_and_earlier_shards_go(tmp_path):
+    (tmp_path / "part-00000-of-00003.tfrecord.gz").write_bytes(b"stale")
+    with BeamTestPipeline() as pipeline:
+        written = (pipeline | beam.Create([], reshuffle=False).with_output_types(bytes)
+                   | WriteToGzipTFRecord(str(tmp_path / "part"), file_name_suffix=".tfrecord.gz"))
+        assert_that(written, equal_to([str(tmp_path / "part-00000-of-00001.tfrecord.gz")]))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["part-00000-of-00001.tfrecord.gz"]  # no temp folder left
+    assert list(tf.data.TFRecordDataset([str(tmp_path / "part-00000-of-00001.tfrecord.gz")], compression_type="GZIP")) == []
+
+
+def test_shards_close_at_the_size_limit(tmp_path):
+    with BeamTestPipeline() as pipeline:
+        _ = (pipeline | beam.Create(RECORDS, reshuffle=False)
+             | WriteToGzipTFRecord(str(tmp_path / "part"), file_name_suffix=".gz", max_shard_bytes=100_000))
+    files = sorted(glob.glob(str(tmp_path / "part-*.gz")))
+    assert len(files) >= sum(len(r) for r in RECORDS) // 100_000  # 749 kB of records, 100 kB shards
+    assert sorted(r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")) == sorted(RECORDS)
