@@ -1,13 +1,13 @@
 # Two entry points for a fresh machine: `make demo` (the main job end to end) and `make test`.
 # Each installs what it needs: a Python 3.11 virtual environment with pinned packages, and what the
 # tests use: ffmpeg (to make and decode m4a files), Java 17 and Maven with the Flink job server they
-# build (flink-job-server). musicnn's weights are fetched by the demo and the tests themselves.
+# build (flink-job-server), and Go with the Prism runner it builds (prism). musicnn's weights are fetched by the demo and the tests themselves.
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps pretrained demo test bench bench-train bench-accuracy bench-embeddings bench-tag bench-tag-pretrained bench-non-music bench-db flink-job-server bench-runners clean
+.PHONY: install system-deps pretrained demo test bench bench-train bench-accuracy bench-embeddings bench-tag bench-tag-pretrained bench-non-music bench-db flink-job-server prism bench-runners bench-watch clean
 
 $(STAMP): pyproject.toml constraints.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,7 @@ pretrained: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/cattag demo
 
-test: $(STAMP) system-deps flink-job-server
+test: $(STAMP) system-deps flink-job-server prism
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
@@ -92,6 +92,17 @@ $(FLINK_JAR): $(FLINK_POM)
 	cp -r $(FLINK_TARGET)/lib $(FLINK_TARGET)/SHA256SUMS $(FLINK_CACHE)/
 	cp $(FLINK_TARGET)/$(FLINK_JAR_NAME) $@.tmp && mv $@.tmp $@
 	cd $(FLINK_CACHE) && sha256sum --quiet -c SHA256SUMS
+
+# Beam's Prism runner (cattag tag --watch's default), built with `go install` at the installed Beam's
+# version into ~/.cache/cattag/prism/vX.Y.Z/ (about 2 minutes, once); Go from Debian when missing.
+prism: $(STAMP)
+	@command -v go >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends golang-go >/dev/null; }
+	$(BIN)/python -m pipelines.prism build
+
+bench-watch: $(STAMP) prism
+	$(BIN)/python bench/watch_bench.py
 
 clean:
 	rm -rf $(VENV) cattag-demo .pytest_cache

@@ -24,7 +24,7 @@ from schemas.features import DEFAULT_PRESET, PRESETS, SHORT_TRACK_POLICIES, Feat
 
 _DEFAULT_POLICY = SegmentPolicy()
 _DIRECT_RUNNERS = {None, "DirectRunner", "direct", "SwitchingDirectRunner"}
-_LOCAL_RUNNERS = _DIRECT_RUNNERS | {"BundleBasedDirectRunner", "FnApiRunner"}
+_LOCAL_RUNNERS = _DIRECT_RUNNERS | {"BundleBasedDirectRunner", "FnApiRunner", "PrismRunner"}
 _LOG = logging.getLogger(__name__)
 
 

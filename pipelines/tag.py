@@ -24,12 +24,15 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipelines import watch
 from pipelines.options import CatalogueOptions, make_pipeline, progress_is_local
+from pipelines.watch import WatchOptions
 from schemas import examples, presets, tags
 from schemas.model_assets import read_model_assets
 from transforms import aggregate
 from transforms import beam as cbeam
 from transforms.catalogue import Catalogue, list_catalogue
+from transforms.fingerprint import FingerprintInputs
 from transforms.progress import ProgressMonitor
 from transforms.tagging import TagSettings, TagTracks
 
@@ -67,7 +70,7 @@ class TagOptions(PipelineOptions):
 
 
 PASSES_BEAM_FLAGS = True
-OPTIONS = (CatalogueOptions, TagOptions)  # for `cattag tag --help`
+OPTIONS = (CatalogueOptions, TagOptions, WatchOptions)  # for `cattag tag --help`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,8 +96,12 @@ class TagRun:
                 f"audio-s/s) with model {self.model_version} -> {self.output}")
 
 
-def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> TagRun:
+def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> TagRun | watch.WatchRun:
     options = PipelineOptions(argv)
+    if options.view_as(WatchOptions).watch:
+        return watch.run(argv)
+    if options.view_as(WatchOptions).db:
+        raise ValueError("--db goes with --watch; after a batch run, `cattag load --tags OUT --db URL` loads it")
     catalogue_options = options.view_as(CatalogueOptions)
     tag_options = options.view_as(TagOptions)
     catalogue_options.require_paths()
@@ -112,10 +119,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     output = catalogue_options.output.rstrip("/")
 
     catalogue = list_catalogue(catalogue_options.input, labels="none")
-    existing = _prepare_output(output, model_version=assets.model_version, skip_existing=tag_options.skip_existing,
-                               overwrite=catalogue_options.overwrite)
-    todo = [entry for entry in catalogue.entries if entry.track_id not in existing]
-    skipped = len(catalogue.entries) - len(todo)
+    held_in = _prepare_output(output, skip_existing=tag_options.skip_existing, overwrite=catalogue_options.overwrite)
     settings = TagSettings(
         labels=tuple(assets.labels), embedding_dim=_embedding_dim(assets.card), model_version=assets.model_version,
         feature_version=assets.cfg.version, tagged_at=datetime.datetime.now(datetime.UTC).replace(microsecond=0), aggregation=tag_options.aggregate,
@@ -126,21 +130,21 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         multilabel=aggregate.MultiLabel.from_card(assets.card, assets.labels, threshold=tag_options.tag_threshold)
         if assets.card.get("task") == aggregate.MULTILABEL else None)
     run_id = settings.tagged_at.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
-    _LOG.info("tag: %d inputs (%d refused while listing, %d already tagged by %s), feature config %s -> %s",
-              len(catalogue.entries) + len(catalogue.rejected), len(catalogue.rejected), skipped,
-              assets.model_version, assets.cfg.version, output)
+    _LOG.info("tag: %d inputs (%d refused while listing), model %s, feature config %s -> %s%s",
+              len(catalogue.entries) + len(catalogue.rejected), len(catalogue.rejected),
+              assets.model_version, assets.cfg.version, output,
+              " (skipping what it already holds with the same content)" if held_in else "")
 
     local_progress = progress_is_local(options, catalogue_options.progress)
     progress_dir = tempfile.mkdtemp(prefix="cattag-progress-") if local_progress else None
     pipeline = test_pipeline or make_pipeline(options)
-    build(pipeline, dataclasses.replace(catalogue, entries=todo), output=output, run_id=run_id,
-          model_dir=model_dir, settings=settings, cfg=assets.cfg, policy=policy,
+    build(pipeline, catalogue, output=output, run_id=run_id, skip_held_in=held_in, model_dir=model_dir, settings=settings, cfg=assets.cfg, policy=policy,
           inference_batch_size=tag_options.inference_batch_size, inference_threads=tag_options.inference_threads,
           progress_dir=progress_dir)
     started = time.monotonic()
     try:
         if progress_dir:
-            with ProgressMonitor(progress_dir, total=len(todo), label="tag"):
+            with ProgressMonitor(progress_dir, total=len(catalogue.entries), label="tag"):
                 pipeline.run().wait_until_finish()
         else:
             pipeline.run().wait_until_finish()
@@ -152,9 +156,12 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     files = _match(FileSystems.join(output, f"{tags.TAGS_PREFIX}-{run_id}-*.parquet"))
     written = _read_tables(files, ["low_confidence", "duration_s"])
     errors = _read_errors(output)
+    inputs = len(catalogue.entries) + len(catalogue.rejected)
+    tagged = written.num_rows if written else 0
     result = TagRun(
-        output=output, model_version=assets.model_version, inputs=len(catalogue.entries) + len(catalogue.rejected),
-        skipped=skipped, tagged=written.num_rows if written else 0,
+        output=output, model_version=assets.model_version, inputs=inputs,
+        skipped=inputs - tagged - errors,  # every input is tagged, failed or skipped as held
+        tagged=tagged,
         low_confidence=int(written["low_confidence"].to_numpy().sum()) if written else 0,
         failed=errors, audio_s=float(written["duration_s"].to_numpy().sum()) if written else 0.0,
         wall_s=wall_s, files=files)
@@ -165,7 +172,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
 def build(
     pipeline: beam.Pipeline, catalogue: Catalogue, *, output: str, run_id: str, model_dir: str,
     settings: TagSettings, cfg, policy, inference_batch_size: int = 64, inference_threads: int = 0,
-    progress_dir: str | None = None,
+    progress_dir: str | None = None, skip_held_in: str | None = None,
 ) -> dict[str, beam.PCollection]:
     """Adds the tag steps to `pipeline`; returns its rows and failures."""
     entries = (
@@ -173,20 +180,22 @@ def build(
         | "ListCatalogue" >> beam.Create(catalogue.entries, reshuffle=False)
         | "FanOutDecode" >> beam.Reshuffle()
     )
-    features = entries | "FeaturizeTracks" >> cbeam.FeaturizeTracks(cfg, policy, progress_dir,
-                                                                     keep_silent_tracks=True)
-    tagged = features | "TagTracks" >> TagTracks(model_dir, settings, inference_batch_size=inference_batch_size,
-                                                       inference_threads=inference_threads)
+    read = entries | "Fingerprint" >> beam.ParDo(FingerprintInputs(
+        skip_held_in, settings.model_version if skip_held_in else None)).with_outputs(
+        FingerprintInputs.FAILED, main="entries")
+    tagged, failures = tag_entries(read.entries, model_dir=model_dir, settings=settings, cfg=cfg, policy=policy,
+                                   inference_batch_size=inference_batch_size, inference_threads=inference_threads,
+                                   progress_dir=progress_dir)
     schema = tags.tags_schema(labels=settings.labels, embedding_dim=settings.embedding_dim,
                               model_version=settings.model_version, feature_version=settings.feature_version)
-    _ = tagged["rows"] | "WriteTags" >> beam.io.WriteToParquet(
+    _ = tagged | "WriteTags" >> beam.io.WriteToParquet(
         FileSystems.join(output, f"{tags.TAGS_PREFIX}-{run_id}"), schema, file_name_suffix=".parquet",
         record_batch_size=1000)
 
     rejected = pipeline | "ListRejected" >> beam.Create(
         [cbeam.Failure(r.uri, r.track_id, "catalogue", r.reason) for r in catalogue.rejected])
     _ = (
-        (features["failures"], tagged["failures"], rejected)
+        (read[FingerprintInputs.FAILED], *failures, rejected)
         | "AllFailures" >> beam.Flatten()
         | "FailureRows" >> beam.Map(cbeam.Failure.to_row)
         | "WriteErrors" >> beam.io.WriteToParquet(
@@ -194,6 +203,17 @@ def build(
             num_shards=1)
     )
     return tagged
+
+
+def tag_entries(entries: beam.PCollection, *, model_dir: str, settings: TagSettings, cfg, policy,
+                inference_batch_size: int = 64, inference_threads: int = 0, progress_dir: str | None = None,
+                ) -> tuple[beam.PCollection, tuple[beam.PCollection, ...]]:
+    """Fingerprinted CatalogueEntry -> (tag rows, failures of each stage): the steps batch and watch share."""
+    features = entries | "FeaturizeTracks" >> cbeam.FeaturizeTracks(cfg, policy, progress_dir,
+                                                                     keep_silent_tracks=True)
+    tagged = features | "TagTracks" >> TagTracks(model_dir, settings, inference_batch_size=inference_batch_size,
+                                                 inference_threads=inference_threads)
+    return tagged["rows"], (features["failures"], tagged["failures"])
 
 
 def read_tags(output: str, columns: list[str] | None = None):
@@ -219,8 +239,9 @@ def _match(pattern: str) -> list[str]:
     return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
 
 
-def _prepare_output(output: str, *, model_version: str, skip_existing: bool, overwrite: bool) -> set[str]:
-    """Returns the track ids OUT already holds for `model_version` (with --skip-existing)."""
+def _prepare_output(output: str, *, skip_existing: bool, overwrite: bool) -> str | None:
+    """Checks OUT against the flags; returns OUT when the run should skip what it holds (--skip-existing).
+    What it holds is read by the workers (FingerprintInputs), not here."""
     files = _tag_files(output)
     errors_dir = FileSystems.join(output, examples.ERRORS_DIR)
     if files and not (skip_existing or overwrite):
@@ -232,13 +253,8 @@ def _prepare_output(output: str, *, model_version: str, skip_existing: bool, ove
     if overwrite:
         if files:
             FileSystems.delete(files)
-        return set()
-    if not skip_existing or not files:
-        return set()
-    table = read_tags(output, columns=["track_id", "model_version"])
-    held = {track for track, version in zip(table["track_id"].to_pylist(), table["model_version"].to_pylist(),
-                                             strict=True) if version == model_version}
-    return held
+        return None
+    return output if skip_existing and files else None
 
 
 def _read_errors(output: str) -> int:

@@ -23,6 +23,7 @@ ERRORS_SCHEMA = pa.schema(
 
 TAGS_PREFIX = "tags"  # OUT/tags-<run id>-00000-of-00004.parquet
 TAGS_GLOB = f"{TAGS_PREFIX}-*.parquet"
+FINGERPRINT = "content_fingerprint"
 
 # Keys of the schema metadata: what a reader needs to interpret `probabilities` and `embedding`.
 META_LABELS = b"cattag.labels"  # JSON list, aligned with `probabilities`
@@ -44,6 +45,9 @@ def tags_schema(*, labels: Sequence[str], embedding_dim: int, model_version: str
     fields = [
         pa.field("track_id", pa.string(), nullable=False),
         pa.field("uri", pa.string(), nullable=False),
+        # BLAKE2b-128 of the file's bytes (transforms.fingerprint): --skip-existing re-tags a track id
+        # whose content changed. Null in rows written before cattag recorded it.
+        pa.field(FINGERPRINT, pa.string()),
         pa.field("genre", pa.string()),
         pa.field("confidence", pa.float32(), nullable=False),
         pa.field("top_k", pa.list_(TOP_K_ENTRY)),

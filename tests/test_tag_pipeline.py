@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime
 import json
+import os
 import pathlib
 import shutil
 
@@ -131,6 +132,27 @@ def test_skip_existing_is_idempotent_and_adds_only_new_inputs(catalogue, small_m
         tag.run(argv[:-1])
     replaced = tag.run([*argv[:-1], "--overwrite"])
     assert replaced.tagged == len(rows_by_uri(output)) == len(after)
+
+
+def test_skip_existing_tags_again_a_file_whose_content_changed(catalogue, small_model, tmp_path):
+    root, _ = catalogue
+    output = tmp_path / "tags"
+    shutil.copytree(root / "music", tmp_path / "in")
+    first, second, *_ = sorted((tmp_path / "in").rglob("*.flac"))
+    argv = ["--input", str(tmp_path / "in"), "--model", small_model[0], "--output", str(output), "--skip-existing"]
+    tag.run(argv)
+    rows = [r for f in sorted(output.glob(tags.TAGS_GLOB)) for r in pq.read_table(f).to_pylist()]
+    fingerprint = {r["uri"]: r[tags.FINGERPRINT] for r in rows}
+    assert all(len(f or "") == 32 for f in fingerprint.values())
+
+    shutil.copy(second, first)  # the same name, another track's content
+    os.utime(second)  # touched, content unchanged: still held
+    again = tag.run(argv)
+    assert again.tagged == 1 and again.skipped == len(rows) - 1
+    new = [r for f in again.files for r in pq.read_table(f).to_pylist()]
+    assert [r["uri"] for r in new] == [str(first)]
+    assert new[0][tags.FINGERPRINT] == fingerprint[str(second)] != fingerprint[str(first)]
+    assert tag.run(argv).tagged == 0  # and now it is held with its new content
 
 
 def test_a_model_whose_feature_config_cannot_be_reproduced_is_refused(catalogue, small_model, tmp_path):

@@ -37,6 +37,7 @@ class CatalogueEntry:
     track_id: str
     label: str | None = None
     artist: str | None = None
+    fingerprint: str | None = None  # of the file's bytes, once read (transforms.fingerprint)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,11 +67,11 @@ def list_catalogue(source: str, *, labels: str = "auto") -> Catalogue:
         raise CatalogueError(f"--labels {labels!r}: expected one of {', '.join(LABEL_MODES)}")
     if not source:
         raise CatalogueError("--input is empty")
-    if _GLOB_CHARS & set(source):
+    if is_glob(source):
         paths = _match(source)
         if not paths:
             raise CatalogueError(f"--input {source!r}: the pattern matches no file")
-        root = _static_prefix(source)
+        root = static_prefix(source)
         rows = [_row_for_path(p, root) for p in paths]
         skipped: list[str] = []
     elif source.lower().endswith(MANIFEST_SUFFIXES) and FileSystems.exists(source):
@@ -182,15 +183,23 @@ def _match(pattern: str) -> list[str]:
     return sorted(m.path for r in results for m in r.metadata_list)
 
 
-def _static_prefix(pattern: str) -> str:
+def static_prefix(pattern: str) -> str:
     """The folder part of a glob before its first wildcard: track ids are relative to it."""
     cut = min(i for i, ch in enumerate(pattern) if ch in _GLOB_CHARS)
     return pattern[:cut].rsplit("/", 1)[0] if "/" in pattern[:cut] else ""
 
 
+def is_glob(source: str) -> bool:
+    return bool(_GLOB_CHARS & set(source))
+
+
+def track_id_for(path: str, root: str) -> str:
+    """A listed file's track id: its path relative to the listed folder (or the glob's fixed part)."""
+    return path[len(root):].lstrip("/") if root and path.startswith(root) else path
+
+
 def _row_for_path(path: str, root: str) -> dict[str, str | None]:
-    relative = path[len(root):].lstrip("/") if root and path.startswith(root) else path
-    return {"uri": path, "track_id": relative, "label": None, "artist": None}
+    return {"uri": path, "track_id": track_id_for(path, root), "label": None, "artist": None}
 
 
 def _text(value: object) -> str | None:

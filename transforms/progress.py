@@ -85,3 +85,33 @@ class ProgressMonitor:
                 self._label, inputs, self._total, 100.0 * inputs / max(self._total, 1),
                 audio_s, audio_s / max(elapsed, 1e-9), elapsed,
             )
+
+
+class EventLog:
+    """Worker side of a long-running job's status: appends JSON lines to this process's own file."""
+
+    def __init__(self, directory: str):
+        self._path = pathlib.Path(directory) / f"{os.getpid()}-{uuid.uuid4().hex}.events"
+
+    def write(self, event: dict) -> None:
+        with self._path.open("a") as handle:  # one write per line: a reader sees whole lines or none
+            handle.write(json.dumps(event) + "\n")
+
+
+class EventReader:
+    """Launcher side: the events appended to a folder's event files since the last call."""
+
+    def __init__(self, directory: str):
+        self._directory = pathlib.Path(directory)
+        self._offsets: dict[pathlib.Path, int] = {}
+
+    def read(self) -> list[dict]:
+        events = []
+        for path in sorted(self._directory.glob("*.events")):
+            with path.open("rb") as handle:
+                handle.seek(self._offsets.get(path, 0))
+                data = handle.read()
+            complete = data[: data.rfind(b"\n") + 1]  # a line still being written waits for the next call
+            self._offsets[path] = self._offsets.get(path, 0) + len(complete)
+            events.extend(json.loads(line) for line in complete.splitlines() if line.strip())
+        return events

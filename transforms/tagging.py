@@ -19,6 +19,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
+from schemas import tags as tags_schema
 from transforms import aggregate
 from transforms.beam import Failure, TrackSummary
 from transforms.inference import SavedModelHandler
@@ -44,7 +45,7 @@ class TagSettings:
     embedding_dim: int
     model_version: str
     feature_version: str
-    tagged_at: datetime.datetime
+    tagged_at: datetime.datetime | None  # None: each row's own time of tagging (a long-running watch)
     aggregation: str = "mean"
     top_k: int = 3
     policy: aggregate.ConfidencePolicy = dataclasses.field(default_factory=aggregate.ConfidencePolicy)
@@ -56,11 +57,12 @@ def tag_row(summary: TrackSummary, tags: aggregate.TrackTags | None, settings: T
     row = {
         "track_id": summary.entry.track_id,
         "uri": summary.entry.uri,
+        tags_schema.FINGERPRINT: summary.entry.fingerprint,
         "duration_s": float(summary.duration_s),
         "n_segments": summary.n_segments,
         "model_version": settings.model_version,
         "feature_version": settings.feature_version,
-        "tagged_at": settings.tagged_at,
+        "tagged_at": settings.tagged_at or datetime.datetime.now(datetime.UTC),
     }
     if tags is None:
         return {**row, "genre": None, "confidence": 0.0, "top_k": None, "probabilities": None, "tags": None,

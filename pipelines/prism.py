@@ -1,0 +1,152 @@
+"""Beam's Prism runner, built from source and cached: the default runner of `cattag tag --watch`.
+
+Beam Python downloads Prism's binary from GitHub when a job starts, which fails offline and on
+machines that reach only package registries. Prism is a Go program in Beam's repository, so
+`go install` builds the one matching the installed Beam through the Go module proxy (about 2
+minutes on 2 cores, a 66 MB binary) into the cattag cache:
+
+    make prism        # = python -m pipelines.prism build
+    python -m pipelines.prism path
+
+$CATTAG_PRISM names a binary to use instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import hashlib
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from apache_beam.version import __version__ as BEAM_VERSION
+
+from schemas import presets
+
+MODULE = "github.com/apache/beam/sdks/v2/go/cmd/prism"
+
+
+class PrismMissing(OSError):
+    """No Prism binary where cattag looks, or it would not start: a one-line error for the CLI."""
+
+
+def cache_dir() -> pathlib.Path:
+    return presets.cache_root() / "prism" / f"v{BEAM_VERSION}"
+
+
+def binary(location: str | None = None) -> pathlib.Path:
+    """The Prism binary to run: `location` (--prism_location), $CATTAG_PRISM, else the cached build for
+    this Beam version."""
+    override = location or os.environ.get("CATTAG_PRISM")
+    path = pathlib.Path(override) if override else cache_dir() / "prism"
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        where = ("--prism_location" if location else "$CATTAG_PRISM") if override else "the cattag cache"
+        raise PrismMissing(f"no Prism runner binary at {path} ({where}): build it with `make prism` "
+                           f"(go install {MODULE}@v{BEAM_VERSION}; needs Go and the Go module proxy), "
+                           "or pass --runner FlinkRunner with its flags")
+    return path
+
+
+def build(force: bool = False) -> pathlib.Path:
+    """go install Prism v{BEAM_VERSION} into the cache; returns the binary's path."""
+    target = cache_dir()
+    path = target / "prism"
+    if path.is_file() and not force:
+        return path
+    go = shutil.which("go")
+    if not go:
+        raise PrismMissing("building Prism needs Go (https://go.dev/doc/install, or Debian's golang-go >= 1.23)")
+    target.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "GOBIN": str(target), "CGO_ENABLED": "0"}
+    done = subprocess.run([go, "install", "-trimpath", f"{MODULE}@v{BEAM_VERSION}"], env=env,
+                          capture_output=True, text=True)
+    if done.returncode or not path.is_file():
+        raise PrismMissing(f"go install {MODULE}@v{BEAM_VERSION} failed:\n{done.stderr.strip()[-2000:]}")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    (target / "SHA256SUMS").write_text(f"{digest}  prism\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.prism", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=("build", "path"))
+    parser.add_argument("--force", action="store_true", help="build again even when cached")
+    args = parser.parse_args(argv)
+    try:
+        path = build(force=args.force) if args.command == "build" else binary()
+    except PrismMissing as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"PRISM={path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+class PrismServer:
+    """A Prism job server this process owns: in its own session, so that the Ctrl-C a terminal sends to
+    the whole foreground group reaches only the watcher (which then drains the job through it), and
+    tied to this process by PR_SET_PDEATHSIG, so that it ends when this process ends, however it ends
+    (Beam's own launch leaves Prism running, orphaned, after a SIGTERM)."""
+
+    def __init__(self, path: pathlib.Path, log_path: pathlib.Path, *, start_timeout_s: float = 60.0):
+        self._path = path
+        self._log_path = log_path
+        self._timeout = start_timeout_s
+        self._process: subprocess.Popen | None = None
+        self.endpoint = ""
+
+    def __enter__(self) -> PrismServer:
+        port = _free_port()
+        log = self._log_path.open("ab")
+        self._process = subprocess.Popen(
+            [str(self._path), "--job_port", str(port), "--log_level", "warn", "--serve_http=false"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
+        log.close()
+        self.endpoint = f"localhost:{port}"
+        deadline = time.monotonic() + self._timeout
+        while not _listening(port):
+            if self._process.poll() is not None:
+                raise PrismMissing(f"Prism exited with code {self._process.returncode} at start; its log: "
+                                   f"{self._log_path}")
+            if time.monotonic() > deadline:
+                self.__exit__()
+                raise PrismMissing(f"Prism did not listen on port {port} within {self._timeout:.0f} s")
+            time.sleep(0.1)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._process and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: Linux-only, and harmless to skip elsewhere
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0

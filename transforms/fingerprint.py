@@ -1,0 +1,139 @@
+"""Identity by content: a fingerprint of each input's bytes, and skipping what an output already holds.
+
+A track id names a file; the fingerprint says what is in it. `cattag tag --skip-existing` (batch and
+watch) skips an input only when the output already holds a row for the same track id, model version
+*and* fingerprint, so a file replaced under the same name is tagged again.
+
+The fingerprint is BLAKE2b-128 of the file's bytes (hex), read in 1 MiB chunks through Beam's
+FileSystems: about 1 GB/s on one core, noise next to decoding. Rows written before fingerprints
+existed have none; they still count as held by track id, so that upgrading cattag does not re-tag a
+whole catalogue.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.coders import StrUtf8Coder
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
+
+from schemas import tags
+from transforms.beam import Failure
+from transforms.catalogue import CatalogueEntry
+from transforms.progress import EventLog
+
+_LOG = logging.getLogger(__name__)
+_CHUNK = 1 << 20
+SKIPPED = Metrics.counter("cattag", "inputs_skipped_as_held")
+ANY_CONTENT = None  # a held row without a fingerprint: held whatever the file holds now
+
+
+class ReadError(Exception):
+    """The file cannot be read at all (gone, a directory, no permission)."""
+
+
+def content_fingerprint(uri: str) -> str:
+    """BLAKE2b-128 of the file's bytes, as 32 hex digits."""
+    digest = hashlib.blake2b(digest_size=16)
+    try:
+        with FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+    except (OSError, ValueError) as err:  # Beam wraps some of these as BeamIOError (an IOError)
+        raise ReadError(f"cannot read the file: {err}") from err
+    return digest.hexdigest()
+
+
+def held_rows(output: str, model_version: str) -> dict[str, set[str | None]]:
+    """track_id -> the fingerprints OUT holds rows of for `model_version` (None: a row without one)."""
+    held: dict[str, set[str | None]] = {}
+    for metadata in FileSystems.match([FileSystems.join(output, tags.TAGS_GLOB)])[0].metadata_list:
+        with FileSystems.open(metadata.path) as handle:
+            parquet = pq.ParquetFile(handle)
+            names = set(parquet.schema_arrow.names)
+            columns = ["track_id", "model_version"] + (
+                [tags.FINGERPRINT] if tags.FINGERPRINT in names else [])
+            for batch in parquet.iter_batches(columns=columns, batch_size=65536):
+                data = batch.to_pydict()
+                fingerprints = data.get(tags.FINGERPRINT) or [ANY_CONTENT] * batch.num_rows
+                for track_id, version, fingerprint in zip(data["track_id"], data["model_version"], fingerprints,
+                                                          strict=True):
+                    if version == model_version:
+                        held.setdefault(track_id, set()).add(fingerprint)
+    return held
+
+
+def is_held(held: dict[str, set[str | None]], track_id: str, fingerprint: str) -> bool:
+    found = held.get(track_id)
+    return bool(found) and (fingerprint in found or ANY_CONTENT in found)
+
+
+class FingerprintInputs(beam.DoFn):
+    """CatalogueEntry -> the entry with its content fingerprint; a Failure (stage "read") when the file
+    cannot be read; nothing when `skip_held_in` already holds this track id with this content."""
+
+    FAILED = "failed"
+
+    def __init__(self, skip_held_in: str | None = None, model_version: str | None = None):
+        if skip_held_in and not model_version:
+            raise ValueError("skipping held rows needs the model version")
+        self._output = skip_held_in
+        self._model_version = model_version
+
+    def setup(self) -> None:
+        # Read in the worker, not the launcher: what the output holds can be as large as the catalogue.
+        self._held = held_rows(self._output, self._model_version) if self._output else {}
+        if self._held:
+            _LOG.info("%d track ids already tagged by %s in %s", len(self._held), self._model_version, self._output)
+
+    def process(self, entry: CatalogueEntry) -> Iterator[CatalogueEntry | beam.pvalue.TaggedOutput]:
+        try:
+            fingerprint = content_fingerprint(entry.uri)
+        except ReadError as err:
+            yield beam.pvalue.TaggedOutput(self.FAILED, Failure(entry.uri, entry.track_id, "read", str(err)))
+            return
+        if is_held(self._held, entry.track_id, fingerprint):
+            SKIPPED.inc()
+            return
+        yield CatalogueEntry(entry.uri, entry.track_id, entry.label, entry.artist, fingerprint)
+
+
+class SkipUnchanged(beam.DoFn):
+    """(track_id, fingerprinted entry) -> the entry, unless its content is what was last tagged.
+
+    For a long-running watch, in the global window: the last fingerprint sent on per track id is
+    state, which the runner keeps across polls; a track id with no state yet (first seen since the
+    job started) is compared with what the output holds. So a file touched without a change is not
+    tagged again, and one replaced with new content (even content it held once before) is.
+    """
+
+    LAST = ReadModifyWriteStateSpec("last_fingerprint", StrUtf8Coder())
+
+    def __init__(self, output: str, model_version: str, events_dir: str | None = None):
+        self._output = output
+        self._model_version = model_version
+        self._events_dir = events_dir
+
+    def setup(self) -> None:
+        self._held = held_rows(self._output, self._model_version)
+        self._events = EventLog(self._events_dir) if self._events_dir else None
+
+    def process(self, keyed: tuple[str, CatalogueEntry], last=beam.DoFn.StateParam(LAST)) -> Iterator[CatalogueEntry]:
+        track_id, entry = keyed
+        previous = last.read()
+        unchanged = (previous == entry.fingerprint if previous is not None
+                     else is_held(self._held, track_id, entry.fingerprint))
+        last.write(entry.fingerprint)
+        if unchanged:
+            SKIPPED.inc()
+            if self._events:
+                self._events.write({"skipped": [track_id]})
+            return
+        yield entry
