@@ -74,6 +74,9 @@ class WatchOptions(PipelineOptions):
         parser.add_argument("--window", type=float, default=2.0,
                             help="with --watch: seconds of arrivals written together as one Parquet file and one "
                                  "database transaction (default %(default)s)")
+        parser.add_argument("--max-per-poll", type=int, default=64,
+                            help="with --watch: files sent to tagging per poll at most; a backlog goes out in "
+                                 "slices, each written as it is tagged (default %(default)s)")
         parser.add_argument("--stop-timeout", type=float, default=120.0,
                             help="with --watch: seconds a stop may take to finish what is in flight before the job "
                                  "is cancelled (default %(default)s)")
@@ -103,8 +106,8 @@ def run(argv: list[str] | None = None) -> WatchRun:
     catalogue_options.require_paths()
     if not tag_options.model:
         raise ValueError("missing required flag: --model")
-    if watch_options.poll_interval <= 0 or watch_options.window <= 0:
-        raise ValueError("--poll-interval and --window must be positive")
+    if watch_options.poll_interval <= 0 or watch_options.window <= 0 or watch_options.max_per_poll < 1:
+        raise ValueError("--poll-interval, --window and --max-per-poll must be positive")
     check_watchable(catalogue_options.input)
     prism_path = _prism_for(options)  # None when the flags name another runner
     model_dir = presets.resolve_model(tag_options.model)
@@ -135,7 +138,7 @@ def run(argv: list[str] | None = None) -> WatchRun:
     stable_s = watch_options.stable_after if watch_options.stable_after is not None else watch_options.poll_interval
 
     source = PollCatalogue(catalogue_options.input, poll_interval_s=watch_options.poll_interval, stable_s=stable_s,
-                           stop_file=stop_file, events_dir=events_dir)
+                           stop_file=stop_file, events_dir=events_dir, max_per_poll=watch_options.max_per_poll)
     writer = WriteWindow(output, session, schema, watch_options.db, events_dir)
     _LOG.info("watch: %s every %.1f s (files unmodified for %.1f s), model %s -> %s%s; Ctrl-C or SIGTERM stops it",
               catalogue_options.input, watch_options.poll_interval, stable_s, assets.model_version, output,
@@ -297,7 +300,7 @@ class _Status:
 
     def __init__(self, events_dir: str | None):
         self._reader = EventReader(events_dir) if events_dir else None
-        self.files = self.waiting = self.emitted = self.tagged = self.failed = self.skipped = 0
+        self.files = self.waiting = self.queued = self.emitted = self.tagged = self.failed = self.skipped = 0
         self._pending: dict[str, float] = {}  # track id -> when its file was complete (mtime)
 
     def update(self) -> None:
@@ -305,7 +308,7 @@ class _Status:
             return
         for event in self._reader.read():
             if "poll" in event:
-                self.files, self.waiting = event["files"], event["waiting"]
+                self.files, self.waiting, self.queued = event["files"], event["waiting"], event.get("queued", 0)
                 for track_id, modified in event["emitted"]:
                     self._pending[track_id] = modified
                     self.emitted += 1
@@ -320,7 +323,7 @@ class _Status:
         lag = time.time() - min(self._pending.values()) if self._pending else 0.0
         return (f"watch: {self.files} files, {self.emitted} seen complete, {self.tagged} tagged, {self.failed} failed, "
                 f"{self.skipped} unchanged, {len(self._pending)} in flight (oldest {lag:.1f} s), "
-                f"{self.waiting} being written")
+                f"{self.queued} queued, {self.waiting} being written")
 
 
 def _run_until_stopped(pipeline: beam.Pipeline, stop_file: str, status: _Status, *, stop_timeout_s: float,

@@ -233,3 +233,47 @@ def test_what_a_watch_cannot_start_with_is_one_line_each(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert expected in err and "\n" not in err, err
     assert not (tmp_path / "out").exists()  # refused before touching OUT
+
+
+class _Tracker(WatchTracker):
+    """The view a runner hands to process(): a tracker that also records the deferral."""
+
+    deferred = None
+
+    def defer_remainder(self, delay=None):
+        self.deferred = delay
+
+
+def test_polls_emit_complete_files_oldest_first_a_slice_at_a_time_then_stop(tmp_path):
+    from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+
+    from transforms.watch import PollCatalogue
+
+    now = time.time()
+    for age, name in enumerate(["e.flac", "d.flac", "c.flac", "b.flac", "a.flac"], start=10):
+        (tmp_path / name).write_bytes(b"x" * age)
+        os.utime(tmp_path / name, (now - age, now - age))
+    (tmp_path / "fresh.flac").write_bytes(b"still being written")
+    stop = tmp_path / "stop"
+    poll = PollCatalogue(str(tmp_path), poll_interval_s=1.0, stable_s=5.0, stop_file=str(stop), max_per_poll=2)
+    poll.setup()
+    state, emitted = WatchState(), []
+    for _ in range(4):
+        tracker = _Tracker(state)
+        emitted.append([v.value.track_id for v in poll.process(None, tracker, ManualWatermarkEstimator(None))])
+        assert tracker.deferred is not None
+        state = tracker.try_split(0)[1]
+    assert emitted == [["a.flac", "b.flac"], ["c.flac", "d.flac"], ["e.flac"], []]
+
+    os.utime(tmp_path / "b.flac", (now - 7, now - 7))  # changed (touched) since: emitted again
+    (tmp_path / "a.flac").unlink()
+    tracker = _Tracker(state)
+    assert [v.value.track_id for v in poll.process(None, tracker, ManualWatermarkEstimator(None))] == ["b.flac"]
+    state = tracker.try_split(0)[1]
+    assert "a.flac" not in {pathlib.Path(p).name for p in state.seen}
+
+    stop.touch()
+    tracker = _Tracker(state)
+    assert list(poll.process(None, tracker, ManualWatermarkEstimator(None))) == []
+    assert tracker.deferred is None
+    tracker.check_done()

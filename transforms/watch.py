@@ -145,8 +145,9 @@ class PollCatalogue(beam.DoFn):
     """A splittable DoFn over `source`: emits each complete new or changed audio file as a CatalogueEntry."""
 
     def __init__(self, source: str, *, poll_interval_s: float, stable_s: float, stop_file: str,
-                 events_dir: str | None = None):
+                 events_dir: str | None = None, max_per_poll: int = 64):
         self._source = source
+        self._max_per_poll = max_per_poll
         self._poll_s = poll_interval_s
         self._stable_s = stable_s
         self._stop_file = stop_file
@@ -172,19 +173,23 @@ class PollCatalogue(beam.DoFn):
         for path in sorted(set(other) - self._reported_other):
             _LOG.info("watch: not an audio file, not tagged: %s", path)  # said once per path, like batch
             self._reported_other.add(path)
-        present = set()
+        present = {listed.path for listed in audio}
         waiting = 0
         emitted = []
+        ready = []
         for listed in audio:
-            present.add(listed.path)
             if now - listed.mtime < self._stable_s:
                 waiting += 1  # still being written, or just finished: look again next poll
-                continue
-            if state.seen.get(listed.path) == (listed.size, listed.mtime):
-                continue
+            elif state.seen.get(listed.path) != (listed.size, listed.mtime):
+                ready.append(listed)
+        # A backlog (a folder moved in, a restart) goes out a slice per poll, oldest first: each slice is
+        # its own window, so rows reach OUT and the database as they are tagged, not all at the end.
+        ready.sort(key=lambda listed: (listed.mtime, listed.path))
+        for listed in ready[: self._max_per_poll]:
             state.seen[listed.path] = (listed.size, listed.mtime)
             entry = CatalogueEntry(uri=listed.path, track_id=track_id_for(listed.path, root))
-            emitted.append((entry.track_id, listed.mtime))
+            # Waiting since its last write, or since the poll before this one if it arrived complete (moved in).
+            emitted.append((entry.track_id, max(listed.mtime, now - self._poll_s)))
             FILES_SEEN.inc()
             yield TimestampedValue(entry, Timestamp.of(now))
         for gone in set(state.seen) - present:
@@ -192,7 +197,7 @@ class PollCatalogue(beam.DoFn):
         FILES_WAITING.set(waiting)
         if self._events:
             self._events.write({"poll": state.next_poll, "files": len(audio), "waiting": waiting,
-                                "emitted": emitted})
+                                "queued": max(0, len(ready) - self._max_per_poll), "emitted": emitted})
         current = watermark.current_watermark()
         if current is None or Timestamp.of(now) > current:
             watermark.set_watermark(Timestamp.of(now))
