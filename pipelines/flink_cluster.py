@@ -126,6 +126,9 @@ def config_text(workdir: pathlib.Path, *, slots: int, rest_port: int, rpc_port: 
         "taskmanager.memory.network.max": f"{network_mb}m",
         "taskmanager.memory.managed.fraction": 0.3,
         "taskmanager.network.sort-shuffle.min-buffers": 64,
+        # An error thrown in a thread Flink does not watch (Beam's gRPC threads: a heap OutOfMemoryError
+        # there once left a job hanging) ends the process, so that the job fails instead of hanging.
+        "cluster.uncaught-exception-handling": "FAIL",
         "rest.address": HOST,
         "rest.bind-address": HOST,
         "rest.port": rest_port,
