@@ -19,6 +19,7 @@ import time
 import uuid
 
 import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
@@ -31,8 +32,8 @@ from schemas import examples, presets, tags
 from schemas.model_assets import read_model_assets
 from transforms import aggregate
 from transforms import beam as cbeam
-from transforms.catalogue import Catalogue, list_catalogue
-from transforms.fingerprint import FingerprintInputs
+from transforms.fingerprint import FingerprintInputs, SkipHeld
+from transforms.listing import ListCatalogue, ListingPlan, plan_listing
 from transforms.progress import ProgressMonitor
 from transforms.tagging import TagSettings, TagTracks
 
@@ -118,7 +119,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     policy = catalogue_options.segment_policy()
     output = catalogue_options.output.rstrip("/")
 
-    catalogue = list_catalogue(catalogue_options.input, labels="none")
+    plan = plan_listing(catalogue_options.input, labels="none")  # checks the source; the workers list it
     held_in = _prepare_output(output, skip_existing=tag_options.skip_existing, overwrite=catalogue_options.overwrite)
     settings = TagSettings(
         labels=tuple(assets.labels), embedding_dim=_embedding_dim(assets.card), model_version=assets.model_version,
@@ -130,24 +131,26 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         multilabel=aggregate.MultiLabel.from_card(assets.card, assets.labels, threshold=tag_options.tag_threshold)
         if assets.card.get("task") == aggregate.MULTILABEL else None)
     run_id = settings.tagged_at.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
-    _LOG.info("tag: %d inputs (%d refused while listing), model %s, feature config %s -> %s%s",
-              len(catalogue.entries) + len(catalogue.rejected), len(catalogue.rejected),
+    _LOG.info("tag: %s (%s), model %s, feature config %s -> %s%s", plan.source,
+              f"{plan.total} inputs" if plan.total is not None else "listed by the workers",
               assets.model_version, assets.cfg.version, output,
               " (skipping what it already holds with the same content)" if held_in else "")
 
     local_progress = progress_is_local(options, catalogue_options.progress)
     progress_dir = tempfile.mkdtemp(prefix="cattag-progress-") if local_progress else None
     pipeline = test_pipeline or make_pipeline(options)
-    build(pipeline, catalogue, output=output, run_id=run_id, skip_held_in=held_in, model_dir=model_dir, settings=settings, cfg=assets.cfg, policy=policy,
+    build(pipeline, plan, output=output, run_id=run_id, skip_held_in=held_in, model_dir=model_dir, settings=settings, cfg=assets.cfg, policy=policy,
           inference_batch_size=tag_options.inference_batch_size, inference_threads=tag_options.inference_threads,
           progress_dir=progress_dir)
     started = time.monotonic()
     try:
         if progress_dir:
-            with ProgressMonitor(progress_dir, total=len(catalogue.entries), label="tag"):
-                pipeline.run().wait_until_finish()
+            with ProgressMonitor(progress_dir, total=plan.total, label="tag"):
+                result = pipeline.run()
+                result.wait_until_finish()
         else:
-            pipeline.run().wait_until_finish()
+            result = pipeline.run()
+            result.wait_until_finish()
     finally:
         if progress_dir:
             shutil.rmtree(progress_dir, ignore_errors=True)
@@ -156,8 +159,11 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     files = _match(FileSystems.join(output, f"{tags.TAGS_PREFIX}-{run_id}-*.parquet"))
     written = _read_tables(files, ["low_confidence", "duration_s"])
     errors = _read_errors(output)
-    inputs = len(catalogue.entries) + len(catalogue.rejected)
     tagged = written.num_rows if written else 0
+    skipped = _counter(result, "inputs_skipped_as_held")
+    listed = _counter(result, "inputs_listed")
+    # Every input is tagged, failed or skipped as held; a runner that reports no metrics leaves one unknown.
+    inputs = listed if listed is not None else tagged + errors + (skipped or 0)
     result = TagRun(
         output=output, model_version=assets.model_version, inputs=inputs,
         skipped=inputs - tagged - errors,  # every input is tagged, failed or skipped as held
@@ -170,20 +176,19 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
 
 
 def build(
-    pipeline: beam.Pipeline, catalogue: Catalogue, *, output: str, run_id: str, model_dir: str,
+    pipeline: beam.Pipeline, plan: ListingPlan, *, output: str, run_id: str, model_dir: str,
     settings: TagSettings, cfg, policy, inference_batch_size: int = 64, inference_threads: int = 0,
     progress_dir: str | None = None, skip_held_in: str | None = None,
 ) -> dict[str, beam.PCollection]:
     """Adds the tag steps to `pipeline`; returns its rows and failures."""
-    entries = (
-        pipeline
-        | "ListCatalogue" >> beam.Create(catalogue.entries, reshuffle=False)
-        | "FanOutDecode" >> beam.Reshuffle()
-    )
-    read = entries | "Fingerprint" >> beam.ParDo(FingerprintInputs(
-        skip_held_in, settings.model_version if skip_held_in else None)).with_outputs(
+    listed = pipeline | "ListCatalogue" >> ListCatalogue(plan, labels="none")
+    entries = listed["entries"] | "FanOutDecode" >> beam.Reshuffle()
+    read = entries | "Fingerprint" >> beam.ParDo(FingerprintInputs()).with_outputs(
         FingerprintInputs.FAILED, main="entries")
-    tagged, failures = tag_entries(read.entries, model_dir=model_dir, settings=settings, cfg=cfg, policy=policy,
+    todo = read.entries
+    if skip_held_in:
+        todo = todo | "SkipHeld" >> SkipHeld(skip_held_in, settings.model_version)
+    tagged, failures = tag_entries(todo, model_dir=model_dir, settings=settings, cfg=cfg, policy=policy,
                                    inference_batch_size=inference_batch_size, inference_threads=inference_threads,
                                    progress_dir=progress_dir)
     schema = tags.tags_schema(labels=settings.labels, embedding_dim=settings.embedding_dim,
@@ -192,10 +197,8 @@ def build(
         FileSystems.join(output, f"{tags.TAGS_PREFIX}-{run_id}"), schema, file_name_suffix=".parquet",
         record_batch_size=1000)
 
-    rejected = pipeline | "ListRejected" >> beam.Create(
-        [cbeam.Failure(r.uri, r.track_id, "catalogue", r.reason) for r in catalogue.rejected])
     _ = (
-        (read[FingerprintInputs.FAILED], *failures, rejected)
+        (read[FingerprintInputs.FAILED], *failures, listed["rejected"])
         | "AllFailures" >> beam.Flatten()
         | "FailureRows" >> beam.Map(cbeam.Failure.to_row)
         | "WriteErrors" >> beam.io.WriteToParquet(
@@ -241,7 +244,7 @@ def _match(pattern: str) -> list[str]:
 
 def _prepare_output(output: str, *, skip_existing: bool, overwrite: bool) -> str | None:
     """Checks OUT against the flags; returns OUT when the run should skip what it holds (--skip-existing).
-    What it holds is read by the workers (FingerprintInputs), not here."""
+    What it holds is read by the workers (an anti-join, fingerprint.SkipHeld), not here."""
     files = _tag_files(output)
     errors_dir = FileSystems.join(output, examples.ERRORS_DIR)
     if files and not (skip_existing or overwrite):
@@ -260,6 +263,15 @@ def _prepare_output(output: str, *, skip_existing: bool, overwrite: bool) -> str
 def _read_errors(output: str) -> int:
     table = _read_tables(_match(FileSystems.join(output, examples.ERRORS_DIR, "*.parquet")), ["uri"])
     return table.num_rows if table is not None else 0
+
+
+def _counter(result, name: str) -> int | None:
+    """A cattag counter's committed value from a finished job, or None when the runner reports none."""
+    try:
+        found = result.metrics().query(MetricsFilter().with_namespace("cattag").with_name(name))["counters"]
+    except (NotImplementedError, AttributeError, KeyError, ValueError):
+        return None
+    return sum(c.committed or 0 for c in found) if found else None
 
 
 def _embedding_dim(card: dict) -> int:

@@ -133,3 +133,77 @@ def test_parse_proportions():
     assert parse_proportions("0.6/0.2/0.2") == pytest.approx((0.6, 0.2, 0.2))
     with pytest.raises(ValueError, match="three"):
         parse_proportions("80,20")
+
+
+def _check_listed_in_pipeline(source: str, labels: str, entries: list, rejected: list) -> None:
+    """ListCatalogue on the DirectRunner gives exactly these entries and rejections."""
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from transforms.listing import ListCatalogue, plan_listing
+
+    with TestPipeline() as pipeline:
+        listed = pipeline | ListCatalogue(plan_listing(source, labels=labels), labels=labels)
+        assert_that(listed["entries"], equal_to(entries), label="Entries")
+        assert_that(listed["rejected"] | beam.Map(lambda r: (r.uri, r.track_id, r.error)), equal_to(rejected),
+                    label="Rejected")
+
+
+def _listed_in_launcher(source: str, labels: str = "auto") -> tuple[list, list]:
+    catalogue = list_catalogue(source, labels=labels)
+    return (sorted(catalogue.entries, key=lambda e: e.track_id),
+            sorted(((r.uri, r.track_id, r.reason) for r in catalogue.rejected), key=str))
+
+
+@pytest.mark.parametrize("kind", ["folder", "from-dirs", "glob", "csv", "tsv", "jsonl", "parquet", "gtzan"])
+def test_listing_in_the_workers_gives_what_listing_in_the_launcher_gives(tree, gtzan_dir, kind):
+    rows = [{"path": "rock/a.flac", "track_id": "x", "genre": "rock", "artist": "A"},
+            {"path": "rock/b.ogg", "track_id": "x", "genre": "rock", "artist": "A"},  # duplicate id
+            {"path": "", "track_id": "y", "genre": "jazz", "artist": "B"},  # empty path
+            {"path": str(tree / "jazz" / "c.wav"), "track_id": "z", "genre": "jazz", "artist": "B"},
+            {"path": "gone.flac", "track_id": "w", "genre": "", "artist": ""}]  # fails later, at read
+    source, labels = {"folder": (str(tree), "auto"), "from-dirs": (str(tree), "from-dirs"),
+                      "glob": (str(tree / "*" / "*.flac"), "auto"), "gtzan": (str(gtzan_dir / "manifest.csv"), "auto")
+                      }.get(kind, (str(tree / f"m.{kind}"), "manifest"))
+    if kind in ("csv", "tsv"):
+        sep = "," if kind == "csv" else "\t"
+        (tree / f"m.{kind}").write_text("\ufeff" + "\n".join(sep.join(r.values()) for r in [dict(zip(rows[0], rows[0])), *rows]) + "\n")
+    elif kind == "jsonl":
+        (tree / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+    elif kind == "parquet":
+        pq.write_table(pa.Table.from_pylist(rows), tree / "m.parquet")
+    entries, rejected = _listed_in_launcher(source, labels)
+    assert entries, "nothing listed"
+    _check_listed_in_pipeline(source, labels, entries, rejected)
+    if kind in ("csv", "tsv", "jsonl", "parquet"):
+        assert [e.track_id for e in entries] == ["w", "x", "z"]
+        assert entries[1].uri == str(tree / "rock" / "a.flac")  # the smallest path of the duplicates
+        assert sorted(r[1] for r in rejected) == ["x", "y"]
+
+
+@pytest.mark.parametrize(
+    "make_source, fragment",
+    [(lambda p: p / "nowhere", "no such file or directory"),
+     (lambda p: p / "nothing-*.flac", "matches no file"),
+     (lambda p: p / "empty-dir", "holds no files"),
+     (lambda p: p / "no-audio", "none of its 2 files has an audio extension"),
+     (lambda p: p / "m.csv", "needs a 'uri' or 'path' column")],
+)
+def test_the_launcher_check_before_listing_in_the_workers_gives_the_same_errors(tmp_path, make_source, fragment):
+    from transforms.listing import plan_listing
+
+    (tmp_path / "empty-dir").mkdir()
+    (tmp_path / "no-audio").mkdir()
+    (tmp_path / "no-audio" / "a.txt").write_text("a")
+    (tmp_path / "no-audio" / "b.jpg").write_text("b")
+    (tmp_path / "m.csv").write_text("file,genre\na.wav,rock\n")
+    with pytest.raises(CatalogueError, match=fragment):
+        plan_listing(str(make_source(tmp_path)))
+
+
+def test_a_parquet_manifest_gives_its_row_count_to_the_launcher_from_its_footer(tmp_path):
+    from transforms.listing import plan_listing
+
+    pq.write_table(pa.Table.from_pylist([{"uri": f"/m/{i}.flac"} for i in range(1234)]), tmp_path / "m.parquet")
+    assert plan_listing(str(tmp_path / "m.parquet")).total == 1234

@@ -130,48 +130,60 @@ def read_manifest(path: str) -> list[dict[str, str | None]]:
             f"manifest {path} needs a 'uri' or 'path' column; it has {sorted(columns)}"
         )
     folder = FileSystems.split(path)[0]
-    rows = []
-    for number, record in enumerate(raw, start=1):
-        location = _text(record.get("uri")) or _text(record.get("path")) or ""
-        if location and not _is_absolute(location):
-            location = FileSystems.join(folder, location)
-        rows.append(
-            {
-                "uri": location,
-                "track_id": _text(record.get("track_id")) or location or f"{path}#row{number}",
-                "label": _text(record.get("label")) or _text(record.get("genre")),
-                "artist": _text(record.get("artist")),
-            }
-        )
-    return rows
+    return [manifest_row(record, folder=folder, where=f"{path}#row{number}")
+            for number, record in enumerate(raw, start=1)]
+
+
+def manifest_row(record: dict, *, folder: str, where: str) -> dict[str, str | None]:
+    """One manifest record -> a row (uri, track_id, label, artist); relative paths resolve against the
+    manifest's folder; `where` names the row when it has neither a path nor a track id."""
+    location = _text(record.get("uri")) or _text(record.get("path")) or ""
+    if location and not _is_absolute(location):
+        location = FileSystems.join(folder, location)
+    return {
+        "uri": location,
+        "track_id": _text(record.get("track_id")) or location or where,
+        "label": _text(record.get("label")) or _text(record.get("genre")),
+        "artist": _text(record.get("artist")),
+    }
+
+
+def entry_of(row: dict[str, str | None], *, labels: str, root: str) -> CatalogueEntry:
+    """A listed row -> its entry, with the label the label mode gives it."""
+    if labels == "from-dirs":
+        parent = FileSystems.split(row["uri"])[0]
+        # GTZAN layout: ROOT/blues/blues.00000.wav. A file directly in ROOT has no label.
+        label = posixpath.basename(parent) if parent.rstrip("/") != root.rstrip("/") else None
+    elif labels == "none":
+        label = None
+    else:
+        label = row.get("label")
+    return CatalogueEntry(uri=row["uri"], track_id=row["track_id"], label=label, artist=row.get("artist"))
+
+
+def pick_duplicate(track_id: str, rows: list[dict]) -> tuple[dict, list[RejectedEntry]]:
+    """Rows sharing a track id: the one with the smallest path is kept (the same whatever order a
+    parallel reader delivers them in), the others are rejected naming it."""
+    kept, *others = sorted(rows, key=lambda row: row["uri"])
+    return kept, [RejectedEntry(row["uri"], track_id, f"duplicate track_id {track_id!r}, also {kept['uri']}")
+                  for row in others]
 
 
 def _build(
     rows: Iterable[dict[str, str | None]], *, labels: str, skipped: list[str], root: str
 ) -> Catalogue:
-    entries: list[CatalogueEntry] = []
     rejected: list[RejectedEntry] = []
-    seen: dict[str, str] = {}
+    by_id: dict[str, list[dict]] = {}
     for row in rows:
-        uri, track_id = row["uri"] or "", row["track_id"] or ""
-        if not uri:
-            rejected.append(RejectedEntry(uri, track_id, "the manifest row has an empty path"))
+        if not row["uri"]:
+            rejected.append(RejectedEntry("", row["track_id"] or "", "the manifest row has an empty path"))
             continue
-        if track_id in seen:
-            rejected.append(
-                RejectedEntry(uri, track_id, f"duplicate track_id {track_id!r}, also {seen[track_id]}")
-            )
-            continue
-        seen[track_id] = uri
-        if labels == "from-dirs":
-            parent = FileSystems.split(uri)[0]
-            # GTZAN layout: ROOT/blues/blues.00000.wav. A file directly in ROOT has no label.
-            label = posixpath.basename(parent) if parent.rstrip("/") != root.rstrip("/") else None
-        elif labels == "none":
-            label = None
-        else:
-            label = row.get("label")
-        entries.append(CatalogueEntry(uri=uri, track_id=track_id, label=label, artist=row.get("artist")))
+        by_id.setdefault(row["track_id"] or "", []).append(row)
+    entries: list[CatalogueEntry] = []
+    for track_id, same in by_id.items():  # first-seen order of the ids
+        kept, duplicates = pick_duplicate(track_id, same) if len(same) > 1 else (same[0], [])
+        rejected.extend(duplicates)
+        entries.append(entry_of(kept, labels=labels, root=root))
     return Catalogue(entries=entries, rejected=rejected, skipped_files=skipped)
 
 

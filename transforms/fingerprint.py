@@ -1,8 +1,9 @@
 """Identity by content: a fingerprint of each input's bytes, and skipping what an output already holds.
 
-A track id names a file; the fingerprint says what is in it. `cattag tag --skip-existing` (batch and
-watch) skips an input only when the output already holds a row for the same track id, model version
-*and* fingerprint, so a file replaced under the same name is tagged again.
+A track id names a file; the fingerprint says what is in it. `cattag tag --skip-existing` (SkipHeld,
+an anti-join) and the watch (SkipUnchanged, state per track id) skip an input only when the output
+already holds a row for the same track id, model version *and* fingerprint, so a file replaced under
+the same name is tagged again.
 
 The fingerprint is BLAKE2b-128 of the file's bytes (hex), read in 1 MiB chunks through Beam's
 FileSystems: about 1 GB/s on one core, noise next to decoding. Rows written before fingerprints
@@ -76,31 +77,16 @@ def is_held(held: dict[str, set[str | None]], track_id: str, fingerprint: str) -
 
 
 class FingerprintInputs(beam.DoFn):
-    """CatalogueEntry -> the entry with its content fingerprint; a Failure (stage "read") when the file
-    cannot be read; nothing when `skip_held_in` already holds this track id with this content."""
+    """CatalogueEntry -> the entry with its content fingerprint, or a Failure (stage "read") when the
+    file cannot be read."""
 
     FAILED = "failed"
-
-    def __init__(self, skip_held_in: str | None = None, model_version: str | None = None):
-        if skip_held_in and not model_version:
-            raise ValueError("skipping held rows needs the model version")
-        self._output = skip_held_in
-        self._model_version = model_version
-
-    def setup(self) -> None:
-        # Read in the worker, not the launcher: what the output holds can be as large as the catalogue.
-        self._held = held_rows(self._output, self._model_version) if self._output else {}
-        if self._held:
-            _LOG.info("%d track ids already tagged by %s in %s", len(self._held), self._model_version, self._output)
 
     def process(self, entry: CatalogueEntry) -> Iterator[CatalogueEntry | beam.pvalue.TaggedOutput]:
         try:
             fingerprint = content_fingerprint(entry.uri)
         except ReadError as err:
             yield beam.pvalue.TaggedOutput(self.FAILED, Failure(entry.uri, entry.track_id, "read", str(err)))
-            return
-        if is_held(self._held, entry.track_id, fingerprint):
-            SKIPPED.inc()
             return
         yield CatalogueEntry(entry.uri, entry.track_id, entry.label, entry.artist, fingerprint)
 
@@ -137,3 +123,42 @@ class SkipUnchanged(beam.DoFn):
                 self._events.write({"skipped": [track_id]})
             return
         yield entry
+
+
+class SkipHeld(beam.PTransform):
+    """Fingerprinted entries -> those `output` does not hold for `model_version` with the same content.
+
+    An anti-join (CoGroupByKey on track id) against the output's rows, read by Beam's Parquet reader:
+    no process holds the output's track ids in memory, however many there are.
+    """
+
+    def __init__(self, output: str, model_version: str):
+        super().__init__()
+        self._output = output
+        self._model_version = model_version
+
+    def expand(self, entries):
+        version = self._model_version
+        held = (
+            entries.pipeline
+            | "ReadHeld" >> beam.io.ReadFromParquet(FileSystems.join(self._output, tags.TAGS_GLOB),
+                                                    columns=["track_id", "model_version", tags.FINGERPRINT])
+            | "OfThisModel" >> beam.Filter(lambda row: row["model_version"] == version)
+            | "HeldById" >> beam.Map(lambda row: (row["track_id"], row.get(tags.FINGERPRINT)))
+        )
+        by_id = entries | "EntriesById" >> beam.Map(lambda entry: (entry.track_id, entry))
+        return (
+            {"entry": by_id, "held": held}
+            | "JoinHeld" >> beam.CoGroupByKey()
+            | "NotHeld" >> beam.FlatMap(_not_held)
+        )
+
+
+def _not_held(joined) -> Iterator[CatalogueEntry]:
+    track_id, grouped = joined
+    held = {track_id: set(grouped["held"])}
+    for entry in grouped["entry"]:
+        if is_held(held, track_id, entry.fingerprint):
+            SKIPPED.inc()
+        else:
+            yield entry

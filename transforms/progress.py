@@ -58,7 +58,7 @@ def read_progress(directory: str) -> tuple[int, float]:
 class ProgressMonitor:
     """Launcher side: a thread that logs 'N/total inputs, audio-s/s' until stopped."""
 
-    def __init__(self, directory: str, *, total: int, label: str, every_s: float = 5.0):
+    def __init__(self, directory: str, *, total: int | None, label: str, every_s: float = 5.0):
         self._directory = directory
         self._total = total
         self._label = label
@@ -80,11 +80,10 @@ class ProgressMonitor:
         while not self._stop.wait(self._every_s):
             inputs, audio_s = read_progress(self._directory)
             elapsed = time.monotonic() - self._started
-            _LOG.info(
-                "%s: %d/%d inputs (%.0f%%), %.0f audio-s, %.1f audio-s/s, %.0f s elapsed",
-                self._label, inputs, self._total, 100.0 * inputs / max(self._total, 1),
-                audio_s, audio_s / max(elapsed, 1e-9), elapsed,
-            )
+            done = (f"{inputs}/{self._total} inputs ({100.0 * inputs / max(self._total, 1):.0f}%)"
+                    if self._total is not None else f"{inputs} inputs so far")  # listed by the workers
+            _LOG.info("%s: %s, %.0f audio-s, %.1f audio-s/s, %.0f s elapsed", self._label, done, audio_s,
+                      audio_s / max(elapsed, 1e-9), elapsed)
 
 
 class EventLog:
