@@ -31,7 +31,8 @@ from schemas import examples
 from schemas.features import DEFAULT_PRESET, PRESETS, FeatureConfig, SegmentPolicy
 from schemas.tags import ERRORS_SCHEMA
 from transforms import beam as cbeam
-from transforms.catalogue import LABEL_MODES, Catalogue, list_catalogue
+from transforms.catalogue import LABEL_MODES
+from transforms.listing import CatalogueFacts, ListCatalogue, ListingPlan, catalogue_facts, plan_listing
 from transforms.progress import ProgressMonitor
 from transforms.splits import parse_proportions
 from transforms.tfrecords import WriteToGzipTFRecord
@@ -73,24 +74,24 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     proportions = parse_proportions(featurize_options.splits)
     output = catalogue_options.output.rstrip("/")
 
-    catalogue = list_catalogue(catalogue_options.input, labels=featurize_options.label_source)
+    labels = featurize_options.label_source
+    plan = plan_listing(catalogue_options.input, labels=labels)  # checks the source; the workers list it
+    facts = catalogue_facts(plan, labels=labels)  # the label vocabulary, streamed: no entry is kept
     _prepare_output(output, overwrite=catalogue_options.overwrite)
-    _LOG.info(
-        "featurize: %d inputs (%d refused while listing), %d labels, feature config %s -> %s",
-        len(catalogue.entries) + len(catalogue.rejected), len(catalogue.rejected),
-        len(catalogue.labels), cfg.version, output,
-    )
+    _LOG.info("featurize: %s (%s), %d labels, feature config %s -> %s", plan.source,
+              f"{plan.total} inputs" if plan.total is not None else "listed by the workers", len(facts.labels),
+              cfg.version, output)
 
     local_progress = progress_is_local(options, catalogue_options.progress)
     progress_dir = tempfile.mkdtemp(prefix="cattag-progress-") if local_progress else None
     pipeline = test_pipeline or make_pipeline(options)
-    build(pipeline, catalogue, output=output, cfg=cfg, policy=policy, proportions=proportions,
+    build(pipeline, plan, facts, labels=labels, output=output, cfg=cfg, policy=policy, proportions=proportions,
           progress_dir=progress_dir)
 
     started = time.monotonic()
     if progress_dir:
         try:
-            with ProgressMonitor(progress_dir, total=len(catalogue.entries), label="featurize"):
+            with ProgressMonitor(progress_dir, total=plan.total, label="featurize"):
                 pipeline.run().wait_until_finish()
         finally:
             shutil.rmtree(progress_dir, ignore_errors=True)
@@ -106,8 +107,10 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
 
 def build(
     pipeline: beam.Pipeline,
-    catalogue: Catalogue,
+    plan: ListingPlan,
+    facts: CatalogueFacts,
     *,
+    labels: str,
     output: str,
     cfg: FeatureConfig,
     policy: SegmentPolicy,
@@ -115,11 +118,8 @@ def build(
     progress_dir: str | None = None,
 ) -> dict[str, beam.PCollection]:
     """Adds the featurize steps to `pipeline`; returns its segments, tracks and failures."""
-    entries = (
-        pipeline
-        | "ListCatalogue" >> beam.Create(catalogue.entries, reshuffle=False)
-        | "FanOutDecode" >> beam.Reshuffle()  # spreads the inputs over workers before decoding
-    )
+    listed = pipeline | "ListCatalogue" >> ListCatalogue(plan, labels=labels)
+    entries = listed["entries"] | "FanOutDecode" >> beam.Reshuffle()  # spreads the inputs over workers
     features = entries | "FeaturizeTracks" >> cbeam.FeaturizeTracks(cfg, policy, progress_dir)
 
     by_split = features["segments"] | "PartitionBySplit" >> beam.Partition(
@@ -130,16 +130,17 @@ def build(
         name = split.capitalize()
         written.append(
             by_split[index]
-            | f"Encode{name}" >> beam.ParDo(cbeam.EncodeExample(catalogue.labels))
+            | f"Encode{name}" >> beam.ParDo(cbeam.EncodeExample(facts.labels))
             | f"Write{name}" >> WriteToGzipTFRecord(
                 FileSystems.join(output, split, "part"), file_name_suffix=examples.TFRECORD_SUFFIX
             )
         )
 
-    rejected = pipeline | "ListRejected" >> beam.Create(
-        [cbeam.Failure(r.uri, r.track_id, "catalogue", r.reason) for r in catalogue.rejected]
-    )
-    failures = (features["failures"], rejected) | "AllFailures" >> beam.Flatten()
+    failures = (features["failures"], listed["rejected"]) | "AllFailures" >> beam.Flatten()
+    # Counted apart and summed in write_metadata: a Flatten here would feed a PCollection to two Flattens.
+    listed_ok = listed["entries"] | "CountEntries" >> beam.combiners.Count.Globally()
+    listed_rejected = listed["rejected"] | "CountRejected" >> beam.combiners.Count.Globally()
+    non_audio = listed["non_audio"] | "CountNonAudio" >> beam.combiners.Count.Globally()
     written.append(
         failures
         | "FailureRows" >> beam.Map(cbeam.Failure.to_row)
@@ -160,11 +161,9 @@ def build(
         "feature_config": cfg.to_dict(),
         "feature_version": cfg.version,
         "segment_policy": policy.to_dict(),
-        "labels": catalogue.labels,
+        "labels": list(facts.labels),
         "splits": dict(zip(examples.SPLITS, proportions, strict=True)),
-        "split_key": "artist" if any(e.artist for e in catalogue.entries) else "track_id",
-        "inputs": len(catalogue.entries) + len(catalogue.rejected),
-        "skipped_non_audio_files": len(catalogue.skipped_files),
+        "split_key": "artist" if facts.has_artists else "track_id",
         "files": {split: f"{split}/part-*{examples.TFRECORD_SUFFIX}" for split in examples.SPLITS},
         "schema": examples.SCHEMA_FILE,
         "errors": f"{examples.ERRORS_DIR}/part-*.parquet",
@@ -179,6 +178,9 @@ def build(
             counts=beam.pvalue.AsSingleton(counts),
             mel_stats=beam.pvalue.AsSingleton(stats),
             failed=beam.pvalue.AsSingleton(failed),
+            entries=beam.pvalue.AsSingleton(listed_ok),
+            rejected=beam.pvalue.AsSingleton(listed_rejected),
+            non_audio=beam.pvalue.AsSingleton(non_audio),
             # metadata.json is the mark of a complete output: written only once every shard is final,
             # so a run that dies before that leaves none (and the same command then replaces it).
             shards=beam.pvalue.AsList(tuple(written) | "AllShards" >> beam.Flatten()),
@@ -188,15 +190,19 @@ def build(
 
 
 def write_metadata(_, *, output: str, static: dict, counts: dict, mel_stats: dict, failed: dict,
-                   shards: list[str] = ()) -> None:
+                   shards: list[str] = (), entries: int = 0, rejected: int = 0, non_audio: int = 0) -> None:
     """Writes metadata.json and schema.pbtxt once every count is known and every shard written."""
     totals = {"tracks": 0, "segments": 0, "silent_segments": 0, "audio_ms": 0}
     for by_label in counts.values():
         for label_counts in by_label.values():
             for key in totals:
                 totals[key] += label_counts[key]
+    if non_audio:
+        _LOG.info("featurize: %d files under the input are not audio (by extension) and were skipped", non_audio)
     metadata = {
         **static,
+        "inputs": entries + rejected,
+        "skipped_non_audio_files": non_audio,
         "totals": {**totals, "failed": failed["count"]},
         "counts": counts,
         "mel_stats": {"split": "train", **mel_stats},

@@ -22,7 +22,7 @@ from pipelines import featurize
 from schemas import examples
 from schemas.features import MUSICNN, FeatureConfig, SegmentPolicy
 from tests.conftest import make_bad_files, make_good_files, tone
-from transforms.catalogue import list_catalogue
+from transforms.listing import catalogue_facts, plan_listing
 
 GENRES_USED = ("blues", "classical", "jazz", "metal", "reggae")
 
@@ -101,7 +101,9 @@ def test_metadata_counts_agree_with_the_shards(featurized):
     metadata = json.loads((output / examples.METADATA_FILE).read_text())
     cfg = FeatureConfig.from_dict(metadata["feature_config"])
     assert metadata["feature_version"] == cfg.version == MUSICNN.version  # the default: what the default model needs
-    assert metadata["labels"] == sorted({*GENRES_USED, "odd", "bad"})
+    # The vocabulary is every label the manifest names (streamed by the launcher, which keeps no rows):
+    # the bad files' label, whose inputs all fail, and the rejected duplicate's too.
+    assert metadata["labels"] == sorted({*GENRES_USED, "odd", "bad", "dup"})
     for split in examples.SPLITS:
         written = read_split(output, split)
         assert sum(c["segments"] for c in metadata["counts"][split].values()) == len(written)
@@ -156,11 +158,11 @@ def _failure_fields(failure):
 def test_test_pipeline_outputs_with_assert_that(tmp_path):
     bad = make_bad_files(tmp_path / "bad")
     make_good_files(tmp_path / "good")
-    catalogue = list_catalogue(str(tmp_path))
+    plan = plan_listing(str(tmp_path))
     with BeamTestPipeline() as pipeline:
         outputs = featurize.build(
-            pipeline, catalogue, output=str(tmp_path / "out"), cfg=FeatureConfig(), policy=SegmentPolicy(),
-            proportions=(0.8, 0.1, 0.1),
+            pipeline, plan, catalogue_facts(plan, labels="auto"), labels="auto", output=str(tmp_path / "out"),
+            cfg=FeatureConfig(), policy=SegmentPolicy(), proportions=(0.8, 0.1, 0.1),
         )
         failures = outputs["failures"] | "FailureFields" >> beam.Map(_failure_fields)
         assert_that(failures, equal_to(list(bad.items())), label="CheckFailures")

@@ -162,9 +162,9 @@ def entry_of(row: dict[str, str | None], *, labels: str, root: str) -> Catalogue
 
 
 def pick_duplicate(track_id: str, rows: list[dict]) -> tuple[dict, list[RejectedEntry]]:
-    """Rows sharing a track id: the one with the smallest path is kept (the same whatever order a
-    parallel reader delivers them in), the others are rejected naming it."""
-    kept, *others = sorted(rows, key=lambda row: row["uri"])
+    """Rows sharing a track id: the one with the smallest (path, label, artist) is kept (the same
+    whatever order a parallel reader delivers them in), the others are rejected naming it."""
+    kept, *others = sorted(rows, key=lambda row: (row["uri"], row.get("label") or "", row.get("artist") or ""))
     return kept, [RejectedEntry(row["uri"], track_id, f"duplicate track_id {track_id!r}, also {kept['uri']}")
                   for row in others]
 

@@ -76,7 +76,7 @@ def plan_listing(source: str, *, labels: str = "auto") -> ListingPlan:
 
 
 class ListCatalogue(beam.PTransform):
-    """PBegin -> {"entries": CatalogueEntry, "rejected": Failure (stage "catalogue")}."""
+    """PBegin -> {"entries": CatalogueEntry, "rejected": Failure (stage "catalogue"), "non_audio": path}."""
 
     def __init__(self, plan: ListingPlan, *, labels: str = "auto"):
         super().__init__()
@@ -86,35 +86,39 @@ class ListCatalogue(beam.PTransform):
     def expand(self, pbegin):
         plan = self._plan
         if plan.kind == "files":
-            rows = (pbegin
-                    | "Pattern" >> beam.Create([plan.pattern])
-                    | "Match" >> fileio.MatchAll()
-                    | "AudioFiles" >> beam.FlatMap(_audio_row, root=plan.root))
-        elif plan.kind == "parquet":
+            files = (pbegin
+                     | "Pattern" >> beam.Create([plan.pattern])
+                     | "Match" >> fileio.MatchAll()
+                     | "AudioFiles" >> beam.FlatMap(_audio_row, root=plan.root).with_outputs("non_audio", main="rows"))
+            rows, non_audio = files.rows, files.non_audio
+        else:
+            non_audio = pbegin | "NoOtherFiles" >> beam.Create([]).with_output_types(str)
+        if plan.kind == "parquet":
             rows = (pbegin
                     | "ReadManifest" >> beam.io.ReadFromParquet(plan.source)
                     | "Rows" >> beam.Map(_manifest_record, folder=plan.root, source=plan.source))
-        else:
+        elif plan.kind != "files":
             lines = pbegin | "ReadManifest" >> beam.io.ReadFromText(
                 plan.source, skip_header_lines=1 if plan.kind in ("csv", "tsv") else 0,
                 compression_type=CompressionTypes.UNCOMPRESSED)
             rows = lines | "Rows" >> beam.FlatMap(_text_record, kind=plan.kind, header=plan.header, folder=plan.root,
                                                   source=plan.source)
-        checked = rows | "NonEmptyPaths" >> beam.FlatMap(_non_empty).with_outputs("rejected", main="rows")
+        # Every rejection comes out of one step: Flink's portable runner fails on a Flatten whose output
+        # feeds further Flattens ("consumed but never produced"), so there is none here.
         resolved = (
-            checked.rows
-            | "ByTrackId" >> beam.Map(lambda row: (row["track_id"], row)).with_output_types(tuple[str, dict])
+            rows
+            | "ByTrackId" >> beam.Map(_keyed).with_output_types(tuple[str, dict])
             | "OnePerTrackId" >> beam.GroupByKey()
             | "Entries" >> beam.FlatMap(_resolve, labels=self._labels, root=plan.root).with_outputs(
                 "rejected", main="entries")
         )
-        rejected = (checked.rejected, resolved.rejected) | "AllRejected" >> beam.Flatten()
-        return {"entries": resolved.entries, "rejected": rejected}
+        return {"entries": resolved.entries, "rejected": resolved.rejected, "non_audio": non_audio}
 
 
 def _audio_row(metadata, root: str) -> Iterator[dict]:
     if posixpath.splitext(metadata.path)[1].lower() not in AUDIO_SUFFIXES:
         NON_AUDIO.inc()
+        yield beam.pvalue.TaggedOutput("non_audio", metadata.path)
         return
     yield {"uri": metadata.path, "track_id": track_id_for(metadata.path, root), "label": None, "artist": None}
 
@@ -139,19 +143,23 @@ def _text_record(line: str, kind: str, header: tuple[str, ...], folder: str, sou
     yield manifest_row(record, folder=folder, where=f"{source}#{line[:80]}")
 
 
-def _non_empty(row: dict) -> Iterator:
+def _keyed(row: dict) -> tuple[str, dict]:
     LISTED.inc()
-    if not row["uri"]:
-        yield beam.pvalue.TaggedOutput("rejected", Failure(
-            "", row["track_id"] or "", "catalogue", row.get("_reason", "the manifest row has an empty path")))
-        return
-    yield row
+    return row["track_id"] or "", row
 
 
 def _resolve(keyed: tuple[str, list[dict]], labels: str, root: str) -> Iterator:
     track_id, rows = keyed
-    rows = list(rows)
-    kept, duplicates = pick_duplicate(track_id, rows) if len(rows) > 1 else (rows[0], [])
+    usable = []
+    for row in rows:
+        if row["uri"]:
+            usable.append(row)
+        else:
+            yield beam.pvalue.TaggedOutput("rejected", Failure(
+                "", track_id, "catalogue", row.get("_reason", "the manifest row has an empty path")))
+    if not usable:
+        return
+    kept, duplicates = pick_duplicate(track_id, usable) if len(usable) > 1 else (usable[0], [])
     for duplicate in duplicates:
         yield beam.pvalue.TaggedOutput("rejected", Failure(duplicate.uri, duplicate.track_id, "catalogue",
                                                            duplicate.reason))
@@ -220,3 +228,73 @@ def _plan_manifest(path: str, labels: str) -> ListingPlan:
         raise CatalogueError(f"--labels manifest: {path} has no label or genre column")
     header = columns if kind in ("csv", "tsv") else ()
     return ListingPlan(path, kind, root=folder, header=header, total=total)
+
+
+@dataclasses.dataclass(frozen=True)
+class CatalogueFacts:
+    """What featurize must know before its workers list the catalogue: the label vocabulary (label ids
+    are written into every Example) and whether tracks carry artists (the split key)."""
+
+    labels: tuple[str, ...]
+    has_artists: bool
+
+
+def catalogue_facts(plan: ListingPlan, *, labels: str) -> CatalogueFacts:
+    """Streams the source once for its labels and artists, holding only their distinct values: a manifest's
+    label column, or the folder names a from-dirs catalogue takes its labels from (a local folder is
+    walked lazily; an object store is listed, which holds its paths for the while)."""
+    if labels == "none":
+        return CatalogueFacts((), False)
+    found: set[str] = set()
+    artists = False
+    if plan.kind == "files":
+        if labels != "from-dirs":
+            return CatalogueFacts((), False)  # files have no labels of their own
+        for path in _iter_files(plan.pattern):
+            if posixpath.splitext(path)[1].lower() in AUDIO_SUFFIXES:
+                row = {"uri": path, "track_id": path, "label": None, "artist": None}
+                label = entry_of(row, labels="from-dirs", root=plan.root).label
+                if label:
+                    found.add(label)
+        return CatalogueFacts(tuple(sorted(found)), False)
+    for record in _iter_manifest_records(plan):
+        row = manifest_row(record, folder=plan.root, where="")
+        if row["uri"] and row["label"]:
+            found.add(row["label"])
+        artists = artists or bool(row["artist"])
+    if labels == "manifest" and not found:
+        raise CatalogueError(f"--labels manifest: {plan.source} has no label or genre column values")
+    return CatalogueFacts(tuple(sorted(found)), artists)
+
+
+def _iter_files(pattern: str) -> Iterator[str]:
+    if "://" not in pattern:
+        yield from (p for p in glob.iglob(pattern, recursive=True) if os.path.isfile(p))
+    else:
+        yield from (m.path for m in FileSystems.match([pattern])[0].metadata_list)
+
+
+def _iter_manifest_records(plan: ListingPlan) -> Iterator[dict]:
+    if plan.kind == "parquet":
+        import pyarrow.parquet as pq
+
+        with FileSystems.open(plan.source, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            parquet = pq.ParquetFile(handle)
+            wanted = [c for c in ("uri", "path", "label", "genre", "artist") if c in parquet.schema_arrow.names]
+            for batch in parquet.iter_batches(columns=wanted, batch_size=65536):
+                yield from batch.to_pylist()
+        return
+    with FileSystems.open(plan.source, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+        lines = (line.decode("utf-8-sig") for line in raw)
+        if plan.kind == "jsonl":
+            for line in lines:
+                if line.strip():
+                    try:
+                        yield json.loads(line)
+                    except ValueError:
+                        continue  # rejected by the workers, with its reason
+            return
+        rows = csv.reader(lines, delimiter="\t" if plan.kind == "tsv" else ",")
+        next(rows, None)  # the header
+        for values in rows:
+            yield dict(zip(plan.header, values, strict=False))
