@@ -304,22 +304,25 @@ class PostgreSQL:
         return [Neighbour(r[0], r[1], float(r[2]), float(r[3])) for r in rows]
 
 
-def _staged_rows(path: str):
-    """The Parquet rows of one tag file as COPY tuples (columns as in _STAGED_COLUMNS)."""
-    present = set(pq.read_schema(path).names)
-    table = pq.read_table(path, columns=[c for c in _STAGED_COLUMNS if c in present or c not in _OPTIONAL_COLUMNS])
-    columns = {name: table.column(name).to_pylist() if name in table.column_names else [None] * table.num_rows
-               for name in _STAGED_COLUMNS if name != "embedding"}
-    for name in ("top_k", "tags"):
-        columns[name] = [None if t is None else json.dumps(t) for t in columns[name]]
-    columns["embedding"] = _array_literals(table.column("embedding"))
-    yield from zip(*(columns[name] for name in _STAGED_COLUMNS))
+def _staged_rows(path: str, batch_rows: int = 20_000):
+    """The Parquet rows of one tag file as COPY tuples (columns as in _STAGED_COLUMNS), read
+    `batch_rows` at a time: a file of a million rows costs the memory of one batch, not of the file."""
+    parquet = pq.ParquetFile(path)
+    present = set(parquet.schema_arrow.names)
+    wanted = [c for c in _STAGED_COLUMNS if c in present or c not in _OPTIONAL_COLUMNS]
+    for batch in parquet.iter_batches(batch_size=batch_rows, columns=wanted):
+        columns = {name: batch.column(name).to_pylist() if name in batch.schema.names else [None] * batch.num_rows
+                   for name in _STAGED_COLUMNS if name != "embedding"}
+        for name in ("top_k", "tags"):
+            columns[name] = [None if t is None else json.dumps(t) for t in columns[name]]
+        columns["embedding"] = _array_literals(batch.column("embedding"))
+        yield from zip(*(columns[name] for name in _STAGED_COLUMNS))
 
 
 def _array_literals(embeddings) -> list[str]:
     """PostgreSQL array literals "{0.1,0.2,...}", formatted by numpy a matrix at a time: psycopg's
     list dumper formats element by element in Python and took 70% of a load. %.9g round-trips float32."""
-    fixed = embeddings.combine_chunks()
+    fixed = embeddings.combine_chunks() if hasattr(embeddings, "combine_chunks") else embeddings
     matrix = fixed.flatten().to_numpy(zero_copy_only=False).reshape(len(fixed), fixed.type.list_size)
     if not len(matrix):
         return []

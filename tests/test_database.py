@@ -512,3 +512,13 @@ def test_duckdb_and_postgresql_search_alike(tmp_path, postgres):
     finally:
         for store in stores.values():
             store.close()
+
+
+def test_postgres_stages_a_file_a_batch_at_a_time_with_the_same_rows(tmp_path):
+    from pipelines.postgres_store import _staged_rows
+
+    write_tags(tmp_path / "tags", [row(t, GENRES[t], e) for t, e in EMBEDDINGS.items()] + [row("quiet", None, None)])
+    path = str(next((tmp_path / "tags").glob("*.parquet")))
+    whole = list(_staged_rows(path))
+    assert len(whole) == 6
+    assert list(_staged_rows(path, batch_rows=2)) == whole  # three batches, same COPY tuples
