@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps pretrained demo test bench bench-train bench-accuracy bench-embeddings bench-tag bench-tag-pretrained bench-non-music bench-db flink-job-server prism bench-runners bench-watch clean
+.PHONY: install system-deps pretrained demo test bench bench-train bench-accuracy bench-embeddings bench-tag bench-tag-pretrained bench-non-music bench-db flink-job-server prism bench-runners bench-watch bench-scale clean
 
 $(STAMP): pyproject.toml constraints.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -103,6 +103,9 @@ prism: $(STAMP)
 
 bench-watch: $(STAMP) prism
 	$(BIN)/python bench/watch_bench.py
+
+bench-scale: $(STAMP)
+	$(BIN)/python bench/scale_bench.py
 
 clean:
 	rm -rf $(VENV) cattag-demo .pytest_cache
