@@ -137,12 +137,34 @@ def _check_flink(options: PipelineOptions) -> None:
                          "server from Maven Central and prints its path (Beam's own download of it fails)")
     if "://" not in jar and not pathlib.Path(jar).is_file():
         raise ValueError(f"--flink_job_server_jar {jar}: no such file (`make flink-job-server` builds it)")
+    if "://" not in jar:
+        _check_jar_class_path(pathlib.Path(jar))
     master = all_options.get("flink_master") or "[auto]"
     if master not in ("[local]", "[auto]"):
         _check_reachable(master, default_port=8081)
     if shutil.which("java") is None:
         raise ValueError("FlinkRunner runs its job server with Java, and `java` is not on PATH: install Java 17 "
                          "(`make flink-job-server` does, with Maven)")
+
+
+def _check_jar_class_path(jar: pathlib.Path) -> None:
+    """A thin job-server jar (make flink-job-server's) runs only beside the lib/ its manifest names; one
+    copied away from it, or whose lib/ a newer build replaced, fails in Java at start-up."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(jar) as archive:
+            manifest = archive.read("META-INF/MANIFEST.MF").decode("utf-8", "replace")
+    except (zipfile.BadZipFile, KeyError, OSError) as err:
+        raise ValueError(f"--flink_job_server_jar {jar}: not a job-server jar ({err}); `make flink-job-server` "
+                         "builds one") from err
+    unfolded = manifest.replace("\r\n ", "").replace("\n ", "")  # manifest lines wrap at 72 bytes
+    class_path = next((line.split(":", 1)[1].split() for line in unfolded.splitlines()
+                       if line.startswith("Class-Path:")), [])
+    missing = [entry for entry in class_path if not (jar.parent / entry).is_file()]
+    if missing:
+        raise ValueError(f"--flink_job_server_jar {jar}: {len(missing)} of the {len(class_path)} jars it needs beside "
+                         f"it are missing (e.g. {missing[0]}): a stale or moved build; run `make flink-job-server`")
 
 
 def _check_reachable(master: str, *, default_port: int) -> None:

@@ -104,3 +104,27 @@ def test_tag_on_flink_writes_the_same_rows(flink_jar, catalogue, small_model, di
     tag.run(["--input", str(catalogue), "--model", small_model[0], "--output", str(tmp_path / "tags"),
              "--progress", "off", *flink_flags(flink_jar, tmp_path), "--environment_type", "LOOPBACK"])
     assert_same_tag_rows(tmp_path / "tags", direct_tags)
+
+
+def test_a_job_server_jar_without_its_lib_is_a_one_line_error(flink_jar, tmp_path, capsys):
+    import shutil
+
+    import soundfile as sf
+
+    from pipelines import cli
+
+    moved = tmp_path / "server.jar"
+    shutil.copy(flink_jar, moved)  # the thin jar alone, away from its lib/
+    (tmp_path / "in").mkdir()
+    sf.write(tmp_path / "in" / "a.wav", np.zeros(8000, np.float32), 8000)
+    code = cli.main(["featurize", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--runner",
+                     "FlinkRunner", "--flink_master", "[local]", "--flink_job_server_jar", str(moved)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "are missing" in err and "make flink-job-server" in err, err
+    (tmp_path / "not.jar").write_text("hello")
+    with pytest.raises(ValueError, match="not a job-server jar"):
+        from apache_beam.options.pipeline_options import PipelineOptions
+
+        from pipelines.options import _check_flink
+
+        _check_flink(PipelineOptions(["--runner", "FlinkRunner", "--flink_job_server_jar", str(tmp_path / "not.jar")]))
