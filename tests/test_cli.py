@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import zipfile
 
 from tests.conftest import GTZAN
 
@@ -124,7 +125,8 @@ def test_a_missing_flink_job_server_jar_is_a_one_line_error(tmp_path):
     done = cattag(*flink, "--flink_master", "[local]")
     assert done.returncode == 2 and "FlinkRunner needs --flink_job_server_jar: `make flink-job-server`" in done.stderr
     jar = tmp_path / "job-server.jar"
-    jar.write_bytes(b"")  # only its existence is checked before Java and the master
+    with zipfile.ZipFile(jar, "w") as archive:  # a jar with nothing on its class path: checked before Java and the master
+        archive.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\r\n")
     done = cattag(*flink, "--flink_job_server_jar", str(jar), path=str(pathlib.Path(sys.executable).parent))
     assert done.returncode == 2 and "`java` is not on PATH" in done.stderr and "Traceback" not in done.stderr
     with socket.socket() as s:  # a port nothing listens on
