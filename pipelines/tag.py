@@ -121,15 +121,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
 
     plan = plan_listing(catalogue_options.input, labels="none")  # checks the source; the workers list it
     held_in = _prepare_output(output, skip_existing=tag_options.skip_existing, overwrite=catalogue_options.overwrite)
-    settings = TagSettings(
-        labels=tuple(assets.labels), embedding_dim=_embedding_dim(assets.card), model_version=assets.model_version,
-        feature_version=assets.cfg.version, tagged_at=datetime.datetime.now(datetime.UTC).replace(microsecond=0), aggregation=tag_options.aggregate,
-        top_k=tag_options.top_k,
-        policy=aggregate.ConfidencePolicy(
-            tag_options.min_confidence, tag_options.min_margin,
-            aggregate.Typicality.from_dict(assets.typicality) if assets.typicality else None),
-        multilabel=aggregate.MultiLabel.from_card(assets.card, assets.labels, threshold=tag_options.tag_threshold)
-        if assets.card.get("task") == aggregate.MULTILABEL else None)
+    settings = tag_settings(assets, tag_options, tagged_at=datetime.datetime.now(datetime.UTC).replace(microsecond=0))
     run_id = settings.tagged_at.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     _LOG.info("tag: %s (%s), model %s, feature config %s -> %s%s", plan.source,
               f"{plan.total} inputs" if plan.total is not None else "listed by the workers",
@@ -206,6 +198,19 @@ def build(
             num_shards=1)
     )
     return tagged
+
+
+def tag_settings(assets, tag_options: TagOptions, *, tagged_at: datetime.datetime | None) -> TagSettings:
+    """What every row shares, from the model's assets and the flags (batch and watch alike)."""
+    return TagSettings(
+        labels=tuple(assets.labels), embedding_dim=_embedding_dim(assets.card), model_version=assets.model_version,
+        feature_version=assets.cfg.version, tagged_at=tagged_at, aggregation=tag_options.aggregate,
+        top_k=tag_options.top_k,
+        policy=aggregate.ConfidencePolicy(
+            tag_options.min_confidence, tag_options.min_margin,
+            aggregate.Typicality.from_dict(assets.typicality) if assets.typicality else None),
+        multilabel=aggregate.MultiLabel.from_card(assets.card, assets.labels, threshold=tag_options.tag_threshold)
+        if assets.card.get("task") == aggregate.MULTILABEL else None)
 
 
 def tag_entries(entries: beam.PCollection, *, model_dir: str, settings: TagSettings, cfg, policy,

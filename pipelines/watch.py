@@ -41,12 +41,10 @@ from pipelines.database import connect, redact
 from pipelines.options import CatalogueOptions, make_pipeline, runs_on_this_machine
 from schemas import examples, presets, tags
 from schemas.model_assets import read_model_assets
-from transforms import aggregate
 from transforms.beam import Failure
 from transforms.catalogue import CatalogueEntry
 from transforms.fingerprint import FingerprintInputs, SkipUnchanged
 from transforms.progress import EventLog, EventReader
-from transforms.tagging import TagSettings
 from transforms.watch import PollCatalogue, check_watchable
 
 _LOG = logging.getLogger(__name__)
@@ -97,7 +95,7 @@ class WatchRun:
 
 
 def run(argv: list[str] | None = None) -> WatchRun:
-    from pipelines.tag import TagOptions, tag_entries  # tag.py dispatches --watch here
+    from pipelines.tag import TagOptions, tag_entries, tag_settings  # tag.py dispatches --watch here
 
     options = PipelineOptions(argv)
     catalogue_options = options.view_as(CatalogueOptions)
@@ -124,15 +122,7 @@ def run(argv: list[str] | None = None) -> WatchRun:
     events_dir = str(control / "events") if prism_path or runs_on_this_machine(options) else None
     if events_dir:
         os.mkdir(events_dir)
-    settings = TagSettings(
-        labels=tuple(assets.labels), embedding_dim=_embedding_dim(assets.card), model_version=assets.model_version,
-        feature_version=assets.cfg.version, tagged_at=None, aggregation=tag_options.aggregate,
-        top_k=tag_options.top_k,
-        policy=aggregate.ConfidencePolicy(
-            tag_options.min_confidence, tag_options.min_margin,
-            aggregate.Typicality.from_dict(assets.typicality) if assets.typicality else None),
-        multilabel=aggregate.MultiLabel.from_card(assets.card, assets.labels, threshold=tag_options.tag_threshold)
-        if assets.card.get("task") == aggregate.MULTILABEL else None)
+    settings = tag_settings(assets, tag_options, tagged_at=None)  # None: each row's own time of tagging
     schema = tags.tags_schema(labels=settings.labels, embedding_dim=settings.embedding_dim,
                               model_version=settings.model_version, feature_version=settings.feature_version)
     stable_s = watch_options.stable_after if watch_options.stable_after is not None else watch_options.poll_interval
@@ -409,10 +399,3 @@ def _prism_for(options: PipelineOptions) -> pathlib.Path | None:
     if standard.runner not in (None, "DirectRunner", "PrismRunner"):
         return None
     return prism.binary(options.get_all_options().get("prism_location"))
-
-
-def _embedding_dim(card: dict) -> int:
-    dim = card.get("embedding_dim")
-    if not isinstance(dim, int) or dim < 1:
-        raise ValueError("the model card has no embedding_dim; export the model again with this cattag")
-    return dim
