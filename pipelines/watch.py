@@ -159,9 +159,9 @@ def run(argv: list[str] | None = None) -> WatchRun:
             )
             state = _run_until_stopped(pipeline, stop_file, status, stop_timeout_s=watch_options.stop_timeout,
                                        status_every_s=watch_options.status_every)
+        status.update()  # what the drain wrote, before its folder goes
     finally:
         shutil.rmtree(control, ignore_errors=True)
-    status.update()
     result = WatchRun(output=output, model_version=assets.model_version, emitted=status.emitted,
                       tagged=status.tagged, failed=status.failed, skipped=status.skipped,
                       wall_s=time.monotonic() - started, state=state)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
@@ -178,6 +179,8 @@ def test_watch_tags_arrivals_once_each_and_survives_a_restart(gtzan_dir, pretrai
             watcher.process.kill()
     text = log.read_text()
     assert "watch stopped" in text and "Traceback" not in text, text[-3000:]
+    summary = re.search(r"watch stopped \((\w+)\): (\d+) files seen complete, (\d+) tagged, (\d+) failed", text)
+    assert summary and summary.groups()[0] == "DONE" and summary.groups()[2:] == ("4", "2"), summary  # a drain
     assert "watch: " in text and "in flight" in text  # the status line
 
     rows = watcher.rows()
