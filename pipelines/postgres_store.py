@@ -51,6 +51,7 @@ _EF_SEARCH_MIN, _EF_SEARCH_MAX = 100, 1000
 # 100k 128-d embeddings; the server default is 64 MB): load raises it for its own transaction, to at
 # most this, from about 1.1 kB a 128-d element measured by pgvector's build notices.
 _INDEX_BUILD_MEMORY_MAX_MB = 1024
+BULK_ROWS = 10_000  # a load of at least this many rows of a model version (and a quarter of what it holds) rebuilds its index
 _STAGED_COLUMNS = ("track_id", "uri", "duration_s", "genre", "confidence", "top_k", "low_confidence",
                    "review_reason", "typicality", "model_version", "feature_version", "tagged_at", "embedding", "tags")
 _OPTIONAL_COLUMNS = {"tags"}  # tag files written before the column existed have none: staged as NULL
@@ -135,6 +136,8 @@ class PostgreSQL:
             self._con.execute(
                 f"DELETE FROM {db.EMBEDDINGS} e USING latest l WHERE e.track_id = l.track_id "
                 "AND e.model_version = l.model_version AND l.genre IS NULL")
+            if self.pgvector and self.vector_index == "hnsw":
+                self._drop_indexes_for_bulk()
             self._con.execute(
                 f"""INSERT INTO {db.EMBEDDINGS} SELECT track_id, model_version,
                         embedding{'::vector' if self.pgvector else ''} FROM latest WHERE genre IS NOT NULL
@@ -163,8 +166,23 @@ class PostgreSQL:
         return LoadResult(files=len(files), rows=rows, model_versions=[v for v, _ in dims], counts=counts,
                           notes=list(self.notes))
 
+    def _drop_indexes_for_bulk(self) -> None:
+        """A load that brings a model version at least BULK_ROWS rows and a quarter of what it holds drops
+        that version's index, which _create_index builds again after the insert: inserting into an HNSW
+        index is row by row, building one over the rows at once is far cheaper. Smaller loads update it."""
+        sizes = self._con.execute(
+            f"""SELECT l.model_version, count(*), (SELECT count(*) FROM {db.EMBEDDINGS} e
+                    WHERE e.model_version = l.model_version)
+                FROM latest l WHERE l.genre IS NOT NULL GROUP BY l.model_version""").fetchall()
+        for version, incoming, held in sizes:
+            if incoming >= BULK_ROWS and 4 * incoming >= held and self.has_index(version):
+                self._con.execute(sql.SQL("DROP INDEX {name}").format(name=sql.Identifier(db.hnsw_index_name(version))))
+                self.notes.append(f"{incoming} rows of {version} loaded at once: its HNSW index was rebuilt after them")
+                _LOG.info(self.notes[-1])
+
     def _create_index(self, version: str, dim: int) -> None:
-        """The model version's partial HNSW index, built once; later loads update it row by row."""
+        """The model version's partial HNSW index, built after the rows are in (a first load, or a bulk one
+        that dropped it); loads too small for a rebuild update it row by row."""
         if self.has_index(version):
             return
         rows, = self._con.execute(f"SELECT count(*) FROM {db.EMBEDDINGS} WHERE model_version = %s",

@@ -522,3 +522,32 @@ def test_postgres_stages_a_file_a_batch_at_a_time_with_the_same_rows(tmp_path):
     whole = list(_staged_rows(path))
     assert len(whole) == 6
     assert list(_staged_rows(path, batch_rows=2)) == whole  # three batches, same COPY tuples
+
+
+def test_a_bulk_load_rebuilds_the_hnsw_index_after_its_rows_and_a_small_one_updates_it(tmp_path, postgres,
+                                                                                       monkeypatch):
+    from pipelines import postgres_store
+
+    monkeypatch.setattr(postgres_store, "BULK_ROWS", 50)
+    random_catalogue(tmp_path / "first", n=100, dim=8)
+    random_catalogue(tmp_path / "bulk", n=200, dim=8, seed=1)  # same ids t0000..t0099 replaced, 100 new
+    url = local_postgres.create_database(postgres, "bulk_rebuild")
+    database = connect(url)
+    try:
+        first = database.load(sorted(str(p) for p in (tmp_path / "first").glob(tags.TAGS_GLOB)))
+        assert database.has_index("m1") and not any("rebuilt" in n for n in first.notes)
+        bulk = database.load(sorted(str(p) for p in (tmp_path / "bulk").glob(tags.TAGS_GLOB)))
+        assert any("200 rows of m1 loaded at once" in n for n in bulk.notes), bulk.notes
+        assert database.has_index("m1") and bulk.counts["embeddings"] == 200
+        found = database.similar("t0150", k=5, model_version="m1")
+        assert found.method == "approximate (HNSW index)" and len(found.neighbours) == 5
+        small = tmp_path / "small"
+        small.mkdir()  # one more track: too few to rebuild, the index is updated
+        schema = tags.tags_schema(labels=LABELS, embedding_dim=8, model_version="m1", feature_version="f1")
+        pq.write_table(pa.Table.from_pylist([row("late", LABELS[0], unit(np.ones(8)))], schema=schema),
+                       small / f"{tags.TAGS_PREFIX}-s-00000-of-00001.parquet")
+        notes_before = len(database.notes)
+        database.load(sorted(str(p) for p in small.glob(tags.TAGS_GLOB)))
+        assert len(database.notes) == notes_before and database.has_index("m1")
+    finally:
+        database.close()
