@@ -45,8 +45,14 @@ def make_catalogue(folder: pathlib.Path, copies: int) -> list[pathlib.Path]:
     return paths
 
 
-def bare_loop(paths: list[pathlib.Path], cfg=None) -> dict:
-    """librosa load + mel + log over `paths` in one process; `cfg`: featurize's default config unless given."""
+def bare_loop(paths: list[pathlib.Path], cfg=None, threads: int | None = None) -> dict:
+    """librosa load + mel + log over `paths` in one process; `cfg`: featurize's default config unless given;
+    `threads`: BLAS/OpenMP threads (None: the libraries' default, which takes every core)."""
+    if threads is not None:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=threads):
+            return bare_loop(paths, cfg)
     import librosa
 
     from schemas.features import DEFAULT_PRESET, PRESETS
@@ -114,25 +120,31 @@ def main() -> None:
 
     # The bare loop runs before and after the pipelines and its mean is the baseline, so that a
     # drift in machine speed during the run (a shared VM) weighs on both sides alike.
+    # Each bare loop twice: with the libraries' default threads (BLAS may use both cores for the mel
+    # product) and pinned to one thread, which is what "one process" should mean for the baseline.
     bare_before = bare_loop(catalogues[largest])
+    single_before = bare_loop(catalogues[largest], threads=1)
     runs = {(size, workers): pipeline(work / f"catalogue-{size}", work / f"out-{size}-{workers}", workers)
             for workers in (1, 2) for size in sizes}
+    single_after = bare_loop(catalogues[largest], threads=1)
     bare_after = bare_loop(catalogues[largest])
     bare = {"audio_s": bare_before["audio_s"], "wall_s": (bare_before["wall_s"] + bare_after["wall_s"]) / 2}
     bare_rate = bare["audio_s"] / bare["wall_s"]
+    single_rate = bare["audio_s"] / ((single_before["wall_s"] + single_after["wall_s"]) / 2)
 
     print(f"\n{largest} tracks ({bare['audio_s'] / 3600:.2f} audio hours), {os.cpu_count()} cores, "
           f"bare loop {bare_before['wall_s']:.1f} s before and {bare_after['wall_s']:.1f} s after the "
-          f"pipelines, mean {bare_rate:.0f} audio-s/s\n")
+          f"pipelines, mean {bare_rate:.0f} audio-s/s; pinned to one BLAS thread {single_before['wall_s']:.1f} s "
+          f"and {single_after['wall_s']:.1f} s, mean {single_rate:.0f} audio-s/s\n")
     print("| cattag featurize | start-up s (1 track) | wall s | audio-s/s | x bare loop | "
-          "x bare loop, start-up excluded |")
-    print("|---|---:|---:|---:|---:|---:|")
+          "x bare loop, start-up excluded | x 1-thread bare loop | x 1-thread bare loop, start-up excluded |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for workers, name in ((1, "1 worker (in-process)"), (2, "2 workers (multi_processing)")):
         startup, run = runs[(1, workers)]["wall_s"], runs[(largest, workers)]
         rate = run["audio_s"] / run["wall_s"]
         steady = run["audio_s"] / (run["wall_s"] - startup)
         print(f"| {name} | {startup:.1f} | {run['wall_s']:.1f} | {rate:.0f} | {rate / bare_rate:.2f} | "
-              f"{steady / bare_rate:.2f} |")
+              f"{steady / bare_rate:.2f} | {rate / single_rate:.2f} | {steady / single_rate:.2f} |")
     print("\n| peak RSS per worker process | " + " | ".join(f"{s} tracks" for s in sizes if s > 1)
           + f" | {largest} vs 60 |")
     print("|---|" + "---:|" * (len(sizes))) 
