@@ -44,6 +44,8 @@ import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
 
+from pipelines.ports import HOST, free_port, listening
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 POM = REPO / "runners" / "flink-job-server" / "pom.xml"
 DEFAULT_WORKDIR = pathlib.Path.home() / ".cache" / "cattag" / "flink-cluster"
@@ -51,7 +53,6 @@ RESULT_PREFIX = "BASH_JAVA_UTILS_EXEC_RESULT:"
 BASH_JAVA_UTILS = "org.apache.flink.runtime.util.bash.BashJavaUtils"
 JOBMANAGER_CLASS = "org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint"
 TASKMANAGER_CLASS = "org.apache.flink.runtime.taskexecutor.TaskManagerRunner"
-HOST = "127.0.0.1"
 STATE_FILE = "cluster.json"
 # Flink 1.19's config.yaml, env.java.opts.all: what its runtime needs on Java 17.
 JAVA17_OPTS = (
@@ -178,17 +179,6 @@ def port_in_use(port: int, host: str = HOST) -> bool:
     return False
 
 
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex((HOST, port)) == 0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
 # ----------------------------------------------------------------------------------------------- processes
 
 
@@ -290,7 +280,7 @@ def start(workdir, *, jar, taskmanagers: int = 1, slots: int = 2, rest_port: int
     _write_state(workdir, state)
     # TaskManagers started before the JobManager's RPC port listens back off for ~10 s before retrying.
     deadline = began + timeout
-    while not _listening(rpc_port) and time.monotonic() < deadline:
+    while not listening(rpc_port) and time.monotonic() < deadline:
         if not _alive(state["jobmanager"]["pid"], state["jobmanager"]["start_time"]):
             break  # reported below, with its log
         time.sleep(0.2)

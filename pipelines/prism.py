@@ -21,13 +21,13 @@ import os
 import pathlib
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 from apache_beam.version import __version__ as BEAM_VERSION
 
+from pipelines.ports import free_port, listening
 from schemas import presets
 
 MODULE = "github.com/apache/beam/sdks/v2/go/cmd/prism"
@@ -107,7 +107,7 @@ class PrismServer:
         self.endpoint = ""
 
     def __enter__(self) -> PrismServer:
-        port = _free_port()
+        port = free_port()
         log = self._log_path.open("ab")
         self._process = subprocess.Popen(
             [str(self._path), "--job_port", str(port), "--log_level", "warn", "--serve_http=false"],
@@ -115,7 +115,7 @@ class PrismServer:
         log.close()
         self.endpoint = f"localhost:{port}"
         deadline = time.monotonic() + self._timeout
-        while not _listening(port):
+        while not listening(port):
             if self._process.poll() is not None:
                 raise PrismMissing(f"Prism exited with code {self._process.returncode} at start; its log: "
                                    f"{self._log_path}")
@@ -138,15 +138,3 @@ class PrismServer:
 def _die_with_parent() -> None:
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: Linux-only, and harmless to skip elsewhere
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0

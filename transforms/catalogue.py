@@ -62,7 +62,10 @@ class Catalogue:
 
 
 def list_catalogue(source: str, *, labels: str = "auto") -> Catalogue:
-    """Lists every input of `source` (a directory, a glob or a manifest file)."""
+    """Lists every input of `source` (a directory, a glob or a manifest file) in this process.
+
+    The pipelines list in their workers (transforms/listing.py); this in-memory listing, built from the
+    same row functions, is what the tests hold that one to, and suits small catalogues in notebooks."""
     if labels not in LABEL_MODES:
         raise CatalogueError(f"--labels {labels!r}: expected one of {', '.join(LABEL_MODES)}")
     if not source:

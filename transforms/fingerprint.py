@@ -71,9 +71,9 @@ def held_rows(output: str, model_version: str) -> dict[str, set[str | None]]:
     return held
 
 
-def is_held(held: dict[str, set[str | None]], track_id: str, fingerprint: str) -> bool:
-    found = held.get(track_id)
-    return bool(found) and (fingerprint in found or ANY_CONTENT in found)
+def is_held(held_fingerprints, fingerprint: str) -> bool:
+    """Whether a track id's held fingerprints cover this content (a row without one covers any)."""
+    return fingerprint in held_fingerprints or ANY_CONTENT in held_fingerprints
 
 
 class FingerprintInputs(beam.DoFn):
@@ -115,7 +115,7 @@ class SkipUnchanged(beam.DoFn):
         track_id, entry = keyed
         previous = last.read()
         unchanged = (previous == entry.fingerprint if previous is not None
-                     else is_held(self._held, track_id, entry.fingerprint))
+                     else is_held(self._held.get(track_id, ()), entry.fingerprint))
         last.write(entry.fingerprint)
         if unchanged:
             SKIPPED.inc()
@@ -155,10 +155,10 @@ class SkipHeld(beam.PTransform):
 
 
 def _not_held(joined) -> Iterator[CatalogueEntry]:
-    track_id, grouped = joined
-    held = {track_id: set(grouped["held"])}
+    _, grouped = joined
+    held = set(grouped["held"])
     for entry in grouped["entry"]:
-        if is_held(held, track_id, entry.fingerprint):
+        if is_held(held, entry.fingerprint):
             SKIPPED.inc()
         else:
             yield entry
