@@ -159,6 +159,7 @@ def run(argv: list[str] | None = None) -> WatchRun:
             )
             state = _run_until_stopped(pipeline, stop_file, status, stop_timeout_s=watch_options.stop_timeout,
                                        status_every_s=watch_options.status_every)
+            _quiet_worker_shutdown()
         status.update()  # what the drain wrote, before its folder goes
     finally:
         shutil.rmtree(control, ignore_errors=True)
@@ -368,6 +369,22 @@ def _run_until_stopped(pipeline: beam.Pipeline, stop_file: str, status: _Status,
     return str(outcome.get("state"))
 
 
+def _quiet_worker_shutdown() -> None:
+    """The job has ended and Prism stops next: an SDK worker thread of this process still reading from it
+    would report its closed gRPC stream as a traceback (logged, or raised out of the thread). That is
+    shutdown noise, not news; the job's own failures were reported before this point."""
+    import grpc
+
+    logging.getLogger("apache_beam.runners.worker").setLevel(logging.CRITICAL)
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if not isinstance(args.exc_value, grpc.RpcError):
+            previous(args)
+
+    threading.excepthook = hook
+
+
 def _prepare_output(output: str, *, overwrite: bool) -> None:
     """A watch adds to OUT (what it holds is skipped by content); errors/ describes this session."""
     if overwrite:
@@ -377,7 +394,8 @@ def _prepare_output(output: str, *, overwrite: bool) -> None:
     errors_dir = FileSystems.join(output, examples.ERRORS_DIR)
     if FileSystems.exists(errors_dir):
         FileSystems.delete([errors_dir])
-    FileSystems.mkdirs(output) if not FileSystems.exists(output) else None
+    if not FileSystems.exists(output):
+        FileSystems.mkdirs(output)
 
 
 def _catch_up(output: str, db_url: str) -> None:
