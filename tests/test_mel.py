@@ -8,7 +8,8 @@ import pytest
 
 from schemas.features import MUSICNN, FeatureConfig
 from tests.conftest import tone
-from transforms.mel import log_mel, mel_basis
+from schemas.features import PRESETS
+from transforms.mel import hann_window, log_mel, mel_basis, mel_filters
 
 CFG = FeatureConfig()
 
@@ -67,6 +68,26 @@ def test_musicnn_config_matches_the_original_front_end():
     assert mel.shape == (187, 96) == cfg.mel_shape
     np.testing.assert_allclose(mel, reference, atol=2e-3)
     assert float(np.abs(mel - reference).mean()) < 1e-4
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_filterbank_and_window_are_librosas(preset):
+    cfg = PRESETS[preset]
+    ours = mel_filters(cfg.sample_rate_hz, cfg.n_fft, cfg.n_mels, cfg.fmin_hz, cfg.fmax_hz)
+    theirs = librosa.filters.mel(sr=cfg.sample_rate_hz, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin_hz,
+                                 fmax=cfg.fmax_hz)
+    assert ours.dtype == np.float32 and ours.shape == theirs.shape
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(hann_window(cfg.n_fft), librosa.filters.get_window("hann", cfg.n_fft, fftbins=True),
+                               atol=1e-12)
+
+
+def test_filterbank_above_1_khz_follows_the_log_part_of_the_scale():
+    ours = mel_filters(22050, 2048, 40, 500.0, 8000.0)
+    np.testing.assert_allclose(ours, librosa.filters.mel(sr=22050, n_fft=2048, n_mels=40, fmin=500.0, fmax=8000.0),
+                               rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(mel_filters(16000, 512, 20, 1200.0, None),
+                               librosa.filters.mel(sr=16000, n_fft=512, n_mels=20, fmin=1200.0), rtol=1e-5, atol=1e-9)
 
 
 def test_musicnn_scale_saturates_instead_of_overflowing():
