@@ -41,18 +41,30 @@ GENRES = [f"genre{i}" for i in range(10)]
 BACKENDS = ("duckdb", "postgresql+hnsw", "postgresql, no index", "postgresql, no pgvector")
 
 
-def write_tag_file(folder: pathlib.Path, *, n: int, dim: int, seed: int = 0) -> str:
+def synthetic_embeddings(n: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(genre index [n], unit float32 embeddings [n, dim]) clustered by genre, as a genre model's."""
     rng = np.random.default_rng(seed)
     genre = rng.integers(len(GENRES), size=n)
     centres = rng.normal(size=(len(GENRES), dim))
-    embedding = np.maximum(centres[genre] + 0.8 * rng.normal(size=(n, dim)), 0).astype(np.float32)
+    embedding = np.empty((n, dim), np.float32)
+    for start in range(0, n, 100_000):  # in slices: the float64 noise of 10^6 rows would be 1 GB at once
+        rows = slice(start, min(n, start + 100_000))
+        noisy = centres[genre[rows]] + 0.8 * rng.normal(size=(rows.stop - rows.start, dim))
+        embedding[rows] = np.maximum(noisy, 0)
     embedding /= np.linalg.norm(embedding, axis=1, keepdims=True)
+    return genre, embedding
+
+
+def write_tag_file(folder: pathlib.Path, *, n: int, dim: int, seed: int = 0) -> str:
+    genre, embedding = synthetic_embeddings(n, dim, seed)
+    rng = np.random.default_rng(seed + 1)
     confidence = rng.uniform(0.3, 1.0, size=n).astype(np.float32)
     schema = tags.tags_schema(labels=GENRES, embedding_dim=dim, model_version="bench", feature_version="f")
     now = datetime.datetime(2026, 11, 21, tzinfo=datetime.UTC)
     columns = {
         "track_id": [f"track-{i:07d}" for i in range(n)],
         "uri": [f"gs://catalogue/{GENRES[g]}/track-{i:07d}.flac" for i, g in enumerate(genre)],
+        "content_fingerprint": [None] * n,
         "genre": [GENRES[g] for g in genre], "confidence": confidence,
         "top_k": [[{"label": GENRES[g], "score": float(c)}] for g, c in zip(genre, confidence)],
         "probabilities": [None] * n,

@@ -36,7 +36,7 @@ class Neighbour:
 @dataclasses.dataclass(frozen=True)
 class Search:
     """What `similar` found, and how: "exact" (every embedding of the model compared) or
-    "approximate (HNSW index)" (pgvector's index: fast, may miss a true neighbour)."""
+    "approximate (HNSW index)" (pgvector's index, or the DuckDB file's: fast, may miss a true neighbour)."""
     method: str
     neighbours: list[Neighbour]
 
@@ -218,12 +218,12 @@ def redact(url: str) -> str:
 
 
 def connect(url: str, **options):
-    """An open database for the URL: DuckDB or PostgreSQL. Options go to the PostgreSQL store."""
+    """An open database for the URL: DuckDB or PostgreSQL, with the store's options (vector_index, ...)."""
     backend, target = parse_url(url)
     if backend == DUCKDB:
         from pipelines.duckdb_store import DuckDB
 
-        return DuckDB(target)
+        return DuckDB(target, **options)
     from pipelines.postgres_store import PostgreSQL
 
     return PostgreSQL(target, **options)

@@ -6,8 +6,10 @@ import argparse
 import glob
 import logging
 import pathlib
+import re
 
-from pipelines.database import POSTGRESQL, VECTOR_INDEXES, connect, parse_url, redact
+from pipelines.database import DUCKDB, VECTOR_INDEXES, connect, parse_url, redact
+from pipelines.duckdb_store import LOAD_MEMORY
 from schemas import tags
 
 _LOG = logging.getLogger(__name__)
@@ -20,8 +22,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "postgresql://USER@HOST:PORT/DATABASE: a PostgreSQL server (password in the URL or "
                              "~/.pgpass; libpq's PG* environment variables apply)")
     parser.add_argument("--vector-index", choices=VECTOR_INDEXES, default="hnsw",
-                        help="PostgreSQL with pgvector: an HNSW cosine index per model version (default) or none "
-                             "(every search exact); DuckDB always searches exactly")
+                        help="hnsw (default): an HNSW cosine index per model version, which `cattag similar` "
+                             "searches (PostgreSQL: pgvector's, built after the rows; DuckDB: files beside the "
+                             "database, for model versions of 30000 embeddings or more); none: every search exact")
+
+
+    parser.add_argument("--duckdb-memory", default=LOAD_MEMORY, metavar="SIZE",
+                        help="DuckDB: memory the load may hold before it spills to a folder beside the database "
+                             "file (default %(default)s; DuckDB's own default is 80%% of the machine's)")
 
 
 def main(argv: list[str] | None = None):
@@ -31,9 +39,11 @@ def main(argv: list[str] | None = None):
     files = sorted(glob.glob(str(pathlib.Path(args.tags) / tags.TAGS_GLOB)))
     if not files:
         raise ValueError(f"--tags {args.tags}: no {tags.TAGS_GLOB} files (is it a `cattag tag` output?)")
+    if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", args.duckdb_memory, re.IGNORECASE):
+        raise ValueError(f"--duckdb-memory {args.duckdb_memory!r}: expected a size such as 512MB or 2GB")
     backend, _ = parse_url(args.db)
-    options = {"vector_index": args.vector_index} if backend == POSTGRESQL else {}
-    database = connect(args.db, **options)
+    options = {"load_memory": args.duckdb_memory} if backend == DUCKDB else {}
+    database = connect(args.db, vector_index=args.vector_index, **options)
     try:
         result = database.load(files)
     finally:

@@ -551,3 +551,70 @@ def test_a_bulk_load_rebuilds_the_hnsw_index_after_its_rows_and_a_small_one_upda
         assert len(database.notes) == notes_before and database.has_index("m1")
     finally:
         database.close()
+
+
+def _duckdb_index_files(database_file) -> list[str]:
+    return sorted(p.name for p in database_file.parent.glob(f"{database_file.name}.vectors/*"))
+
+
+def test_duckdb_builds_a_vector_index_updates_it_and_never_searches_a_stale_one(tmp_path):
+    import duckdb
+
+    random_catalogue(tmp_path / "tags", n=400, dim=16)
+    path = tmp_path / "c.duckdb"
+    database = connect(f"duckdb:///{path}", index_min_rows=300)  # tests' catalogues are small
+    try:
+        first = database.load(sorted(str(p) for p in (tmp_path / "tags").glob(tags.TAGS_GLOB)))
+        assert first.notes == ["model m1: HNSW vector index built over 400 embeddings"]
+        assert len(_duckdb_index_files(path)) == 3  # manifest, graph, per-track arrays
+        recalls = []
+        for query in ["t0000", "t0007", "t0123", "t0399"]:
+            approximate = database.similar(query, k=10, model_version="m1")
+            exact = database.similar(query, k=10, model_version="m1", exact=True)
+            assert approximate.method == "approximate (HNSW index)" and exact.method == "exact"
+            assert query not in {n.track_id for n in approximate.neighbours} and len(approximate.neighbours) == 10
+            exact_by_id = {n.track_id: n for n in exact.neighbours}
+            recalls.append(len(exact_by_id.keys() & {n.track_id for n in approximate.neighbours}) / 10)
+            for n in approximate.neighbours:  # the index's float32 cosine is the exact one
+                if n.track_id in exact_by_id:
+                    assert n.similarity == pytest.approx(exact_by_id[n.track_id].similarity, abs=1e-6)
+                    assert n.genre == exact_by_id[n.track_id].genre
+        assert np.mean(recalls) >= 0.9, recalls
+        assert database.similar("t0007", k=5, model_version="m1", genre="waltz").method == "exact"
+
+        # A small load updates the index: a twin of t0007 arrives, t0123 falls silent.
+        twin = pq.read_table(next((tmp_path / "tags").glob(tags.TAGS_GLOB))).to_pylist()[7]["embedding"]
+        schema = tags.tags_schema(labels=LABELS, embedding_dim=16, model_version="m1", feature_version="f1")
+        small = [row("twin", "waltz", twin, day=2), {**row("t0123", None, None, day=2), "embedding": [0.0] * 16}]
+        (tmp_path / "small").mkdir()
+        pq.write_table(pa.Table.from_pylist(small, schema=schema),
+                       tmp_path / "small" / f"{tags.TAGS_PREFIX}-s-00000-of-00001.parquet")
+        database.load([str(p) for p in (tmp_path / "small").glob(tags.TAGS_GLOB)])
+        found = database.similar("t0007", k=3, model_version="m1")
+        assert found.method == "approximate (HNSW index)"
+        assert found.neighbours[0].track_id == "twin" and found.neighbours[0].similarity == pytest.approx(1.0)
+        assert found.neighbours[0].genre == "waltz" and found.neighbours[0].confidence == pytest.approx(0.9)
+        with pytest.raises(ValueError, match="no embedding"):  # silent now: not in the index, nor in the table
+            database.similar("t0123", k=3, model_version="m1")
+        manifest = json.loads(next(path.parent.glob(f"{path.name}.vectors/*.json")).read_text())
+        assert manifest["size"] == manifest["rows"] == 400 and manifest["generation"] == 2
+        assert all("t0123" not in {n.track_id for n in database.similar(q, k=10, model_version="m1").neighbours}
+                   for q in ["t0000", "t0122", "t0124"])
+    finally:
+        database.close()
+
+    # A change the index did not see (here: a row deleted behind cattag's back): exact, never a stale answer.
+    with duckdb.connect(str(path)) as con:
+        con.execute("DELETE FROM embeddings WHERE track_id = 'twin'")
+    database = connect(f"duckdb:///{path}", index_min_rows=300)
+    try:
+        found = database.similar("t0007", k=3, model_version="m1")
+        assert found.method == "exact" and "twin" not in {n.track_id for n in found.neighbours}
+    finally:
+        database.close()
+    database = connect(f"duckdb:///{path}", vector_index="none")  # --vector-index none removes the files
+    try:
+        database.load([str(p) for p in (tmp_path / "small").glob(tags.TAGS_GLOB)])
+        assert _duckdb_index_files(path) == []
+    finally:
+        database.close()
