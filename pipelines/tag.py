@@ -34,6 +34,7 @@ from transforms import aggregate
 from transforms import beam as cbeam
 from transforms.fingerprint import FingerprintInputs, SkipHeld
 from transforms.listing import ListCatalogue, ListingPlan, plan_listing
+from transforms.parquet_shards import WriteToParquetShards
 from transforms.progress import ProgressMonitor
 from transforms.tagging import TagSettings, TagTracks
 
@@ -185,9 +186,8 @@ def build(
                                    progress_dir=progress_dir)
     schema = tags.tags_schema(labels=settings.labels, embedding_dim=settings.embedding_dim,
                               model_version=settings.model_version, feature_version=settings.feature_version)
-    _ = tagged | "WriteTags" >> beam.io.WriteToParquet(
-        FileSystems.join(output, f"{tags.TAGS_PREFIX}-{run_id}"), schema, file_name_suffix=".parquet",
-        record_batch_size=1000)
+    _ = tagged | "WriteTags" >> WriteToParquetShards(
+        FileSystems.join(output, f"{tags.TAGS_PREFIX}-{run_id}"), schema, file_name_suffix=".parquet")
 
     _ = (
         (read[FingerprintInputs.FAILED], *failures, listed["rejected"])
