@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps pretrained demo test bench bench-train bench-accuracy bench-embeddings bench-tag bench-tag-pretrained bench-non-music bench-db flink-job-server prism bench-runners bench-watch bench-scale clean
+.PHONY: install system-deps pretrained demo test bench bench-train bench-accuracy bench-embeddings bench-tag bench-tag-pretrained bench-non-music bench-db flink-job-server prism bench-runners bench-watch bench-scale bench-load bench-scale-throughput clean
 
 $(STAMP): pyproject.toml constraints.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -106,6 +106,14 @@ bench-watch: $(STAMP) prism
 
 bench-scale: $(STAMP)
 	$(BIN)/python bench/scale_bench.py
+
+# cattag load and similar at 10^5 and 10^6 tag rows (about 35 minutes on 2 cores: the HNSW builds).
+bench-load: $(STAMP)
+	$(BIN)/python bench/load_bench.py --sizes 100000 1000000
+
+# featurize and tag through 10^3 and 10^4 tracks on DirectRunner and a Flink session cluster.
+bench-scale-throughput: $(STAMP) flink-job-server
+	$(BIN)/python bench/scale_throughput.py --copies 17 167 --flink-jar $(FLINK_JAR)
 
 clean:
 	rm -rf $(VENV) cattag-demo .pytest_cache
