@@ -11,8 +11,9 @@ them, a fresh process each, on
     way Flink clusters run them; only with --flink-jar (`make flink-job-server`).
 Each also runs on a one-clip catalogue first: its wall time is the fixed start-up, and throughput is
 (tracks - 1) / (wall - start-up). Worker memory is the largest peak RSS (VmHWM, sampled every
-0.5 s) of any Beam SDK worker process (`sdk_worker_main`) during the run. The tag model defaults to
-the pretrained tagger (musicnn-msd, no training): the backbone every default model runs.
+0.5 s) of any Beam SDK worker process (`sdk_worker_main`, or a worker pool's `SdkHarness`) during
+the run. The tag model defaults to the pretrained tagger (musicnn-msd, no training): the backbone
+every default model runs.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class WorkerPeaks:
                 if not pid.isdigit():
                     continue
                 try:
-                    if b"sdk_worker_main" not in pathlib.Path(f"/proc/{pid}/cmdline").read_bytes():
+                    if b"sdk_worker" not in pathlib.Path(f"/proc/{pid}/cmdline").read_bytes():
                         continue
                     for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
                         if line.startswith("VmHWM:"):
