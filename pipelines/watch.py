@@ -37,7 +37,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, PortableOption
 from apache_beam.transforms import window
 
 from pipelines import prism
-from pipelines.database import connect, redact
+from database import connect, redact
 from pipelines.options import CatalogueOptions, make_pipeline, runs_on_this_machine
 from schemas import examples, presets, tags
 from schemas.model_assets import read_model_assets

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import prism
-from pipelines.database import parse_url
+from database import parse_url
 from tests import local_postgres
 from tests.test_database import postgres  # noqa: F401 (fixture)
 from schemas import examples, tags
