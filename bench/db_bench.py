@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipelines.database import connect
+from database import connect
 from schemas import tags
 from tests import local_postgres
 

@@ -43,8 +43,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.db_bench import GENRES, synthetic_embeddings  # noqa: E402
-from pipelines import vector_index  # noqa: E402
-from pipelines.database import connect  # noqa: E402
+from database import vector_index  # noqa: E402
+from database import connect  # noqa: E402
 from schemas import tags  # noqa: E402
 from tests import local_postgres  # noqa: E402
 

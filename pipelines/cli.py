@@ -23,7 +23,7 @@ COMMANDS = {
     "demo": ("pipelines.demo", "run", "build a small synthetic catalogue and run the product on it end to end"),
     "flink-cluster": ("pipelines.flink_cluster", "main", "start, stop or show a local Flink session cluster (JobManager + TaskManagers on loopback)"),
 }
-_OUR_LOGGERS = ("pipelines", "transforms", "trainer", "schemas", "cattag")
+_OUR_LOGGERS = ("pipelines", "transforms", "trainer", "schemas", "database", "cattag")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ import pathlib
 import shutil
 
 from pipelines import featurize, load, search, similar, synthetic, tag
-from schemas import presets
+from schemas import examples, presets
 from trainer import pretrained, task
 from transforms.catalogue import LABEL_MODES
 
@@ -124,12 +124,12 @@ def _report(metadata: dict, features: pathlib.Path) -> str:
         row = [metadata["counts"][split].get(label, {}).get("segments", 0) for split in metadata["counts"]]
         lines.append(f"  {label:<20}" + "".join(f"{n:>12}" for n in row))
     lines.append("")
-    lines.append(f"Failed inputs ({metadata['failed']['count']}), also in {features / 'errors'}:")
+    lines.append(f"Failed inputs ({metadata['failed']['count']}), also in {features / examples.ERRORS_DIR}:")
     for failure in metadata["failed"]["listed"]:
         lines.append(f"  {pathlib.Path(failure['uri']).name:<20} {failure['stage']:<8} {failure['error']}")
     lines.append("")
     lines.append(f"Feature config {metadata['feature_version']}: {json.dumps(metadata['feature_config'])}")
-    lines.append(f"Outputs: {features}/{{train,validation,test}}/, metadata.json, schema.pbtxt, errors/")
+    lines.append(f"Outputs: {features}/{{train,validation,test}}/, metadata.json, schema.pbtxt, _errors/")
     return "\n".join(lines)
 
 
@@ -159,5 +159,5 @@ def _tag_report(tagged: tag.TagRun, *, title: str, shown: int = 8) -> str:
         lines.append(f"  {row['track_id'][:34]:<34} {(row['genre'] or '-')[:16]:<16} {row['confidence']:>5.2f}  "
                      f"{carried[:44]:<44} {row['review_reason'] or ''}")
     lines.append(f"  Parquet in {tagged.output} ({len(tagged.files)} file(s)), failed inputs in "
-                 f"{tagged.output}/errors/")
+                 f"{tagged.output}/_errors/")
     return "\n".join(lines)

@@ -8,8 +8,8 @@ import logging
 import pathlib
 import re
 
-from pipelines.database import DUCKDB, VECTOR_INDEXES, connect, parse_url, redact
-from pipelines.duckdb_store import LOAD_MEMORY
+from database import DUCKDB, VECTOR_INDEXES, connect, parse_url, redact
+from database.duckdb_store import LOAD_MEMORY
 from schemas import tags
 
 _LOG = logging.getLogger(__name__)

@@ -6,7 +6,8 @@ import argparse
 import dataclasses
 import json
 
-from pipelines.database import TagSearch, connect
+from database import connect
+from database.store import TagSearch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None):
     args = parser.parse_args(argv)
     if args.k < 1:
         raise ValueError(f"-k {args.k}: expected at least 1")
-    database = connect(args.db)
+    database = connect(args.db, read_only=True)
     try:
         found = database.search(args.tags, k=args.k, model_version=args.model_version,
                                 match="any" if args.any else "all")

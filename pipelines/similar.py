@@ -6,7 +6,8 @@ import argparse
 import dataclasses
 import json
 
-from pipelines.database import Search, connect
+from database import connect
+from database.store import Search
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +27,7 @@ def main(argv: list[str] | None = None):
     args = parser.parse_args(argv)
     if args.k < 1:
         raise ValueError(f"-k {args.k}: expected at least 1")
-    database = connect(args.db)
+    database = connect(args.db, read_only=True)
     try:
         version = args.model_version or database.latest_model_version(args.track_id)
         found = database.similar(args.track_id, k=args.k, model_version=version, genre=args.genre, exact=args.exact)

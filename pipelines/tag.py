@@ -2,7 +2,7 @@
 
     ListCatalogue -> [skip tracks OUT holds for this model] -> FanOutDecode -> FeaturizeTracks
         -> TagTracks (RunInference, aggregate per track) -> WriteTags (OUT/tags-<run>-*.parquet)
-        '-> failures (+ rejected) -> WriteErrors (OUT/errors/*.parquet)
+        '-> failures (+ rejected) -> WriteErrors (OUT/_errors/*.parquet)
 
 The feature config comes from the model, and the audio goes through the same FeaturizeTracks as
 in featurize: the model sees exactly the log-mels it was trained on.
@@ -255,7 +255,7 @@ def _prepare_output(output: str, *, skip_existing: bool, overwrite: bool) -> str
     if files and not (skip_existing or overwrite):
         raise ValueError(f"--output {output} already holds tags from an earlier run ({len(files)} file(s)); "
                          "pass --skip-existing to add only what is missing, or --overwrite to replace them")
-    # errors/ always describes the latest run: the inputs that failed before are retried now.
+    # _errors/ always describes the latest run: the inputs that failed before are retried now.
     if FileSystems.exists(errors_dir):
         FileSystems.delete([errors_dir])
     if overwrite:

@@ -2,7 +2,7 @@
 
     PollCatalogue (every --poll-interval; complete files only) -> Fingerprint -> SkipUnchanged (state per
         track id) -> FixedWindows(--window) -> FeaturizeTracks -> TagTracks
-        -> per window: OUT/tags-watch-<session>-<window>.parquet, OUT/errors/watch-<session>-<window>.parquet,
+        -> per window: OUT/tags-watch-<session>-<window>.parquet, OUT/_errors/watch-<session>-<window>.parquet,
            and an upsert of the window's rows into --db
 
 It runs on Beam's Prism runner by default (`make prism` builds it) and on Flink by flags. SIGINT or
@@ -37,7 +37,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, PortableOption
 from apache_beam.transforms import window
 
 from pipelines import prism
-from pipelines.database import connect, redact
+from database import connect, redact
 from pipelines.options import CatalogueOptions, make_pipeline, runs_on_this_machine
 from schemas import examples, presets, tags
 from schemas.model_assets import read_model_assets
@@ -386,7 +386,7 @@ def _quiet_worker_shutdown() -> None:
 
 
 def _prepare_output(output: str, *, overwrite: bool) -> None:
-    """A watch adds to OUT (what it holds is skipped by content); errors/ describes this session."""
+    """A watch adds to OUT (what it holds is skipped by content); _errors/ describes this session."""
     if overwrite:
         held = FileSystems.match([FileSystems.join(output, tags.TAGS_GLOB)])[0].metadata_list
         if held:

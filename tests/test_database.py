@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import cli, load, search, similar
-from pipelines.database import TagScore, connect, parse_url, redact
+from database import connect, parse_url, redact
+from database.store import TagScore
 from schemas import catalogue_db, tags
 from tests import local_postgres
 
@@ -515,7 +516,7 @@ def test_duckdb_and_postgresql_search_alike(tmp_path, postgres):
 
 
 def test_postgres_stages_a_file_a_batch_at_a_time_with_the_same_rows(tmp_path):
-    from pipelines.postgres_store import _staged_rows
+    from database.postgres_store import _staged_rows
 
     write_tags(tmp_path / "tags", [row(t, GENRES[t], e) for t, e in EMBEDDINGS.items()] + [row("quiet", None, None)])
     path = str(next((tmp_path / "tags").glob("*.parquet")))
@@ -526,7 +527,7 @@ def test_postgres_stages_a_file_a_batch_at_a_time_with_the_same_rows(tmp_path):
 
 def test_a_bulk_load_rebuilds_the_hnsw_index_after_its_rows_and_a_small_one_updates_it(tmp_path, postgres,
                                                                                        monkeypatch):
-    from pipelines import postgres_store
+    from database import postgres_store
 
     monkeypatch.setattr(postgres_store, "BULK_ROWS", 50)
     random_catalogue(tmp_path / "first", n=100, dim=8)
@@ -618,3 +619,49 @@ def test_duckdb_builds_a_vector_index_updates_it_and_never_searches_a_stale_one(
         assert _duckdb_index_files(path) == []
     finally:
         database.close()
+
+
+def test_duckdb_readers_share_a_file_need_it_to_exist_and_writers_wait_for_the_lock(tmp_path, capsys):
+    import multiprocessing
+    import time
+
+    from database.duckdb_store import DuckDB
+
+    missing = tmp_path / "absent.duckdb"
+    assert cli.main(["similar", "a", "--db", f"duckdb:///{missing}"]) == 2
+    assert "no such database file" in capsys.readouterr().err and not missing.exists()  # not created
+
+    write_tags(tmp_path / "tags", [row(t, GENRES[t], e) for t, e in EMBEDDINGS.items()])
+    path = tmp_path / "c.duckdb"
+    load.main(["--tags", str(tmp_path / "tags"), "--db", f"duckdb:///{path}"])
+    readers = [connect(f"duckdb:///{path}", read_only=True) for _ in range(2)]  # two readers at once
+    try:
+        assert [r.similar("a", k=1, model_version="m1").neighbours[0].track_id for r in readers] == ["b", "b"]
+    finally:
+        for reader in readers:
+            reader.close()
+
+    # Another process holds the file for writing: a second writer waits, then names it.
+    spawn = multiprocessing.get_context("spawn")
+    ready, release = spawn.Event(), spawn.Event()
+    holder = spawn.Process(target=_hold_duckdb, args=(str(path), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(60)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError, match=rf"in use by another process, PID {holder.pid}"):
+            DuckDB(str(path), lock_timeout_s=1.5)
+        assert time.monotonic() - started >= 1.5
+    finally:
+        release.set()
+        holder.join(60)
+    DuckDB(str(path), lock_timeout_s=1.5).close()  # free again
+
+
+def _hold_duckdb(path: str, ready, release) -> None:
+    import duckdb
+
+    con = duckdb.connect(path)
+    ready.set()
+    release.wait(60)
+    con.close()

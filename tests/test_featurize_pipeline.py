@@ -206,6 +206,6 @@ def test_an_incomplete_earlier_run_is_replaced_by_the_same_command(catalogue, fe
     featurize.run(["--input", str(manifest), "--output", str(output), "--progress", "off"])
     assert "holds an incomplete earlier run" in caplog.text
     metadata = json.loads((output / examples.METADATA_FILE).read_text())
-    shards = sorted(output.glob("*/part-*.tfrecord.gz")) + sorted(output.glob("errors/*.parquet"))
+    shards = sorted(output.glob("*/part-*.tfrecord.gz")) + sorted(output.glob(f"{examples.ERRORS_DIR}/*.parquet"))
     assert metadata["shard_files"] == len(shards) > 0
     assert not (output / "train" / "part-00000-of-00009.tfrecord.gz").exists()

@@ -131,7 +131,7 @@ def test_featurize_writes_the_same_examples_in_the_same_splits(runner, catalogue
 def tag_outputs(output: pathlib.Path) -> tuple[dict, list]:
     rows = {r["track_id"]: r for r in tag.read_tags(str(output)).to_pylist()}
     errors = sorted((pathlib.Path(r["uri"]).name, r["stage"], r["error"])
-                    for r in pq.read_table(str(output / "errors")).to_pylist())
+                    for r in pq.read_table(str(output / examples.ERRORS_DIR)).to_pylist())
     return rows, errors
 
 

@@ -209,3 +209,30 @@ def test_non_music_gets_a_row_and_sits_further_from_the_training_music(catalogue
     non_music = [rows[name]["typicality"] for name, k in kind.items() if k in ("speech", "nature")]
     in_distribution = [row["typicality"] for uri, row in rows_by_uri(tagged[0]).items() if "/music/" in uri]
     assert max(non_music) < np.median(in_distribution), (non_music, in_distribution)
+
+
+def test_the_output_folder_reads_whole_as_the_tags_in_every_reader(tagged):
+    """pandas and Arrow on OUT itself, Polars and DuckDB on OUT/*.parquet, as users read it: the tag
+    rows and columns, not the errors (in OUT/_errors/, which dataset readers skip) nor the writer's
+    temporary files."""
+    import duckdb
+    import pandas as pd
+    import polars as pl
+    import pyarrow.dataset as ds
+
+    output, result = tagged
+    assert list(output.glob(f"{examples.ERRORS_DIR}/*.parquet"))  # this catalogue has failures
+    expected = tag.read_tags(str(output))
+    columns, n = expected.schema.names, expected.num_rows
+    assert n == result.tagged
+    arrow = ds.dataset(output, format="parquet").to_table()
+    assert (arrow.num_rows, arrow.schema.names) == (n, columns)
+    frame = pd.read_parquet(output)
+    assert (len(frame), list(frame.columns)) == (n, columns)
+    # Polars reads every file under a folder it is given, "_" folders too, and refuses a mix of
+    # extensions: its users give it the folder's files, as DuckDB's do.
+    polars_frame = pl.read_parquet(f"{output}/*.parquet")
+    assert (polars_frame.height, polars_frame.columns) == (n, columns)
+    count, names = duckdb.sql(f"SELECT count(*), any_value(track_id) FROM '{output}/*.parquet'").fetchall()[0]
+    assert count == n and names in set(expected.column("track_id").to_pylist())
+    assert len(pq.read_table(str(output / examples.ERRORS_DIR)).schema.names) == 4  # uri, track_id, stage, error

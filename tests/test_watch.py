@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import prism
-from pipelines.database import parse_url
+from database import parse_url
 from tests import local_postgres
 from tests.test_database import postgres  # noqa: F401 (fixture)
 from schemas import examples, tags
@@ -196,7 +196,7 @@ def test_watch_tags_arrivals_once_each_and_survives_a_restart(gtzan_dir, pretrai
     assert db_genres(db) == {r["track_id"]: r["genre"] for r in rows if r is newest or r["track_id"] != "rock.flac"}
     assert not [p for p in _processes() if str(prism_binary) in p], "Prism outlived the watcher"
 
-    # Restart: only what is new or changed since is tagged; errors/ describes this session.
+    # Restart: only what is new or changed since is tagged; _errors/ describes this session.
     shutil.copy(jazz, folder / "new.flac")
     os.utime(folder / "blues.flac")  # touched, same content
     watcher = Watcher(folder, output, db, log, prism_binary)

@@ -42,7 +42,7 @@ class CatalogueEntry:
 
 @dataclasses.dataclass(frozen=True)
 class RejectedEntry:
-    """An input refused before decoding (duplicate id, empty path): it goes to errors/."""
+    """An input refused before decoding (duplicate id, empty path): it goes to _errors/."""
 
     uri: str
     track_id: str

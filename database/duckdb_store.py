@@ -1,17 +1,19 @@
 """The embedded recommender database: a DuckDB file, opened per command. `similar` searches a model
 version exactly until it holds vector_index.MIN_ROWS embeddings, then through an HNSW index kept in
-files beside the database (pipelines/vector_index.py), which `load` builds or updates after its
+files beside the database (database/vector_index.py), which `load` builds or updates after its
 transaction commits."""
 
 from __future__ import annotations
 
 import logging
 import pathlib
+import re
+import time
 from collections.abc import Iterator
 
 import numpy as np
 
-from pipelines.database import (
+from database.store import (
     LoadResult,
     Neighbour,
     Search,
@@ -25,7 +27,7 @@ from pipelines.database import (
     tag_search,
     unknown_track,
 )
-from pipelines.vector_index import MIN_ROWS, State, Tracks, VectorIndexes
+from database.vector_index import MIN_ROWS, State, Tracks, VectorIndexes
 from schemas import catalogue_db as db
 
 _LOG = logging.getLogger(__name__)
@@ -38,20 +40,28 @@ _BATCH_ROWS = 50_000  # embeddings read at a time to build an index
 # for 2x10^5 rows). With 512 MB, 10^6 rows loaded in 22 s at 669 MiB peak; with 256 MB it ran out of
 # memory (the tables' pages being written cannot all be spilled).
 LOAD_MEMORY = "512MB"
+# How long a command waits for another process's lock on the file (a load in progress) before it
+# gives up with the other process named: a second `cattag load` waits for the first.
+LOCK_TIMEOUT_S = 120.0
+_LOCK_POLL_S = 0.5
 
 
 class DuckDB:
-    def __init__(self, path: str, *, vector_index: str = "hnsw", index_min_rows: int = MIN_ROWS,
-                 load_memory: str = LOAD_MEMORY):
-        """vector_index "hnsw": model versions of at least index_min_rows embeddings get an HNSW index
-        (searched by `similar`); "none": every search is exact, and load removes the index files.
-        load_memory: DuckDB's memory limit while loading ("512MB", "2GB")."""
-        import duckdb
-
-        pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._con = duckdb.connect(path)
-        for statement in db.duckdb_ddl():
-            self._con.execute(statement)
+    def __init__(self, path: str, *, read_only: bool = False, vector_index: str = "hnsw",
+                 index_min_rows: int = MIN_ROWS, load_memory: str = LOAD_MEMORY, lock_timeout_s: float = LOCK_TIMEOUT_S):
+        """read_only: for queries; the file must exist, and other readers may hold it too (a writer
+        may not). vector_index "hnsw": model versions of at least index_min_rows embeddings get an
+        HNSW index (searched by `similar`); "none": every search is exact, and load removes the index
+        files. load_memory: DuckDB's memory limit while loading ("512MB", "2GB"). lock_timeout_s: how
+        long to wait for another process's lock on the file (DuckDB: one writer, or many readers)."""
+        if read_only and not pathlib.Path(path).is_file():
+            raise FileNotFoundError(f"--db duckdb:///{path}: no such database file (`cattag load` creates it)")
+        if not read_only:
+            pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._con = _connect(path, read_only=read_only, timeout_s=lock_timeout_s)
+        if not read_only:
+            for statement in db.duckdb_ddl():
+                self._con.execute(statement)
         self.vector_index = vector_index
         self._load_memory = load_memory
         self._index_min_rows = index_min_rows
@@ -241,3 +251,29 @@ class DuckDB:
                                                         model_version=model_version, placeholder="?")
                                     ).fetchall() if rows else []
         return tag_search(rows, matched, groups=groups, model_version=model_version, latest=latest, match=match)
+
+
+def _connect(path: str, *, read_only: bool, timeout_s: float):
+    """A DuckDB connection to the file, waiting up to timeout_s while another process holds a
+    conflicting lock (DuckDB allows one writing process or several reading ones)."""
+    import duckdb
+
+    deadline = time.monotonic() + timeout_s
+    waited = False
+    while True:
+        try:
+            return duckdb.connect(path, read_only=read_only)
+        except duckdb.IOException as err:
+            holder = (re.search(r"Conflicting lock is held in (.+?) \(PID (\d+)\)", str(err))
+                      or re.search(r"Conflicting lock is held in (\S+)()", str(err)))
+            if holder is None:
+                raise
+            if time.monotonic() >= deadline:
+                who = f"PID {holder.group(2)} ({holder.group(1)})" if holder.group(2) else holder.group(1)
+                raise TimeoutError(f"--db duckdb:///{path}: in use by another process, {who}; waited "
+                                   f"{timeout_s:.0f} s for it (a DuckDB file has one writer at a time)") from None
+            if not waited:
+                _LOG.info("%s is in use by another process (%s); waiting up to %.0f s", path,
+                          holder.group(2) and f"PID {holder.group(2)}" or holder.group(1), timeout_s)
+                waited = True
+            time.sleep(_LOCK_POLL_S)

@@ -1,13 +1,8 @@
-"""The recommender database behind `cattag load`, `cattag similar` and `cattag search`: URLs, shared
-result types and errors, and the tag search's SQL (one text for both stores, so that they rank alike).
+"""What every store shares: the Store interface, result types, errors, and the tag search's SQL (one
+text for both stores, so that they rank alike). Imports neither store: they import it.
 
-    duckdb:///catalogue.duckdb                 a file relative to the working directory (embedded, no server)
-    duckdb:////abs/catalogue.duckdb            an absolute path (the SQLAlchemy convention: four slashes)
-    postgresql://user[:password]@host:port/db  a PostgreSQL server (pgvector used when the server has it)
-
-The tables are declared in schemas/catalogue_db.py; pipelines/duckdb_store.py and
-pipelines/postgres_store.py implement the same operations (load, latest_model_version, similar,
-search) over them.
+The tables are declared in schemas/catalogue_db.py (the project's schemas live in schemas/);
+database/duckdb_store.py and database/postgres_store.py implement the Store over them.
 """
 
 from __future__ import annotations
@@ -17,6 +12,7 @@ import difflib
 import struct
 import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 
 from schemas import catalogue_db as db
 
@@ -73,6 +69,25 @@ class LoadResult:
     model_versions: list[str]
     counts: dict[str, int]  # rows per table after the load
     notes: list[str] = dataclasses.field(default_factory=list)  # what the user should know (no pgvector, ...)
+
+
+class Store(Protocol):
+    """One open recommender database (database.connect returns one)."""
+
+    def load(self, files: list[str]) -> LoadResult:
+        """Upserts `cattag tag` Parquet files, keyed by (track_id, model_version)."""
+
+    def latest_model_version(self, track_id: str) -> str:
+        """The model version that tagged the track last (ValueError when the track is unknown)."""
+
+    def similar(self, track_id: str, *, k: int, model_version: str, genre: str | None = None,
+                exact: bool = False) -> Search:
+        """The k tracks nearest to the track by the cosine similarity of that model's embeddings."""
+
+    def search(self, tags: list[str], *, k: int, model_version: str | None = None, match: str = "all") -> TagSearch:
+        """The k tracks carrying all (or any) of the tags."""
+
+    def close(self) -> None: ...
 
 
 def unknown_track(track_id: str) -> ValueError:
@@ -215,15 +230,3 @@ def redact(url: str) -> str:
         return url
     netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@", 1)
     return urllib.parse.urlunparse(parsed._replace(netloc=netloc))
-
-
-def connect(url: str, **options):
-    """An open database for the URL: DuckDB or PostgreSQL, with the store's options (vector_index, ...)."""
-    backend, target = parse_url(url)
-    if backend == DUCKDB:
-        from pipelines.duckdb_store import DuckDB
-
-        return DuckDB(target, **options)
-    from pipelines.postgres_store import PostgreSQL
-
-    return PostgreSQL(target, **options)

@@ -21,7 +21,7 @@ import psycopg
 import pyarrow.parquet as pq
 from psycopg import sql
 
-from pipelines.database import (
+from database.store import (
     VECTOR_INDEXES,
     LoadResult,
     Neighbour,
