@@ -236,3 +236,24 @@ def test_the_output_folder_reads_whole_as_the_tags_in_every_reader(tagged):
     count, names = duckdb.sql(f"SELECT count(*), any_value(track_id) FROM '{output}/*.parquet'").fetchall()[0]
     assert count == n and names in set(expected.column("track_id").to_pylist())
     assert len(pq.read_table(str(output / examples.ERRORS_DIR)).schema.names) == 4  # uri, track_id, stage, error
+
+
+def test_padded_batches_are_few_shapes_and_leave_the_outputs_unchanged(small_model):
+    """A bundle's last batch is padded to a power of two (flat worker memory); the padding rows are
+    dropped and each example's outputs are those of the example alone."""
+    from transforms.inference import SavedModelHandler, padded_batch_size
+
+    assert [padded_batch_size(n, 16) for n in (1, 2, 3, 5, 9, 16, 17)] == [1, 2, 4, 8, 16, 16, 17]
+    assert {padded_batch_size(n, 16) for n in range(1, 17)} == {1, 2, 4, 8, 16}
+    handler = SavedModelHandler(small_model[0], max_batch_size=16)
+    assert handler.batch_elements_kwargs() == {"min_batch_size": 16, "max_batch_size": 16}
+    model = handler.load_model()
+    cfg = read_model_assets(small_model[0]).cfg
+    examples_in = [np.random.default_rng(seed).normal(size=cfg.mel_shape).astype(np.float32)
+                   for seed in range(3)]
+    together = handler.run_inference(examples_in, model)  # padded to 4
+    assert len(together) == 3
+    for example, result in zip(examples_in, together, strict=True):
+        alone = handler.run_inference([example], model)[0]
+        np.testing.assert_allclose(result.inference["probabilities"], alone.inference["probabilities"], atol=1e-5)
+        np.testing.assert_allclose(result.inference["embedding"], alone.inference["embedding"], atol=1e-4)

@@ -128,7 +128,7 @@ class AggregateTrack(beam.DoFn):
 class TagTracks(beam.PTransform):
     """{'segments': MelSegment, 'tracks': TrackSummary} -> {'rows': dict, 'failures': Failure}."""
 
-    def __init__(self, model_dir: str, settings: TagSettings, *, inference_batch_size: int = 64,
+    def __init__(self, model_dir: str, settings: TagSettings, *, inference_batch_size: int = 16,
                  inference_threads: int = 0):
         super().__init__()
         self._handler = KeyedModelHandler(SavedModelHandler(model_dir, max_batch_size=inference_batch_size,
