@@ -17,7 +17,7 @@ from apache_beam.metrics import Metrics
 
 from schemas import examples
 from schemas.features import FeatureConfig, SegmentPolicy
-from transforms import audio, mel, segments, splits
+from transforms import audio, mel, quiet, segments, splits
 from transforms.catalogue import CatalogueEntry
 from transforms.progress import ProgressTicker
 from transforms.stats import Moments
@@ -82,6 +82,7 @@ class DecodeAudio(beam.DoFn):
         self._progress_dir = progress_dir
 
     def setup(self) -> None:
+        quiet.filter_native_noise()  # libmpg123's notes on damaged MP3 frames (the failures still reach _errors/)
         self._ticker = ProgressTicker(self._progress_dir) if self._progress_dir else None
 
     def process(self, entry: CatalogueEntry) -> Iterator[DecodedTrack | beam.pvalue.TaggedOutput]:

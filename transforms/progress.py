@@ -12,9 +12,11 @@ import json
 import logging
 import os
 import pathlib
+import sys
 import threading
 import time
 import uuid
+from typing import TextIO
 
 _LOG = logging.getLogger("cattag.progress")
 _FLUSH_EVERY_S = 1.0
@@ -56,13 +58,19 @@ def read_progress(directory: str) -> tuple[int, float]:
 
 
 class ProgressMonitor:
-    """Launcher side: a thread that logs 'N/total inputs, audio-s/s' until stopped."""
+    """Launcher side: a thread that reports 'N/total inputs, audio-s/s' until stopped.
 
-    def __init__(self, directory: str, *, total: int | None, label: str, every_s: float = 5.0):
+    On a terminal, one line redrawn in place every second and left showing the final count; otherwise
+    (a log file, CI) a plain log line every `every_s` seconds and one at the end."""
+
+    def __init__(self, directory: str, *, total: int | None, label: str, every_s: float = 10.0,
+                 stream: TextIO | None = None):
         self._directory = directory
         self._total = total
         self._label = label
-        self._every_s = every_s
+        self._stream = stream or sys.stderr
+        self._tty = _is_terminal(self._stream)  # decided now: a filter may later put a pipe on stderr
+        self._every_s = 1.0 if self._tty else every_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cattag-progress", daemon=True)
         self._started = time.monotonic()
@@ -75,15 +83,33 @@ class ProgressMonitor:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        self._report(final=True)
 
     def _run(self) -> None:
         while not self._stop.wait(self._every_s):
-            inputs, audio_s = read_progress(self._directory)
-            elapsed = time.monotonic() - self._started
-            done = (f"{inputs}/{self._total} inputs ({100.0 * inputs / max(self._total, 1):.0f}%)"
-                    if self._total is not None else f"{inputs} inputs so far")  # listed by the workers
-            _LOG.info("%s: %s, %.0f audio-s, %.1f audio-s/s, %.0f s elapsed", self._label, done, audio_s,
-                      audio_s / max(elapsed, 1e-9), elapsed)
+            self._report(final=False)
+
+    def line(self) -> str:
+        inputs, audio_s = read_progress(self._directory)
+        elapsed = time.monotonic() - self._started
+        done = (f"{inputs}/{self._total} inputs ({100.0 * inputs / max(self._total, 1):.0f}%)"
+                if self._total is not None else f"{inputs} inputs so far")  # listed by the workers
+        return (f"{self._label}: {done}, {audio_s / 3600:.2f} audio hours, {audio_s / max(elapsed, 1e-9):.1f} "
+                f"audio-s/s, {elapsed:.0f} s")
+
+    def _report(self, *, final: bool) -> None:
+        if self._tty:  # redraw in place; the final state stays on screen
+            self._stream.write("\r\x1b[K" + self.line() + ("\n" if final else ""))
+            self._stream.flush()
+        elif not final or time.monotonic() - self._started >= self._every_s:  # a short run needs no line
+            _LOG.info("%s", self.line())
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 class EventLog:
