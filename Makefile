@@ -1,6 +1,6 @@
 # Two entry points for a fresh machine: `make demo` (the main job end to end) and `make test`.
 # Each installs what it needs: a Python 3.11 virtual environment with pinned packages, and what the
-# tests use: ffmpeg (to make and decode m4a files), Java 17 and Maven with the Flink job server they
+# tests use: ffmpeg (to make and decode m4a files), chromium (to render the report), Java 17 and Maven with the Flink job server they
 # build (flink-job-server), and Go with the Prism runner it builds (prism). musicnn's weights are fetched by the demo and the tests themselves.
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -20,10 +20,11 @@ $(STAMP): pyproject.toml constraints.txt setup.py
 
 install: $(STAMP)
 
+# ffmpeg (m4a files for the audio tests) and chromium (the report test renders the page headless).
 system-deps:
-	@command -v ffmpeg >/dev/null || { \
+	@{ command -v ffmpeg && command -v chromium; } >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends ffmpeg chromium >/dev/null; }
 
 # musicnn's weights, from its PyPI wheel (29 MB, once), converted into ~/.cache/cattag/pretrained.
 pretrained: $(STAMP)

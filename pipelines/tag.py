@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import logging
 import shutil
 import tempfile
@@ -165,8 +166,23 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         low_confidence=int(written["low_confidence"].to_numpy().sum()) if written else 0,
         failed=errors, audio_s=float(written["duration_s"].to_numpy().sum()) if written else 0.0,
         wall_s=wall_s, files=files)
+    _record_run(output, run_id, result)
     _LOG.info("%s", result.summary_line())
     return result
+
+
+def _record_run(output: str, run_id: str, result: TagRun) -> None:
+    """OUT/_runs/<run id>.json: what the run did, for `cattag report` (readers skip `_` folders)."""
+    record = {"run_id": run_id, **{k: v for k, v in dataclasses.asdict(result).items() if k != "files"},
+              "files": len(result.files)}
+    path = FileSystems.join(output, tags.RUNS_DIR, f"{run_id}.json")
+    try:
+        handle = FileSystems.create(path)
+    except OSError:  # a local folder that does not exist yet
+        FileSystems.mkdirs(FileSystems.join(output, tags.RUNS_DIR))
+        handle = FileSystems.create(path)
+    with handle:
+        handle.write(json.dumps(record, indent=2).encode())
 
 
 def build(
@@ -262,6 +278,9 @@ def _prepare_output(output: str, *, skip_existing: bool, overwrite: bool) -> str
     if overwrite:
         if files:
             FileSystems.delete(files)
+        runs_dir = FileSystems.join(output, tags.RUNS_DIR)
+        if FileSystems.exists(runs_dir):  # the records of the runs whose files are gone
+            FileSystems.delete([runs_dir])
         return None
     return output if skip_existing and files else None
 

@@ -149,3 +149,18 @@ def pretrained_cache() -> pathlib.Path:
     for name in presets.PRESETS:
         pretrained.fetch(name)
     return presets.cache_root()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Says where the artifacts written by this run are (the report's screenshot), for CI logs."""
+    folder = pathlib.Path(os.environ.get("CATTAG_ARTIFACTS", pathlib.Path(__file__).resolve().parents[1] / ".ci" / "artifacts"))
+    started = getattr(config, "_cattag_started", None)
+    written = sorted(p for p in folder.glob("*") if started is None or p.stat().st_mtime >= started) if folder.is_dir() else []
+    for path in written:
+        terminalreporter.write_line(f"artifact: {path}")
+
+
+def pytest_configure(config):
+    import time
+
+    config._cattag_started = time.time()

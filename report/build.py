@@ -1,0 +1,209 @@
+"""A tag output (and optionally its model and database) -> the report's HTML and its headline facts."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import logging
+
+from apache_beam.io.filesystems import FileSystems
+
+from report import charts, summary
+from schemas.tags import TAGS_GLOB
+from report.page import figure, page, png, section, table
+
+_LOG = logging.getLogger(__name__)
+TOP_TAGS = 30  # bars in the tag chart
+SIMILAR_QUERIES = 3  # sample `similar` lists with a database
+SIMILAR_K = 5
+MODEL_PLOTS = {"training_curves.png": "Training curves", "confusion_matrix.png": "Confusion matrix (held-out split)",
+               "embeddings_pca.png": "Held-out embeddings, PCA"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportFacts:
+    """The headline figures, as the page shows them (for the command's closing line and for tests)."""
+
+    model_version: str
+    inputs: int
+    tagged: int
+    flagged: int
+    failed: int
+    audio_hours: float
+    tracks_per_s: float | None  # from the latest run's record; None when OUT holds none
+
+
+def build(tags_dir: str, *, model_dir: str | None = None, db_url: str | None = None,
+          model_version: str | None = None) -> tuple[str, ReportFacts]:
+    files = summary.tag_files(tags_dir)
+    if not files:
+        raise ValueError(f"--tags {tags_dir} holds no tag files ({TAGS_GLOB}); "
+                         "is it the --output of a `cattag tag` run?")
+    version = model_version or summary.latest_model_version(files)
+    tagged = summary.summarize_tags(files, version)
+    if not tagged.rows:
+        raise ValueError(f"--tags {tags_dir} holds no rows of model version {version} "
+                         f"(it holds {', '.join(sorted(tagged.other_versions))})")
+    errors = summary.summarize_errors(tags_dir)
+    runs = [run for run in summary.read_runs(tags_dir) if run.get("model_version") == version]
+    latest = runs[-1] if runs else None
+    facts = ReportFacts(
+        model_version=version, inputs=latest["inputs"] if latest else tagged.rows + errors.count,
+        tagged=tagged.rows, flagged=tagged.flagged, failed=errors.count, audio_hours=tagged.audio_s / 3600,
+        tracks_per_s=latest["tagged"] / latest["wall_s"] if latest and latest.get("wall_s") else None)
+    sections = [
+        _figures(facts, tagged, latest),
+        _distributions(tagged),
+        _flagged(tagged),
+        _failures(errors),
+        _map(tagged),
+    ]
+    if model_dir:
+        sections.append(_model(model_dir))
+    if db_url:
+        sections.append(_similar(db_url, tagged))
+    if runs:
+        sections.append(_runs(runs))
+    subtitle = (f"{tags_dir}, model {version}, written "
+                f"{datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}")
+    return page("cattag run report", subtitle, sections), facts
+
+
+def _figures(facts: ReportFacts, tagged: summary.TagSummary, latest: dict | None) -> str:
+    items = [
+        figure("inputs", f"{facts.inputs:,}", figure_id="fig-inputs"),
+        figure("tagged", f"{facts.tagged:,}", figure_id="fig-tagged"),
+        figure("flagged for review", f"{facts.flagged:,}", figure_id="fig-flagged", level="warn" if facts.flagged else ""),
+        figure("failed", f"{facts.failed:,}", figure_id="fig-failed", level="bad" if facts.failed else ""),
+        figure("audio hours", f"{facts.audio_hours:,.2f}", figure_id="fig-audio-hours"),
+    ]
+    if facts.tracks_per_s is not None:
+        items.append(figure("tracks/s", f"{facts.tracks_per_s:,.2f}", figure_id="fig-throughput"))
+        items.append(figure("wall time", f"{latest['wall_s']:,.0f} s", figure_id="fig-wall"))
+    notes = []
+    if latest and latest.get("skipped"):
+        notes.append(f"{latest['skipped']:,} inputs were skipped by the latest run as already tagged.")
+    if tagged.other_versions:
+        notes.append("This output also holds rows of other model versions, left out here: " + ", ".join(
+            f"{name} ({count:,})" for name, count in sorted(tagged.other_versions.items()))
+                     + "; `cattag report --model-version` picks one.")
+    if facts.tracks_per_s is None:
+        notes.append("No run record in _runs/ (written by cattag tag since this report exists): no throughput.")
+    return section("The run", f'<div class="figures">{"".join(items)}</div>', section_id="figures",
+                   note=" ".join(notes))
+
+
+def _distributions(tagged: summary.TagSummary) -> str:
+    genres = charts.bars(tagged.genres.most_common(), chart_id="chart-genres")
+    top_tags = tagged.tags.most_common(TOP_TAGS)
+    tag_chart = charts.bars(top_tags, chart_id="chart-tags")
+    confidence = charts.histogram(list(tagged.confidence_counts), list(tagged.confidence_edges),
+                                  chart_id="chart-confidence")
+    body = (f'<div class="row"><div><h3>Genres (top label per track)</h3>{genres}</div>'
+            f'<div><h3>Tags carried ({"top " + str(TOP_TAGS) + " of " + str(len(tagged.tags)) if len(tagged.tags) > TOP_TAGS else "all"})</h3>'
+            f'{tag_chart}</div></div><h3>Confidence (top score per track)</h3>{confidence}')
+    note = (f"{tagged.silent:,} silent tracks have no genre and are left out of the charts." if tagged.silent else "")
+    return section("What the catalogue was tagged with", body, section_id="distributions", note=note)
+
+
+def _flagged(tagged: summary.TagSummary) -> str:
+    reasons = table(["reason", "tracks"], [(r, n) for r, n in tagged.reasons.most_common()], table_id="flag-reasons",
+                    numeric=["tracks"], page_size=None)
+    rows = [(r["track_id"], r["genre"], r["confidence"], r["typicality"], r["review_reason"], r["tags"])
+            for r in tagged.flagged_rows]
+    listed = table(["track", "genre", "confidence", "typicality", "reason", "tags carried"], rows,
+                   table_id="flagged", numeric=["confidence", "typicality"])
+    note = (f"{tagged.flagged:,} of {tagged.rows:,} tracks are flagged for review (column low_confidence)"
+            + (f"; the {len(rows):,} least confident are listed" if len(rows) < tagged.flagged else "") + ".")
+    return section("Flagged for review", reasons + listed, section_id="review", note=note)
+
+
+def _failures(errors: summary.ErrorSummary) -> str:
+    by_reason = table(["stage", "reason", "inputs"], [(stage, reason, n) for (stage, reason), n in
+                                                      errors.by_reason.most_common()],
+                      table_id="failure-reasons", numeric=["inputs"])
+    listed = table(["file", "stage", "error"], [(row["uri"], row["stage"], row["error"]) for row in errors.listed],
+                   table_id="failures")
+    note = ("Inputs of the latest run that did not get a row, from _errors/ (stage: where it failed). "
+            + ", ".join(f"{stage}: {n:,}" for stage, n in errors.by_stage.most_common()))
+    return section("Failed inputs", by_reason + "<h3>Each failed input</h3>" + listed, section_id="failed", note=note)
+
+
+def _map(tagged: summary.TagSummary) -> str:
+    points = summary.embedding_map(tagged.map_rows)
+    chart = charts.scatter(points, [r["genre"] for r in tagged.map_rows], [r["track_id"] for r in tagged.map_rows],
+                           chart_id="chart-map")
+    shown = len(tagged.map_rows)
+    note = ("Each track's embedding on its first two principal components, coloured by its genre; "
+            + (f"a fixed sample of {shown:,} of {tagged.rows - tagged.silent:,} tracks." if shown < tagged.rows - tagged.silent
+               else f"all {shown:,} tracks with audio.") + " Hover a point for its track.")
+    return section("Embedding map", chart, section_id="map", note=note)
+
+
+def _model(model_dir: str) -> str:
+    from schemas import presets
+    from schemas.model_assets import read_model_assets
+
+    resolved = presets.resolve_model(model_dir)
+    card = read_model_assets(resolved).card
+    facts = [("model version", card.get("model_version")), ("architecture", card.get("arch")),
+             ("task", card.get("task", "genre")), ("labels", len(card.get("labels", [])))]
+    if "training" in card:
+        training = card["training"]
+        facts += [("epochs", training.get("epochs_run")), ("trained on", training.get("device"))]
+    if "source" in card:
+        facts += [("source", card.get("source")), ("licence", card.get("licence"))]
+    metrics = card.get("metrics") or {}
+    facts += [(name.replace("_", " "), metrics[name]) for name in
+              ("track_accuracy", "segment_accuracy", "macro_f1", "tracks", "split") if name in metrics]
+    body = table(["", ""], [(name, json.dumps(value) if isinstance(value, dict) else value)
+                            for name, value in facts if value is not None], table_id="model-card", page_size=None)
+    plots = []
+    for name, title in MODEL_PLOTS.items():
+        path = FileSystems.join(resolved, name)
+        if FileSystems.exists(path):
+            with FileSystems.open(path) as handle:
+                plots.append(f"<div><h3>{title}</h3>{png(handle.read(), alt=title, image_id='plot-' + name[:-4])}</div>")
+    note = "" if plots else "This model directory has no evaluation plots (a pretrained tagger, or not evaluated)."
+    return section("The model", body + f'<div class="row">{"".join(plots)}</div>', section_id="model", note=note)
+
+
+def _similar(db_url: str, tagged: summary.TagSummary) -> str:
+    from database import connect, redact
+
+    queries = []
+    for genre, _ in tagged.genres.most_common(SIMILAR_QUERIES):
+        candidates = [row for row in tagged.map_rows if row["genre"] == genre]
+        if candidates:
+            queries.append(candidates[0]["track_id"])
+    blocks = []
+    store = connect(db_url, read_only=True)
+    try:
+        for track_id in queries:
+            try:
+                found = store.similar(track_id, k=SIMILAR_K, model_version=tagged.model_version)
+            except ValueError as err:  # not loaded into this database, or without this model's embedding
+                blocks.append(f'<p class="empty">{track_id}: {err}</p>')
+                continue
+            rows = [(n.track_id, n.genre, round(n.similarity, 3), round(n.confidence, 3)) for n in found.neighbours]
+            blocks.append(f"<h3>Tracks most like {track_id} ({found.method} search)</h3>"
+                          + table(["track", "genre", "similarity", "confidence"], rows,
+                                  table_id=f"similar-{len(blocks)}", numeric=["similarity", "confidence"],
+                                  page_size=None))
+    finally:
+        store.close()
+    return section("Similar tracks", "".join(blocks), section_id="similar",
+                   note=f"From {redact(db_url)} (cosine similarity of embeddings): a track of each of the most "
+                        "common genres and its nearest neighbours.")
+
+
+def _runs(runs: list[dict]) -> str:
+    rows = [(run.get("run_id"), run.get("inputs"), run.get("tagged"), run.get("failed"), run.get("skipped"),
+             round(run.get("wall_s", 0.0), 1), round(run["tagged"] / run["wall_s"], 2) if run.get("wall_s") else None)
+            for run in reversed(runs)]
+    return section("Runs into this output", table(["run", "inputs", "tagged", "failed", "skipped", "wall s", "tracks/s"],
+                                                  rows, table_id="runs",
+                                                  numeric=["inputs", "tagged", "failed", "skipped", "wall s",
+                                                           "tracks/s"]),
+                   section_id="runs")

@@ -1,0 +1,203 @@
+"""What a tag output holds, summarized for the report in one pass over its files.
+
+The tag files are read in record batches of a few columns, so memory stays flat in the number of
+tracks: counts and histograms grow with the vocabulary, not the catalogue; the listed tables keep at
+most `MAX_LISTED` rows (the tracks most in need of review, the first failures of each kind); the
+embedding map keeps a sample of `MAP_SAMPLE` tracks, chosen by a hash of the track id so that the
+same catalogue always maps the same tracks, whatever the order of the files.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import json
+import pathlib
+import re
+
+import numpy as np
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from schemas import examples, tags
+
+MAX_LISTED = 1000
+MAP_SAMPLE = 2000
+CONFIDENCE_BINS = 20
+_COLUMNS = ["track_id", "uri", "genre", "confidence", "tags", "low_confidence", "review_reason", "typicality",
+            "duration_s", "model_version", "tagged_at"]
+
+
+@dataclasses.dataclass
+class TagSummary:
+    model_version: str
+    rows: int = 0
+    flagged: int = 0
+    silent: int = 0
+    audio_s: float = 0.0
+    genres: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    tags: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # tracks carrying each
+    reasons: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # why flagged
+    confidence_counts: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(CONFIDENCE_BINS, np.int64))
+    flagged_rows: list[dict] = dataclasses.field(default_factory=list)  # the MAX_LISTED least confident
+    map_rows: list[dict] = dataclasses.field(default_factory=list)  # the sample for the embedding map
+    other_versions: dict[str, int] = dataclasses.field(default_factory=dict)  # rows of other model versions
+    labels: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def confidence_edges(self) -> np.ndarray:
+        return np.linspace(0.0, 1.0, CONFIDENCE_BINS + 1)
+
+
+@dataclasses.dataclass
+class ErrorSummary:
+    count: int = 0
+    by_stage: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    by_reason: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # (stage, reason)
+    listed: list[dict] = dataclasses.field(default_factory=list)
+
+
+def tag_files(output: str) -> list[str]:
+    return sorted(m.path for m in FileSystems.match([FileSystems.join(output, tags.TAGS_GLOB)])[0].metadata_list)
+
+
+def latest_model_version(files: list[str]) -> str:
+    """The model version of the most recently tagged row: the run a user just made."""
+    latest, version = None, None
+    for path in files:
+        with FileSystems.open(path) as handle:
+            table = pq.read_table(handle, columns=["model_version", "tagged_at"])
+        if table.num_rows:
+            index = int(np.argmax(table["tagged_at"].to_numpy()))
+            when = table["tagged_at"][index].as_py()
+            if latest is None or when > latest:
+                latest, version = when, table["model_version"][index].as_py()
+    if version is None:
+        raise ValueError("the tag output holds no rows")
+    return version
+
+
+def summarize_tags(files: list[str], model_version: str) -> TagSummary:
+    """One pass over the tag files: the rows of `model_version` summarized, the others counted."""
+    summary = TagSummary(model_version)
+    flagged = Smallest(MAX_LISTED)  # the least confident, then by track id
+    sample = Smallest(MAP_SAMPLE)  # by a hash of the track id: a fixed, order-free sample
+    for path in files:
+        with FileSystems.open(path) as handle:
+            parquet = pq.ParquetFile(handle)
+            metadata = parquet.schema_arrow.metadata or {}
+            columns = [c for c in _COLUMNS if c in parquet.schema_arrow.names]
+            for batch in parquet.iter_batches(columns=[*columns, "embedding"], batch_size=4096):
+                data = batch.to_pydict()
+                embeddings = data.pop("embedding")
+                for index in range(batch.num_rows):
+                    version = data["model_version"][index]
+                    if version != model_version:
+                        summary.other_versions[version] = summary.other_versions.get(version, 0) + 1
+                        continue
+                    if not summary.labels and tags.META_LABELS in metadata:
+                        summary.labels = json.loads(metadata[tags.META_LABELS])
+                    row = {name: data[name][index] for name in columns}
+                    _count(summary, row)
+                    if row["low_confidence"]:
+                        flagged.add((row["confidence"], row["track_id"]), _listed(row))
+                    if row["genre"] is not None:  # a silent track's zeros are no place on the map
+                        digest = hashlib.blake2b(row["track_id"].encode(), digest_size=8).digest()
+                        sample.add((digest, row["track_id"]), {"track_id": row["track_id"], "genre": row["genre"],
+                                                              "embedding": embeddings[index]})
+    summary.flagged_rows = flagged.items()
+    summary.map_rows = sorted(sample.items(), key=lambda row: row["track_id"])
+    return summary
+
+
+class Smallest:
+    """The `size` items of smallest key seen so far, in memory bounded by 2 x size."""
+
+    def __init__(self, size: int):
+        self._size = size
+        self._items: list[tuple] = []
+
+    def add(self, key: tuple, item) -> None:
+        self._items.append((key, item))
+        if len(self._items) >= 2 * self._size:
+            self._trim()
+
+    def items(self) -> list:
+        self._trim()
+        return [item for _, item in self._items]
+
+    def _trim(self) -> None:
+        self._items.sort(key=lambda pair: pair[0])
+        del self._items[self._size:]
+
+
+def _count(summary: TagSummary, row: dict) -> None:
+    summary.rows += 1
+    summary.audio_s += row["duration_s"]
+    if row["low_confidence"]:
+        summary.flagged += 1
+        summary.reasons[row["review_reason"] or "flagged"] += 1
+    if row["genre"] is None:
+        summary.silent += 1
+        return
+    summary.genres[row["genre"]] += 1
+    for entry in row["tags"] or []:
+        summary.tags[entry["label"]] += 1
+    summary.confidence_counts[min(int(row["confidence"] * CONFIDENCE_BINS), CONFIDENCE_BINS - 1)] += 1
+
+
+def _listed(row: dict) -> dict:
+    return {"track_id": row["track_id"], "uri": row["uri"], "genre": row["genre"],
+            "confidence": round(float(row["confidence"]), 3),
+            "typicality": None if row.get("typicality") is None else round(float(row["typicality"]), 3),
+            "review_reason": row["review_reason"] or "",
+            "tags": ", ".join(f"{t['label']} {t['score']:.2f}" for t in row["tags"] or [])}
+
+
+def embedding_map(rows: list[dict]) -> np.ndarray:
+    """The sample's embeddings on their first two principal components ([n, 2]; zeros when fewer than 2)."""
+    if len(rows) < 2:
+        return np.zeros((len(rows), 2))
+    embeddings = np.asarray([row["embedding"] for row in rows], np.float64)
+    centred = embeddings - embeddings.mean(axis=0)
+    _, _, components = np.linalg.svd(centred, full_matrices=False)
+    points = centred @ components[:2].T
+    return points if points.shape[1] == 2 else np.c_[points, np.zeros(len(points))]
+
+
+def summarize_errors(output: str) -> ErrorSummary:
+    """OUT/_errors/ (the latest run's failed inputs): counts by stage and by reason, the first MAX_LISTED."""
+    summary = ErrorSummary()
+    found = FileSystems.match([FileSystems.join(output, examples.ERRORS_DIR, "*.parquet")])[0].metadata_list
+    for metadata in sorted(found, key=lambda m: m.path):
+        with FileSystems.open(metadata.path) as handle:
+            for batch in pq.ParquetFile(handle).iter_batches(batch_size=4096):
+                for row in batch.to_pylist():
+                    summary.count += 1
+                    summary.by_stage[row["stage"]] += 1
+                    summary.by_reason[(row["stage"], reason_kind(row["error"], row["uri"]))] += 1
+                    if len(summary.listed) < MAX_LISTED:
+                        summary.listed.append(row)
+    return summary
+
+
+def reason_kind(error: str, uri: str) -> str:
+    """An error message with the file's own details taken out, so that failures of one kind group:
+    the path and name of the file, and numbers (sizes, offsets, sample rates)."""
+    text = error.replace(uri, "FILE").replace(pathlib.PurePath(uri).name, "FILE")
+    text = re.sub(r"\d+(\.\d+)?", "N", text)
+    return text[:160]
+
+
+def read_runs(output: str) -> list[dict]:
+    """The `cattag tag` runs recorded in OUT/_runs/, oldest first."""
+    found = FileSystems.match([FileSystems.join(output, tags.RUNS_DIR, "*.json")])[0].metadata_list
+    runs = []
+    for metadata in found:
+        with FileSystems.open(metadata.path) as handle:
+            try:
+                runs.append(json.loads(handle.read().decode("utf-8")))
+            except ValueError:
+                continue  # a run record cut short (a full disk): the report does without it
+    return sorted(runs, key=lambda run: run.get("run_id", ""))
