@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import signal
 import sys
+
+from transforms import quiet
 
 # name -> (module, its entry point taking argv, one-line help). For --help, a module has
 # add_arguments(parser) (argparse commands) or OPTIONS (its Beam PipelineOptions classes).
@@ -20,10 +21,11 @@ COMMANDS = {
     "load": ("pipelines.load", "main", "load tag Parquet into the recommender database (DuckDB or PostgreSQL)"),
     "similar": ("pipelines.similar", "main", "the tracks nearest to a track by embedding, from the database"),
     "search": ("pipelines.search", "main", "the tracks carrying given tags (all or any), from the database"),
+    "report": ("pipelines.report", "main", "a tag output as one self-contained HTML page: figures, tags, review, failures, map"),
     "demo": ("pipelines.demo", "run", "build a small synthetic catalogue and run the product on it end to end"),
     "flink-cluster": ("pipelines.flink_cluster", "main", "start, stop or show a local Flink session cluster (JobManager + TaskManagers on loopback)"),
 }
-_OUR_LOGGERS = ("pipelines", "transforms", "trainer", "schemas", "database", "cattag")
+_OUR_LOGGERS = ("pipelines", "transforms", "trainer", "schemas", "database", "report", "cattag")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,13 +36,15 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage(), file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     command, rest = argv[0], argv[1:]
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads, in workers too
+    verbose = "--verbose" in rest
+    rest = [arg for arg in rest if arg != "--verbose"]
+    quiet.configure(verbose=verbose)  # before TensorFlow loads; local workers inherit it
     module_name, entry, _ = COMMANDS[command]
     module = importlib.import_module(module_name)
     if "-h" in rest or "--help" in rest:
         print(help_text(command, module))
         return 0
-    _configure_logging()
+    _configure_logging(verbose=verbose)
     try:
         getattr(module, entry)(rest)
     except (ValueError, OSError) as err:  # bad flags, bad paths, mismatching configs: no traceback
@@ -62,9 +66,10 @@ def help_text(command: str, module) -> str:
     parser = argparse.ArgumentParser(
         prog=f"cattag {command}",
         description=COMMANDS[command][2],
-        epilog="Flags not listed here go to Beam's PipelineOptions, for example --runner, "
-        "--direct_num_workers 2 --direct_running_mode multi_processing."
-        if getattr(module, "PASSES_BEAM_FLAGS", False) else None,
+        epilog=("Flags not listed here go to Beam's PipelineOptions, for example --runner, "
+                "--direct_num_workers 2 --direct_running_mode multi_processing. " if getattr(module, "PASSES_BEAM_FLAGS", False)
+                else "") + "--verbose (any command): also the libraries' own log lines (Beam's INFO, TensorFlow's "
+        "start-up, decoder warnings).",
     )
     if hasattr(module, "add_arguments"):
         module.add_arguments(parser)
@@ -75,15 +80,30 @@ def help_text(command: str, module) -> str:
 
 
 def _usage() -> str:
-    lines = ["usage: cattag COMMAND [flags]  (cattag COMMAND --help for its flags)", "", "commands:"]
+    lines = ["usage: cattag COMMAND [flags] [--verbose]  (cattag COMMAND --help for its flags)", "", "commands:"]
     lines += [f"  {name:<10} {summary}" for name, (_, _, summary) in COMMANDS.items()]
     return "\n".join(lines)
 
 
-def _configure_logging() -> None:
-    logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S", level=logging.WARNING)
+def _configure_logging(*, verbose: bool) -> None:
+    """cattag's own lines at INFO; other libraries' at WARNING (Beam's INFO only with --verbose), and
+    TensorFlow's Python side at ERROR unless verbose."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s" if verbose else "%(asctime)s %(message)s",
+                        datefmt="%H:%M:%S", level=logging.INFO if verbose else logging.WARNING)
     for name in _OUR_LOGGERS:
-        logging.getLogger(name).setLevel(logging.INFO)
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not verbose:
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
+        logging.getLogger("absl").setLevel(logging.ERROR)
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_beam_noise)
+
+
+def _beam_noise(record: logging.LogRecord) -> bool:
+    """False for a line that says nothing to a cattag user: Beam 2.77's RunInference warns, on the
+    root logger at every model load, that it cannot read the process's memory (its `resource` import
+    is tied to an optional module that fails to import; the memory figure only feeds its metrics)."""
+    return not record.getMessage().startswith("Resource module is not available")
     # Multi-process DirectRunner workers parse the flags without cattag's option classes and warn,
     # per worker, that they discard them; the launcher has parsed them already. Worker errors are
     # forwarded at ERROR and still show.

@@ -5,20 +5,24 @@ With --input DIR: the user's labelled folders (DIR/<genre>/<file>, --labels from
 manifest with a label column (--labels manifest). Then:
   1. tag it with the pretrained musicnn, no training (50 tags; fetched and converted once, cached);
   2. featurize it, train the default genre model (a head on musicnn), evaluate it, tag with it;
-  3. load both taggings into an embedded DuckDB file, show similar tracks and search by tag.
+  3. load both taggings into an embedded DuckDB file, show similar tracks and search by tag;
+  4. write the run report (report.html) and say where it is.
+One line per step (and a progress line while a pipeline runs); --verbose shows everything.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import logging
 import pathlib
 import shutil
 
-from pipelines import featurize, load, search, similar, synthetic, tag
-from schemas import examples, presets
+from database import connect
+from pipelines import featurize, load, report, synthetic, tag
+from schemas import presets
 from trainer import pretrained, task
+from transforms import quiet
 from transforms.catalogue import LABEL_MODES
 
 _LOG = logging.getLogger(__name__)
@@ -52,49 +56,105 @@ def run(argv: list[str] | None = None) -> dict:
         shutil.rmtree(workdir)
     if args.input:
         catalogue, labels = args.input, args.labels
+        print(f"cattag demo: your catalogue {catalogue} (labels {labels}) -> {workdir}")
     else:
         catalogue, labels = _synthetic_catalogue(workdir / "catalogue", args), "from-dirs"
+    with _steps_quiet():
+        return _run_steps(args, catalogue, labels, workdir, beam_flags)
 
+
+def _run_steps(args, catalogue, labels: str, workdir: pathlib.Path, beam_flags: list[str]) -> dict:
     backbone = presets.DEFAULT_BACKBONE
     pretrained.fetch(backbone)  # a download the first time only
     zero_shot = tag.run(["--input", str(catalogue), "--model", backbone, "--output", str(workdir / "tags-pretrained"),
                          *beam_flags])
-    print(_tag_report(zero_shot, title=f"Pretrained {backbone}, no training"))
+    _say(1, f"tagged with the pretrained {backbone}, no training: {_tag_line(zero_shot)}")
 
     features = workdir / "features"
     result = featurize.run(["--input", str(catalogue), "--output", str(features), "--labels", labels, *beam_flags])
-    print(_report(result, features))
+    splits = ", ".join(f"{split} {sum(c['tracks'] for c in counts.values())}" for split, counts in result["counts"].items())
+    _say(2, f"featurized: tracks per split {splits}; {result['failed']['count']} failed -> {features}")
 
     model_dir = workdir / "model"
     card = task.run(task.TrainConfig(data_dir=str(features), model_dir=str(model_dir), epochs=args.epochs,
                                      verbose=0))
-    print(_training_report(card, model_dir))
+    metrics, training = card["metrics"], card["training"]
+    _say(3, f"trained {card['model_version']} ({card['arch']}), {training['epochs_run']} epochs on "
+            f"{training['device']} in {training['train_s']:.0f} s: {metrics['split']} track accuracy "
+            f"{metrics['track_accuracy']:.2f}, macro-F1 {metrics['macro_f1']:.2f} -> {model_dir}")
 
     tags_dir = workdir / "tags"
     tagged = tag.run(["--input", str(catalogue), "--model", str(model_dir), "--output", str(tags_dir), *beam_flags])
-    print(_tag_report(tagged, title=f"Your genre model {card['model_version']}"))
+    _say(4, f"tagged with it: {_tag_line(tagged)}")
 
     url = f"duckdb:///{workdir / 'catalogue.duckdb'}"
+    rows = 0
     for tags_output in (zero_shot.output, tags_dir):
         loaded = load.main(["--tags", str(tags_output), "--db", url])
-        print(f"\nLoaded {loaded.rows} tag rows from {tags_output} into {url} "
-              f"({', '.join(f'{n} {t}' for t, n in loaded.counts.items())})")
-    for example in _examples(tagged, card["labels"][:2]):
-        print()
-        similar.main(["--db", url, example, "-k", "4", "--model-version", tagged.model_version])
+        rows += loaded.rows
+    _say(5, f"loaded {rows} tag rows into {url}; for example:")
+    for example in _examples(tagged, card["labels"][:1]):
+        found = similar_tracks(url, example, tagged.model_version)
+        print(f"   similar to {example}: " + ", ".join(f"{n.track_id} ({n.similarity:.2f})" for n in found))
     common = _common_tag(zero_shot)
     if common:
-        print()
-        search.main(["--db", url, "--tag", common, "-k", "4", "--model-version", zero_shot.model_version])
-    return {"pretrained": zero_shot, "featurize": result, "train": card, "tag": tagged, "load": loaded}
+        database = connect(url, read_only=True)
+        try:
+            found = database.search([common], k=3, model_version=zero_shot.model_version)
+        finally:
+            database.close()
+        print(f"   tagged {common!r}: " + ", ".join(t.track_id for t in found.tracks))
+
+    report_path = workdir / "report.html"
+    facts = report.write_report(str(tags_dir), report_path, model=str(model_dir), db=url)
+    print(f"\nReport: {report_path}\n  open it in a browser: the run's figures, genres and tags, the "
+          f"{facts.flagged} tracks flagged for review, the {facts.failed} failed inputs, an embedding map, the "
+          "model's plots and similar tracks")
+    return {"pretrained": zero_shot, "featurize": result, "train": card, "tag": tagged, "load": loaded,
+            "report": report_path}
+
+
+def similar_tracks(url: str, track_id: str, model_version: str, k: int = 3):
+    database = connect(url, read_only=True)
+    try:
+        return database.similar(track_id, k=k, model_version=model_version).neighbours
+    finally:
+        database.close()
+
+
+def _say(step: int, text: str) -> None:
+    print(f"{step}/5 {text}", flush=True)
+
+
+def _tag_line(tagged: tag.TagRun) -> str:
+    return (f"{tagged.tagged} tracks ({tagged.low_confidence} flagged for review), {tagged.failed} failed, "
+            f"{tagged.wall_s:.0f} s -> {tagged.output}")
+
+
+@contextlib.contextmanager
+def _steps_quiet():
+    """The steps' own INFO lines (each pipeline's start and summary) would repeat what the demo says
+    in one line per step; progress lines stay. --verbose keeps them all."""
+    if not quiet.requested():
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in ("pipelines", "trainer", "transforms", "database", "report")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def _synthetic_catalogue(folder: pathlib.Path, args) -> pathlib.Path:
     paths = synthetic.write_catalogue(folder, tracks_per_style=args.tracks_per_style, seconds=args.seconds)
     (folder / "empty.wav").write_bytes(b"")
     (folder / "not-audio.mp3").write_text("this is a text file with an audio extension\n")
-    _LOG.info("demo: wrote %d synthetic tracks in %d styles (+2 broken files) to %s",
-              len(paths), len(synthetic.STYLES), folder)
+    print(f"cattag demo: {len(paths)} synthetic tracks in {len(synthetic.STYLES)} styles, and 2 broken files "
+          f"(to show the errors output), in {folder}", flush=True)
     return folder
 
 
@@ -116,48 +176,3 @@ def _common_tag(tagged: tag.TagRun) -> str | None:
         for entry in row["tags"] or []:
             counts[entry["label"]] = counts.get(entry["label"], 0) + 1
     return max(sorted(counts), key=counts.get) if counts else None
-
-
-def _report(metadata: dict, features: pathlib.Path) -> str:
-    lines = ["", "Segments per split and label:", f"  {'label':<20}" + "".join(f"{s:>12}" for s in metadata["counts"])]
-    for label in metadata["labels"]:
-        row = [metadata["counts"][split].get(label, {}).get("segments", 0) for split in metadata["counts"]]
-        lines.append(f"  {label:<20}" + "".join(f"{n:>12}" for n in row))
-    lines.append("")
-    lines.append(f"Failed inputs ({metadata['failed']['count']}), also in {features / examples.ERRORS_DIR}:")
-    for failure in metadata["failed"]["listed"]:
-        lines.append(f"  {pathlib.Path(failure['uri']).name:<20} {failure['stage']:<8} {failure['error']}")
-    lines.append("")
-    lines.append(f"Feature config {metadata['feature_version']}: {json.dumps(metadata['feature_config'])}")
-    lines.append(f"Outputs: {features}/{{train,validation,test}}/, metadata.json, schema.pbtxt, _errors/")
-    return "\n".join(lines)
-
-
-def _training_report(card: dict, model_dir: pathlib.Path) -> str:
-    metrics, training = card["metrics"], card["training"]
-    return "\n".join([
-        "",
-        f"Model {card['model_version']} ({card['arch']}, {training['parameters']} parameters), "
-        f"{training['epochs_run']} epochs on {training['device']} in {training['train_s']:.0f} s "
-        f"({training['examples_per_s']:.0f} examples/s)",
-        f"  {metrics['split']} split: track accuracy {metrics['track_accuracy']:.2f}, "
-        f"segment accuracy {metrics['segment_accuracy']:.2f}, macro-F1 {metrics['macro_f1']:.2f} "
-        f"over {metrics['tracks']} tracks",
-        f"  SavedModel, model card and metrics in {model_dir}; plots: "
-        + ", ".join(p.name for p in sorted(model_dir.glob("*.png"))),
-    ])
-
-
-def _tag_report(tagged: tag.TagRun, *, title: str, shown: int = 8) -> str:
-    rows = tag.read_tags(tagged.output).to_pylist()
-    rows.sort(key=lambda r: (r["low_confidence"], -r["confidence"]))
-    lines = ["", f"{title}: tags of {tagged.tagged} tracks ({tagged.low_confidence} flagged for review, "
-             f"{tagged.failed} failed; the {shown // 2} most confident, then the {shown // 2} that most need review):",
-             f"  {'track':<34} {'genre':<16} {'conf':>5}  {'tags carried (score)':<44} review"]
-    for row in rows[:shown // 2] + rows[-(shown // 2):]:
-        carried = ", ".join(f"{t['label']} {t['score']:.2f}" for t in row["tags"] or []) or "-"
-        lines.append(f"  {row['track_id'][:34]:<34} {(row['genre'] or '-')[:16]:<16} {row['confidence']:>5.2f}  "
-                     f"{carried[:44]:<44} {row['review_reason'] or ''}")
-    lines.append(f"  Parquet in {tagged.output} ({len(tagged.files)} file(s)), failed inputs in "
-                 f"{tagged.output}/_errors/")
-    return "\n".join(lines)
