@@ -10,9 +10,10 @@ them, a fresh process each, on
     slots) at parallelism 2, Python workers from a worker pool over EXTERNAL (one per slot), the
     way Flink clusters run them; only with --flink-jar (`make flink-job-server`).
 Each also runs on a one-clip catalogue first: its wall time is the fixed start-up, and throughput is
-(tracks - 1) / (wall - start-up). Worker memory is the largest peak RSS (VmHWM, sampled every
-0.5 s) of any Beam SDK worker process (`sdk_worker_main`, or a worker pool's `SdkHarness`) during
-the run. The tag model defaults to the pretrained tagger (musicnn-msd, no training): the backbone
+(tracks - 1) / (wall - start-up). Worker memory is the largest RSS (VmRSS, sampled every 0.5 s)
+of any process running Beam SDK workers during the run: `sdk_worker_main` processes, or the worker
+pool (`worker_pool_main`), which runs its SDK harnesses in its own process and outlives each job (so
+its high-water mark would carry over from one job to the next; the RSS sampled during the job does not). The tag model defaults to the pretrained tagger (musicnn-msd, no training): the backbone
 every default model runs.
 """
 
@@ -38,7 +39,7 @@ from pipelines import flink_cluster  # noqa: E402
 
 
 class WorkerPeaks:
-    """The largest VmHWM of any SDK worker process seen while running, sampled in a thread."""
+    """The largest VmRSS of any SDK worker process seen while running, sampled in a thread."""
 
     def __init__(self):
         self.peaks: dict[int, int] = {}
@@ -59,10 +60,11 @@ class WorkerPeaks:
                 if not pid.isdigit():
                     continue
                 try:
-                    if b"sdk_worker" not in pathlib.Path(f"/proc/{pid}/cmdline").read_bytes():
+                    command = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
+                    if b"sdk_worker" not in command and b"worker_pool_main" not in command:
                         continue
                     for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
-                        if line.startswith("VmHWM:"):
+                        if line.startswith("VmRSS:"):
                             self.peaks[int(pid)] = max(self.peaks.get(int(pid), 0), int(line.split()[1]))
                 except OSError:
                     continue
@@ -90,6 +92,8 @@ def main() -> None:
     parser.add_argument("--flink-jar", help="Beam's Flink job-server jar (make flink-job-server)")
     parser.add_argument("--model", default="musicnn-msd")
     parser.add_argument("--jobs", nargs="+", default=["featurize", "tag"])
+    parser.add_argument("--runners", nargs="+", choices=["direct", "flink"], default=["direct", "flink"],
+                        help="which runners (flink only with --flink-jar)")
     args = parser.parse_args()
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="cattag-scale-"))
@@ -102,9 +106,11 @@ def main() -> None:
     env = {**os.environ, "PATH": f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
     runners = {"DirectRunner, 2 processes": ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]}
+    if "direct" not in args.runners:
+        runners.clear()
     pool = None
     cluster_dir, cluster_port, pool_port = work / "flink-cluster", free_port(), free_port()
-    if args.flink_jar:
+    if args.flink_jar and "flink" in args.runners:
         pool = subprocess.Popen([sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
                                  f"--service_port={pool_port}"], env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
