@@ -50,7 +50,7 @@ def histogram(counts: Sequence[int], edges: Sequence[float], *, chart_id: str, t
               width: int = 560, height: int = 180) -> str:
     """Vertical bars over [edges[i], edges[i+1]); a dashed line at `threshold` (the review cut-off)."""
     left, bottom, top_pad = 40, 24, 8
-    plot_w, plot_h = width - left - 8, height - bottom - top_pad
+    plot_w, plot_h = width - left - 16, height - bottom - top_pad  # room for the last tick label
     top = max(counts) if len(counts) and max(counts) else 1
     span = edges[-1] - edges[0]
     parts = [f'<svg class="chart histogram" id="{chart_id}" width="{width}" height="{height}" '
