@@ -19,6 +19,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 def cattag(*args: str, cwd: pathlib.Path = REPO, path: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), **({"PATH": path} if path is not None else {})}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # as in a user's shell (conftest sets it for the tests' own process)
     return subprocess.run([*CATTAG, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
 
 
