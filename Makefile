@@ -20,11 +20,11 @@ $(STAMP): pyproject.toml constraints.txt setup.py
 
 install: $(STAMP)
 
-# ffmpeg (m4a files for the audio tests) and chromium (the report test renders the page headless).
+# ffmpeg (m4a files for the audio tests) and chromium with a font (the report test renders the page headless).
 system-deps:
 	@{ command -v ffmpeg && command -v chromium; } >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends ffmpeg chromium >/dev/null; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends ffmpeg chromium fonts-liberation >/dev/null; }
 
 # musicnn's weights, from its PyPI wheel (29 MB, once), converted into ~/.cache/cattag/pretrained.
 pretrained: $(STAMP)
