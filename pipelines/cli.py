@@ -98,6 +98,10 @@ def _configure_logging(*, verbose: bool) -> None:
         logging.getLogger("absl").setLevel(logging.ERROR)
         for handler in logging.getLogger().handlers:
             handler.addFilter(_beam_noise)
+    # Multi-process DirectRunner workers parse the flags without cattag's option classes and warn,
+    # per worker, that they discard them; the launcher has parsed them already. Worker errors are
+    # forwarded at ERROR and still show.
+    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
 
 
 def _beam_noise(record: logging.LogRecord) -> bool:
@@ -105,10 +109,6 @@ def _beam_noise(record: logging.LogRecord) -> bool:
     root logger at every model load, that it cannot read the process's memory (its `resource` import
     is tied to an optional module that fails to import; the memory figure only feeds its metrics)."""
     return not record.getMessage().startswith("Resource module is not available")
-    # Multi-process DirectRunner workers parse the flags without cattag's option classes and warn,
-    # per worker, that they discard them; the launcher has parsed them already. Worker errors are
-    # forwarded at ERROR and still show.
-    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
 
 
 def entry() -> None:

@@ -93,17 +93,17 @@ def _run_steps(args, catalogue, labels: str, workdir: pathlib.Path, beam_flags: 
         loaded = load.main(["--tags", str(tags_output), "--db", url])
         rows += loaded.rows
     _say(5, f"loaded {rows} tag rows into {url}; for example:")
-    for example in _examples(tagged, card["labels"][:1]):
-        found = similar_tracks(url, example, tagged.model_version)
-        print(f"   similar to {example}: " + ", ".join(f"{n.track_id} ({n.similarity:.2f})" for n in found))
-    common = _common_tag(zero_shot)
-    if common:
-        database = connect(url, read_only=True)
-        try:
+    database = connect(url, read_only=True)
+    try:
+        for example in _examples(tagged, card["labels"][:1]):
+            found = database.similar(example, k=3, model_version=tagged.model_version).neighbours
+            print(f"   similar to {example}: " + ", ".join(f"{n.track_id} ({n.similarity:.2f})" for n in found))
+        common = _common_tag(zero_shot)
+        if common:
             found = database.search([common], k=3, model_version=zero_shot.model_version)
-        finally:
-            database.close()
-        print(f"   tagged {common!r}: " + ", ".join(t.track_id for t in found.tracks))
+            print(f"   tagged {common!r}: " + ", ".join(t.track_id for t in found.tracks))
+    finally:
+        database.close()
 
     report_path = workdir / "report.html"
     facts = report.write_report(str(tags_dir), report_path, model=str(model_dir), db=url)
@@ -112,14 +112,6 @@ def _run_steps(args, catalogue, labels: str, workdir: pathlib.Path, beam_flags: 
           "model's plots and similar tracks")
     return {"pretrained": zero_shot, "featurize": result, "train": card, "tag": tagged, "load": loaded,
             "report": report_path}
-
-
-def similar_tracks(url: str, track_id: str, model_version: str, k: int = 3):
-    database = connect(url, read_only=True)
-    try:
-        return database.similar(track_id, k=k, model_version=model_version).neighbours
-    finally:
-        database.close()
 
 
 def _say(step: int, text: str) -> None:

@@ -34,9 +34,11 @@ from schemas.model_assets import read_model_assets
 from transforms import aggregate
 from transforms import beam as cbeam
 from transforms.fingerprint import FingerprintInputs, SkipHeld
+from transforms.inference import DEFAULT_BATCH_SIZE
 from transforms.listing import ListCatalogue, ListingPlan, plan_listing
 from transforms.parquet_shards import WriteToParquetShards
 from transforms.progress import ProgressMonitor
+from transforms.shards import create_file
 from transforms.tagging import TagSettings, TagTracks
 
 _LOG = logging.getLogger(__name__)
@@ -61,7 +63,7 @@ class TagOptions(PipelineOptions):
         parser.add_argument("--aggregate", choices=aggregate.AGGREGATIONS, default="mean",
                             help="segments -> track: mean probability, max probability or majority vote "
                                  "(default %(default)s)")
-        parser.add_argument("--inference-batch-size", type=int, default=16,
+        parser.add_argument("--inference-batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                             help="segments per model call (default %(default)s: on CPU as fast as 64 and about 1.4 GB "
                                  "less per worker with musicnn; raise it on a GPU)")
         parser.add_argument("--inference-threads", type=int, default=0,
@@ -175,19 +177,14 @@ def _record_run(output: str, run_id: str, result: TagRun) -> None:
     """OUT/_runs/<run id>.json: what the run did, for `cattag report` (readers skip `_` folders)."""
     record = {"run_id": run_id, **{k: v for k, v in dataclasses.asdict(result).items() if k != "files"},
               "files": len(result.files)}
-    path = FileSystems.join(output, tags.RUNS_DIR, f"{run_id}.json")
-    try:
-        handle = FileSystems.create(path)
-    except OSError:  # a local folder that does not exist yet
-        FileSystems.mkdirs(FileSystems.join(output, tags.RUNS_DIR))
-        handle = FileSystems.create(path)
-    with handle:
+    folder = FileSystems.join(output, tags.RUNS_DIR)
+    with create_file(FileSystems.join(folder, f"{run_id}.json"), folder) as handle:
         handle.write(json.dumps(record, indent=2).encode())
 
 
 def build(
     pipeline: beam.Pipeline, plan: ListingPlan, *, output: str, run_id: str, model_dir: str,
-    settings: TagSettings, cfg, policy, inference_batch_size: int = 16, inference_threads: int = 0,
+    settings: TagSettings, cfg, policy, inference_batch_size: int = DEFAULT_BATCH_SIZE, inference_threads: int = 0,
     progress_dir: str | None = None, skip_held_in: str | None = None,
 ) -> dict[str, beam.PCollection]:
     """Adds the tag steps to `pipeline`; returns its rows and failures."""
@@ -231,7 +228,7 @@ def tag_settings(assets, tag_options: TagOptions, *, tagged_at: datetime.datetim
 
 
 def tag_entries(entries: beam.PCollection, *, model_dir: str, settings: TagSettings, cfg, policy,
-                inference_batch_size: int = 16, inference_threads: int = 0, progress_dir: str | None = None,
+                inference_batch_size: int = DEFAULT_BATCH_SIZE, inference_threads: int = 0, progress_dir: str | None = None,
                 ) -> tuple[beam.PCollection, tuple[beam.PCollection, ...]]:
     """Fingerprinted CatalogueEntry -> (tag rows, failures of each stage): the steps batch and watch share."""
     features = entries | "FeaturizeTracks" >> cbeam.FeaturizeTracks(cfg, policy, progress_dir,

@@ -18,6 +18,11 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 _LOG = logging.getLogger(__name__)
 
 
+# Segments per model call. On CPU 16 runs as fast as 64 and holds 1.4 GB less per musicnn worker
+# (bench/RESULTS.md, "Tag workers' memory"); a GPU wants more (--inference-batch-size).
+DEFAULT_BATCH_SIZE = 16
+
+
 def padded_batch_size(n: int, max_batch_size: int) -> int:
     """The batch size the model is called with for n examples: the next power of two, at most the
     largest batch (n itself when it is larger).
@@ -37,7 +42,7 @@ class SavedModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
     """Examples are float32 log-mels [frames, n_mels]; each inference is a dict with
     `probabilities` [n_classes] and `embedding` [dim] (numpy, float32)."""
 
-    def __init__(self, model_dir: str, *, max_batch_size: int = 16, intra_op_threads: int = 0):
+    def __init__(self, model_dir: str, *, max_batch_size: int = DEFAULT_BATCH_SIZE, intra_op_threads: int = 0):
         super().__init__()
         if max_batch_size < 1:
             raise ValueError(f"--inference-batch-size {max_batch_size}: expected at least 1")

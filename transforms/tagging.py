@@ -22,7 +22,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from schemas import tags as tags_schema
 from transforms import aggregate
 from transforms.beam import Failure, TrackSummary
-from transforms.inference import SavedModelHandler
+from transforms.inference import DEFAULT_BATCH_SIZE, SavedModelHandler
 
 _NAMESPACE = "cattag"
 TAGGED = Metrics.counter(_NAMESPACE, "tracks_tagged")
@@ -128,7 +128,7 @@ class AggregateTrack(beam.DoFn):
 class TagTracks(beam.PTransform):
     """{'segments': MelSegment, 'tracks': TrackSummary} -> {'rows': dict, 'failures': Failure}."""
 
-    def __init__(self, model_dir: str, settings: TagSettings, *, inference_batch_size: int = 16,
+    def __init__(self, model_dir: str, settings: TagSettings, *, inference_batch_size: int = DEFAULT_BATCH_SIZE,
                  inference_threads: int = 0):
         super().__init__()
         self._handler = KeyedModelHandler(SavedModelHandler(model_dir, max_batch_size=inference_batch_size,
