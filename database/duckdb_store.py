@@ -27,7 +27,7 @@ from database.store import (
     tag_search,
     unknown_track,
 )
-from database.vector_index import MIN_ROWS, State, Tracks, VectorIndexes
+from database.vector_index import MIN_ROWS, SHARD_ROWS, State, Tracks, VectorIndexes
 from schemas import catalogue_db as db
 
 _LOG = logging.getLogger(__name__)
@@ -40,6 +40,12 @@ _BATCH_ROWS = 50_000  # embeddings read at a time to build an index
 # for 2x10^5 rows). With 512 MB, 10^6 rows loaded in 22 s at 669 MiB peak; with 256 MB it ran out of
 # memory (the tables' pages being written cannot all be spilled).
 LOAD_MEMORY = "512MB"
+# DuckDB's memory limit while the committed embeddings are read into the vector index, whose shard
+# (vector_index.SHARD_ROWS) is in memory beside it: the read needs little (its join spills), and
+# DuckDB would otherwise keep up to LOAD_MEMORY of cached pages through the whole build. Reading
+# 150,000 of 10^6 rows into shards of 100,000: peak RSS 524 MiB at 128MB, 772 MiB at 512MB; 64MB
+# ran out of memory.
+INDEX_READ_MEMORY = "128MB"
 # How long a command waits for another process's lock on the file (a load in progress) before it
 # gives up with the other process named: a second `cattag load` waits for the first.
 LOCK_TIMEOUT_S = 120.0
@@ -48,12 +54,14 @@ _LOCK_POLL_S = 0.5
 
 class DuckDB:
     def __init__(self, path: str, *, read_only: bool = False, vector_index: str = "hnsw",
-                 index_min_rows: int = MIN_ROWS, load_memory: str = LOAD_MEMORY, lock_timeout_s: float = LOCK_TIMEOUT_S):
+                 index_min_rows: int = MIN_ROWS, index_shard_rows: int = SHARD_ROWS, load_memory: str = LOAD_MEMORY,
+                 lock_timeout_s: float = LOCK_TIMEOUT_S):
         """read_only: for queries; the file must exist, and other readers may hold it too (a writer
         may not). vector_index "hnsw": model versions of at least index_min_rows embeddings get an
-        HNSW index (searched by `similar`); "none": every search is exact, and load removes the index
-        files. load_memory: DuckDB's memory limit while loading ("512MB", "2GB"). lock_timeout_s: how
-        long to wait for another process's lock on the file (DuckDB: one writer, or many readers)."""
+        HNSW index (searched by `similar`), in shards of index_shard_rows; "none": every search is
+        exact, and load removes the index files. load_memory: DuckDB's memory limit while loading
+        ("512MB", "2GB"). lock_timeout_s: how long to wait for another process's lock on the file
+        (DuckDB: one writer, or many readers)."""
         if read_only and not pathlib.Path(path).is_file():
             raise FileNotFoundError(f"--db duckdb:///{path}: no such database file (`cattag load` creates it)")
         if not read_only:
@@ -65,7 +73,7 @@ class DuckDB:
         self.vector_index = vector_index
         self._load_memory = load_memory
         self._index_min_rows = index_min_rows
-        self._indexes = VectorIndexes(path)
+        self._indexes = VectorIndexes(path, shard_rows=index_shard_rows)
 
     def close(self) -> None:
         self._con.close()
@@ -120,6 +128,7 @@ class DuckDB:
         except Exception:
             self._con.execute("ROLLBACK")
             raise
+        self._con.execute("SET memory_limit = ?", [INDEX_READ_MEMORY])
         notes = [self._refresh_index(version, updates.get(version)) for version in versions]
         counts = {table: self._con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
                   for table in db.TABLES}

@@ -6,14 +6,20 @@ DuckDB than this project pins. Measured against faiss before choosing (bench/ann
 
     catalogue.duckdb
     catalogue.duckdb.vectors/
-        <slug>.json                  what the current files are, and which database state they index
-        <slug>-<generation>.usearch  the graph over cosine distance, float32 vectors; a track's key is
-                                     a 64-bit hash of its id, so keys need no allocation
-        <slug>-<generation>.npz      per key, sorted: the key, the track id, its genre and confidence
+        <slug>.json                        which shard files are current, and which database state they index
+        <slug>-<generation>-<shard>.usearch  one shard's graph over cosine distance, float32 vectors; a
+                                           track's key is a 64-bit hash of its id
+        <slug>-<generation>-<shard>.npz    per key, sorted: the key, the track id, its genre and confidence
+
+The index is cut into shards of at most SHARD_ROWS tracks, each its own graph, searched one after
+the other and merged: building one holds one shard in memory (about 1.1 kB a 200-d track), not the
+catalogue (1.8 GB at 10^6 tracks as one graph), and a small load rewrites only the shards it
+touches. A shard is named by the generation that wrote it; a load's untouched shards keep their
+files.
 
 A `similar` through the index reads nothing from DuckDB but the model version's state: the query's
-vector comes from the graph, the neighbours' ids, genres and confidences from the arrays (a point
-lookup in DuckDB scans: 32 ms at 10^6 rows). Writers write a new generation and then replace the
+vector comes from a graph, the neighbours' ids, genres and confidences from the arrays (a point
+lookup in DuckDB scans: 32 ms at 10^6 rows). Writers write new shard files and then replace the
 JSON file in one rename, so a reader sees the old files or the new ones, never a mix. The JSON
 records the database's state of the model version when the files were written (embeddings count
 and latest tagged_at); a reader whose database differs (a load that died between its commit and the
@@ -41,6 +47,10 @@ PROGRESS_EVERY_S = 10.0
 MIN_ROWS = 30_000
 _CONNECTIVITY, _EXPANSION_ADD = 16, 128  # HNSW's M and efConstruction (pgvector's defaults: 16, 64)
 EXPANSION_SEARCH = 256  # the search's ef (bench/load_bench.py: recall@10 and latency against ef at 10^6)
+# Tracks a shard: a build holds one shard's graph in memory (about 110 MB of 200-d tracks), and a
+# search visits every shard, all at once on as many cores (bench/load_bench.py: memory and latency
+# at 10^6 tracks: 10 shards).
+SHARD_ROWS = 100_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +68,10 @@ class Tracks:
     genres: list[str | None]
     confidences: np.ndarray
 
+    def slice(self, start: int, stop: int) -> Tracks:
+        return Tracks(self.ids[start:stop], self.vectors[start:stop], self.genres[start:stop],
+                      self.confidences[start:stop])
+
 
 def track_keys(track_ids: Iterable[str]) -> np.ndarray:
     """The index key of each track id: the first 8 bytes of its BLAKE2b digest, as uint64."""
@@ -68,18 +82,22 @@ def track_keys(track_ids: Iterable[str]) -> np.ndarray:
 class VectorIndexes:
     """The index files of one database file."""
 
-    def __init__(self, database_path: str | os.PathLike):
+    def __init__(self, database_path: str | os.PathLike, *, shard_rows: int = SHARD_ROWS):
         self.folder = pathlib.Path(f"{database_path}.vectors")
-        self._open: dict[str, tuple[str, Searcher]] = {}
+        self.shard_rows = shard_rows
+        self._open: dict[str, tuple[list[str], Searcher]] = {}
 
     def _slug(self, model_version: str) -> str:
         return hashlib.sha256(model_version.encode()).hexdigest()[:16]
 
     def _manifest(self, model_version: str) -> dict | None:
         try:
-            return json.loads((self.folder / f"{self._slug(model_version)}.json").read_text())
+            manifest = json.loads((self.folder / f"{self._slug(model_version)}.json").read_text())
         except FileNotFoundError:
             return None
+        if "shards" not in manifest:  # written before the index had shards: one graph
+            manifest["shards"] = [manifest["files"]]
+        return manifest
 
     def state(self, model_version: str) -> State | None:
         manifest = self._manifest(model_version)
@@ -92,85 +110,134 @@ class VectorIndexes:
         if manifest is None or State(manifest["rows"], manifest["tagged_at"]) != state:
             return None
         cached = self._open.get(model_version)
-        if cached is not None and cached[0] == manifest["files"]:
+        if cached is not None and cached[0] == manifest["shards"]:
             return cached[1]
-        from usearch.index import Index
-
-        base = self.folder / manifest["files"]
         try:
-            searcher = Searcher(Index.restore(f"{base}.usearch", view=True), _Arrays.load(f"{base}.npz"))
+            searcher = Searcher([_Shard.open(self.folder / files) for files in manifest["shards"]])
         except (FileNotFoundError, ValueError, RuntimeError):
             return None  # replaced by a writer since the manifest was read: the caller searches exactly
-        self._open[model_version] = (manifest["files"], searcher)
+        self._open[model_version] = (manifest["shards"], searcher)
         return searcher
 
     def build(self, model_version: str, batches: Iterator[Tracks], state: State) -> int:
-        """Builds the version's index afresh from batches of its tracks; returns its size. Minutes at
-        10^6 tracks on 2 cores: a progress line every PROGRESS_EVERY_S."""
+        """Builds the version's index afresh from batches of its tracks, one shard of at most
+        shard_rows in memory at a time; returns its size. Minutes at 10^6 tracks on 2 cores: a
+        progress line every PROGRESS_EVERY_S."""
+        previous = self._manifest(model_version)
+        generation = previous["generation"] + 1 if previous else 1
+        written: list[str] = []
         index, parts, added, reported = None, [], 0, time.monotonic()
         _LOG.info("model %s: building its HNSW vector index over %d embeddings", model_version, state.rows)
-        for batch in batches:
-            if index is None:
-                index = _new_index(batch.vectors.shape[1])
-            keys = track_keys(batch.ids)
-            index.add(keys, batch.vectors)
-            parts.append(_Arrays.of(keys, batch))
-            added += len(keys)
-            if time.monotonic() - reported >= PROGRESS_EVERY_S:
-                _LOG.info("model %s: HNSW index %d/%d embeddings (%.0f%%)", model_version, added, state.rows,
-                          100.0 * added / max(state.rows, 1))
-                reported = time.monotonic()
-        if index is None:
+        try:
+            for batch in _cut(batches, self.shard_rows):
+                if index is None:
+                    index, parts = _new_index(batch.vectors.shape[1]), []
+                keys = track_keys(batch.ids)
+                index.add(keys, batch.vectors)
+                parts.append(_Arrays.of(keys, batch))
+                added += len(keys)
+                if len(index) >= self.shard_rows:
+                    written.append(self._save_shard(model_version, generation, len(written), index, parts))
+                    index = None  # freed before the next shard is built
+                if time.monotonic() - reported >= PROGRESS_EVERY_S:
+                    _LOG.info("model %s: HNSW index %d/%d embeddings (%.0f%%)", model_version, added, state.rows,
+                              100.0 * added / max(state.rows, 1))
+                    reported = time.monotonic()
+            if index is not None:
+                written.append(self._save_shard(model_version, generation, len(written), index, parts))
+        except BaseException:
+            self._remove(written)
+            raise
+        if not written:
             self.drop(model_version)
             return 0
-        self._write(model_version, index, _Arrays.concatenate(parts), state)
-        return len(index)
+        self._commit(model_version, generation, written, state, added, previous)
+        return added
 
     def update(self, model_version: str, upserts: Tracks, removed: list[str], state: State) -> int:
-        """Applies a small load to the version's existing index: new and changed embeddings in,
-        embeddings of tracks now silent out. Returns the index's size."""
-        from usearch.index import Index
-
-        base = self.folder / self._manifest(model_version)["files"]
-        index = Index.restore(f"{base}.usearch")
-        arrays = _Arrays.load(f"{base}.npz")
+        """Applies a small load to the version's existing index: new and changed embeddings in (into
+        the last shard while it has room), embeddings of tracks now silent out. Rewrites only the
+        shards that change; returns the index's size."""
+        previous = self._manifest(model_version)
+        generation = previous["generation"] + 1
+        shards = list(previous["shards"])
         new_keys = track_keys(upserts.ids)
         stale = np.concatenate([new_keys, track_keys(removed)])
-        present = stale[index.contains(stale)] if len(stale) else stale
-        if len(present):
-            index.remove(present)
-        if len(new_keys):
-            index.add(new_keys, upserts.vectors)
-        kept = arrays.without(stale)
-        self._write(model_version, index, _Arrays.concatenate([kept, _Arrays.of(new_keys, upserts)]), state)
-        return len(index)
+        written: list[str] = []
+        try:
+            for at, files in enumerate(shards):
+                last = at == len(shards) - 1
+                keys = _Arrays.load_keys(self.folder / f"{files}.npz")
+                adding = last and len(keys) + len(new_keys) <= self.shard_rows and len(new_keys)
+                if not adding and not np.isin(stale, keys).any():
+                    continue  # untouched: its files stay
+                shard = _Shard.restore(self.folder / files)
+                present = stale[shard.index.contains(stale)] if len(stale) else stale
+                if len(present):
+                    shard.index.remove(present)
+                parts = [shard.arrays.without(stale)]
+                if adding:
+                    shard.index.add(new_keys, upserts.vectors)
+                    parts.append(_Arrays.of(new_keys, upserts))
+                    new_keys = new_keys[:0]
+                shards[at] = self._save_shard(model_version, generation, at, shard.index, parts)
+                written.append(shards[at])
+            if len(new_keys):  # the last shard is full: a new one
+                index = _new_index(upserts.vectors.shape[1])
+                index.add(new_keys, upserts.vectors)
+                shards.append(self._save_shard(model_version, generation, len(shards), index,
+                                               [_Arrays.of(new_keys, upserts)]))
+                written.append(shards[-1])
+            size = sum(len(_Arrays.load_keys(self.folder / f"{files}.npz")) for files in shards)
+        except BaseException:
+            self._remove(written)
+            raise
+        self._commit(model_version, generation, shards, state, size, previous)
+        return size
 
     def drop(self, model_version: str) -> None:
         manifest = self._manifest(model_version)
         if manifest is None:
             return
         (self.folder / f"{self._slug(model_version)}.json").unlink()
-        self._remove_generation(manifest["files"])
+        self._remove(manifest["shards"])
 
-    def _write(self, model_version: str, index, arrays: _Arrays, state: State) -> None:
+    def _save_shard(self, model_version: str, generation: int, at: int, index, parts: list[_Arrays]) -> str:
         self.folder.mkdir(parents=True, exist_ok=True)
-        slug = self._slug(model_version)
-        previous = self._manifest(model_version)
-        generation = (previous["generation"] + 1) if previous else 1
-        files = f"{slug}-{generation}"
+        files = f"{self._slug(model_version)}-{generation}-{at}"
         index.save(str(self.folder / f"{files}.usearch"))
-        arrays.sorted().save(str(self.folder / f"{files}.npz"))
-        manifest = {"model_version": model_version, "generation": generation, "files": files,
-                    "rows": state.rows, "tagged_at": state.tagged_at, "dim": index.ndim, "size": len(index)}
+        _Arrays.concatenate(parts).sorted().save(str(self.folder / f"{files}.npz"))
+        return files
+
+    def _commit(self, model_version: str, generation: int, shards: list[str], state: State, size: int,
+                previous: dict | None) -> None:
+        """Makes `shards` the version's index in one rename, then removes the files no longer in it."""
+        slug = self._slug(model_version)
+        manifest = {"model_version": model_version, "generation": generation, "shards": shards,
+                    "rows": state.rows, "tagged_at": state.tagged_at, "size": size}
         temporary = self.folder / f"{slug}.json.tmp"
         temporary.write_text(json.dumps(manifest, indent=1))
-        os.replace(temporary, self.folder / f"{slug}.json")  # readers now see the new generation
+        os.replace(temporary, self.folder / f"{slug}.json")  # readers now see the new files
         if previous:
-            self._remove_generation(previous["files"])
+            self._remove([files for files in previous["shards"] if files not in shards])
 
-    def _remove_generation(self, files: str) -> None:
-        for suffix in (".usearch", ".npz"):
-            (self.folder / f"{files}{suffix}").unlink(missing_ok=True)
+    def _remove(self, shards: list[str]) -> None:
+        for files in shards:
+            for suffix in (".usearch", ".npz"):
+                (self.folder / f"{files}{suffix}").unlink(missing_ok=True)
+
+
+def _cut(batches: Iterator[Tracks], rows: int) -> Iterator[Tracks]:
+    """The batches again, each cut where it would cross a multiple of `rows` tracks, so that a
+    shard holds exactly `rows` (its last part ends a batch)."""
+    seen = 0
+    for batch in batches:
+        start = 0
+        while start < len(batch.ids):
+            stop = min(len(batch.ids), start + rows - seen % rows)
+            yield batch if (start, stop) == (0, len(batch.ids)) else batch.slice(start, stop)
+            seen += stop - start
+            start = stop
 
 
 @dataclasses.dataclass
@@ -217,31 +284,75 @@ class _Arrays:
                  genres=self.genres)
 
     @classmethod
-    def load(cls, path: str) -> _Arrays:
+    def load(cls, path: str | os.PathLike) -> _Arrays:
         with np.load(path) as saved:
             return cls(saved["keys"], saved["ids"], saved["genre_codes"], saved["confidences"], saved["genres"])
 
+    @staticmethod
+    def load_keys(path: str | os.PathLike) -> np.ndarray:
+        with np.load(path) as saved:
+            return saved["keys"]
+
+    def find(self, keys: np.ndarray) -> np.ndarray:
+        """Each key's row, or -1 where the key is not here."""
+        if not len(self.keys):
+            return np.full(len(keys), -1)
+        at = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+        return np.where(self.keys[at] == keys, at, -1)
+
 
 @dataclasses.dataclass
-class Searcher:
-    index: object  # usearch.index.Index, memory-mapped
+class _Shard:
+    index: object  # usearch.index.Index
     arrays: _Arrays
+
+    @classmethod
+    def open(cls, base: pathlib.Path) -> _Shard:
+        """Memory-mapped, for searching."""
+        from usearch.index import Index
+
+        return cls(Index.restore(f"{base}.usearch", view=True), _Arrays.load(f"{base}.npz"))
+
+    @classmethod
+    def restore(cls, base: pathlib.Path) -> _Shard:
+        """Read whole, for changing."""
+        from usearch.index import Index
+
+        return cls(Index.restore(f"{base}.usearch"), _Arrays.load(f"{base}.npz"))
+
+
+class Searcher:
+    """Searches every shard of an index at once (usearch's Indexes: one thread a shard, up to the
+    machine's cores) and merges their answers."""
+
+    def __init__(self, shards: list[_Shard]):
+        from usearch.index import Indexes
+
+        self.shards = shards  # memory-mapped
+        self._all = Indexes(indexes=[shard.index for shard in shards])
 
     def vector(self, track_id: str) -> np.ndarray | None:
         """The track's embedding as the index holds it (float32), or None when it has none."""
         key = track_keys([track_id])[0]
-        return np.asarray(self.index.get(key), dtype=np.float32) if self.index.contains(key) else None
+        for shard in self.shards:
+            if shard.index.contains(key):
+                return np.asarray(shard.index.get(key), dtype=np.float32)
+        return None
 
     def nearest(self, vector: np.ndarray, count: int) -> list[tuple[str, str | None, float, float]]:
         """(track id, genre, confidence, cosine similarity) of about the `count` nearest embeddings."""
-        self.index.expansion_search = max(EXPANSION_SEARCH, count)
-        found = self.index.search(np.asarray(vector, np.float32), count)
-        keys = np.asarray(found.keys, dtype=np.uint64)
-        a = self.arrays
-        at = np.minimum(np.searchsorted(a.keys, keys), len(a.keys) - 1)
-        return [(a.ids[i].decode(), str(a.genres[a.genre_codes[i]]) if a.genre_codes[i] >= 0 else None,
-                 float(a.confidences[i]), 1.0 - float(distance))
-                for i, key, distance in zip(at, keys, found.distances) if a.keys[i] == key]
+        for shard in self.shards:  # the merged search uses each shard's own setting
+            shard.index.expansion_search = max(EXPANSION_SEARCH, count)
+        found = self._all.search(np.asarray(vector, np.float32), count, threads=0)
+        keys, distances = np.asarray(found.keys, dtype=np.uint64), np.asarray(found.distances)
+        results = []
+        for a in (shard.arrays for shard in self.shards):
+            at = a.find(keys)
+            results += [(float(distances[j]), a.ids[i].decode(),
+                         str(a.genres[a.genre_codes[i]]) if a.genre_codes[i] >= 0 else None, float(a.confidences[i]))
+                        for j, i in enumerate(at) if i >= 0]
+        results.sort()
+        return [(track_id, genre, confidence, 1.0 - distance) for distance, track_id, genre, confidence in results]
 
 
 def _new_index(dim: int):

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import cli, load, search, similar
-from database import connect, parse_url, redact
+from database import connect, parse_url, redact, vector_index
 from database.store import TagScore
 from schemas import catalogue_db, tags
 from tests import local_postgres
@@ -563,11 +563,17 @@ def test_duckdb_builds_a_vector_index_updates_it_and_never_searches_a_stale_one(
 
     random_catalogue(tmp_path / "tags", n=400, dim=16)
     path = tmp_path / "c.duckdb"
-    database = connect(f"duckdb:///{path}", index_min_rows=300)  # tests' catalogues are small
+    # Tests' catalogues are small: an index from 300 embeddings, in shards of 150 (here 150, 150, 100).
+    database = connect(f"duckdb:///{path}", index_min_rows=300, index_shard_rows=150)
     try:
         first = database.load(sorted(str(p) for p in (tmp_path / "tags").glob(tags.TAGS_GLOB)))
         assert first.notes == ["model m1: HNSW vector index built over 400 embeddings"]
-        assert len(_duckdb_index_files(path)) == 3  # manifest, graph, per-track arrays
+        assert len(_duckdb_index_files(path)) == 7  # manifest, and per shard its graph and per-track arrays
+        built = _duckdb_index_files(path)
+        folder = path.parent / f"{path.name}.vectors"  # files "<slug>-<generation>-<shard>.*"
+        key = vector_index.track_keys(["t0123"])[0]
+        holding_t0123 = {name.split(".")[0].rsplit("-", 1)[1] for name in built
+                         if name.endswith(".npz") and key in np.load(folder / name)["keys"]}
         recalls = []
         for query in ["t0000", "t0007", "t0123", "t0399"]:
             approximate = database.similar(query, k=10, model_version="m1")
@@ -599,6 +605,12 @@ def test_duckdb_builds_a_vector_index_updates_it_and_never_searches_a_stale_one(
             database.similar("t0123", k=3, model_version="m1")
         manifest = json.loads(next(path.parent.glob(f"{path.name}.vectors/*.json")).read_text())
         assert manifest["size"] == manifest["rows"] == 400 and manifest["generation"] == 2
+        # Only the shards the load touched were rewritten: the last (100 tracks, room for the twin)
+        # and the one that held t0123; any other kept its files.
+        touched = {"2"} | holding_t0123
+        rewritten = {name.split(".")[0].rsplit("-", 1)[1] for name in set(_duckdb_index_files(path)) - set(built)}
+        assert len(holding_t0123) == 1 and rewritten == touched and all("-2-" in n for n in set(_duckdb_index_files(path)) - set(built))
+        assert len(_duckdb_index_files(path)) == 7
         assert all("t0123" not in {n.track_id for n in database.similar(q, k=10, model_version="m1").neighbours}
                    for q in ["t0000", "t0122", "t0124"])
     finally:
@@ -607,7 +619,7 @@ def test_duckdb_builds_a_vector_index_updates_it_and_never_searches_a_stale_one(
     # A change the index did not see (here: a row deleted behind cattag's back): exact, never a stale answer.
     with duckdb.connect(str(path)) as con:
         con.execute("DELETE FROM embeddings WHERE track_id = 'twin'")
-    database = connect(f"duckdb:///{path}", index_min_rows=300)
+    database = connect(f"duckdb:///{path}", index_min_rows=300, index_shard_rows=150)
     try:
         found = database.similar("t0007", k=3, model_version="m1")
         assert found.method == "exact" and "twin" not in {n.track_id for n in found.neighbours}
