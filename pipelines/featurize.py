@@ -1,10 +1,10 @@
 """cattag featurize: a catalogue -> sharded gzip TFRecords of log-mel segments.
 
-    ListCatalogue -> FanOutDecode -> FeaturizeTracks -> PartitionBySplit -> Encode{Split} -> Write{Split}
-                           |                   '-> ComputeMelStats (train) --.
-                           |-> tracks -> CountTracks ------------------------+-> WriteMetadata
-                           '-> failures (+ rejected) -> SummarizeFailures ---'
-                                                    '-> WriteErrors (Parquet)
+    ListCatalogue -> FanOutDecode -> FeaturizeTracks -> EncodeExamples (split, record) ---.
+                                           |                                            +-> WriteOutputs
+                                           |-> failures (+ rejected) -> FailureRows ---'   (train/, validation/,
+                                           |                                                test/, _errors/)
+    entries, rejected, non-audio, tracks, failures, train segments -> Summarize ----------> WriteMetadata
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ from transforms.catalogue import LABEL_MODES
 from transforms.listing import CatalogueFacts, ListCatalogue, ListingPlan, catalogue_facts, plan_listing
 from transforms.progress import ProgressMonitor
 from transforms.splits import parse_proportions
-from transforms.tfrecords import WriteToGzipTFRecord
+from transforms.parquet_shards import ParquetFormat
+from transforms.shards import Destination, WriteShardsTo
+from transforms.tfrecords import GzipTFRecordFormat
 
 _LOG = logging.getLogger(__name__)
 _OUTPUT_NAMES = (*examples.SPLITS, examples.ERRORS_DIR, examples.METADATA_FILE, examples.SCHEMA_FILE)
@@ -117,44 +119,47 @@ def build(
     proportions: tuple[float, float, float],
     progress_dir: str | None = None,
 ) -> dict[str, beam.PCollection]:
-    """Adds the featurize steps to `pipeline`; returns its segments, tracks and failures."""
+    """Adds the featurize steps to `pipeline`; returns its segments, tracks and failures.
+
+    Few steps on purpose: every stage of the job is a round of bundles on every worker, which a
+    small catalogue pays in start-up. So all four outputs go through one writer (WriteShardsTo)
+    and every figure of metadata.json through one combine (CombineByTag)."""
     listed = pipeline | "ListCatalogue" >> ListCatalogue(plan, labels=labels)
     entries = listed["entries"] | "FanOutDecode" >> beam.Reshuffle()  # spreads the inputs over workers
     features = entries | "FeaturizeTracks" >> cbeam.FeaturizeTracks(cfg, policy, progress_dir)
-
-    by_split = features["segments"] | "PartitionBySplit" >> beam.Partition(
-        cbeam.split_partition, len(examples.SPLITS), proportions
-    )
-    written = []  # the final file names of every sink: metadata.json waits for them all
-    for index, split in enumerate(examples.SPLITS):
-        name = split.capitalize()
-        written.append(
-            by_split[index]
-            | f"Encode{name}" >> beam.ParDo(cbeam.EncodeExample(facts.labels))
-            | f"Write{name}" >> WriteToGzipTFRecord(
-                FileSystems.join(output, split, "part"), file_name_suffix=examples.TFRECORD_SUFFIX
-            )
-        )
-
     failures = (features["failures"], listed["rejected"]) | "AllFailures" >> beam.Flatten()
-    # Counted apart and summed in write_metadata: a Flatten here would feed a PCollection to two Flattens.
-    listed_ok = listed["entries"] | "CountEntries" >> beam.combiners.Count.Globally()
-    listed_rejected = listed["rejected"] | "CountRejected" >> beam.combiners.Count.Globally()
-    non_audio = listed["non_audio"] | "CountNonAudio" >> beam.combiners.Count.Globally()
-    written.append(
-        failures
-        | "FailureRows" >> beam.Map(cbeam.Failure.to_row)
-        | "WriteErrors" >> beam.io.WriteToParquet(
-            FileSystems.join(output, examples.ERRORS_DIR, "part"),
-            ERRORS_SCHEMA,
-            file_name_suffix=".parquet",
-            num_shards=1,
-        )
-    )
 
-    stats = by_split[0] | "ComputeMelStats" >> beam.CombineGlobally(cbeam.MelStatsFn())
-    counts = features["tracks"] | "CountTracks" >> beam.CombineGlobally(cbeam.CountTracksFn(proportions))
-    failed = failures | "SummarizeFailures" >> beam.CombineGlobally(cbeam.SummarizeFailuresFn())
+    destinations = {split: Destination(GzipTFRecordFormat(), FileSystems.join(output, split, "part"),
+                                       examples.TFRECORD_SUFFIX) for split in examples.SPLITS}
+    destinations[examples.ERRORS_DIR] = Destination(ParquetFormat(ERRORS_SCHEMA),
+                                                    FileSystems.join(output, examples.ERRORS_DIR, "part"), ".parquet")
+    examples_by_split = features["segments"] | "EncodeExamples" >> beam.ParDo(
+        cbeam.EncodeExample(facts.labels, proportions))
+    error_rows = failures | "FailureRows" >> beam.Map(lambda failure: (examples.ERRORS_DIR, failure.to_row()))
+    shards = (examples_by_split, error_rows) | "AllRecords" >> beam.Flatten() | "WriteOutputs" >> WriteShardsTo(
+        destinations)
+
+    # Each input of the summary tagged by a Map of its own (a PCollection read by two Flattens, as
+    # `rejected` would be, is not allowed on every runner).
+    train = examples.SPLITS[0]
+    tagged = (
+        listed["entries"] | "TagEntries" >> beam.Map(lambda entry: ("entries", entry)),
+        listed["rejected"] | "TagRejected" >> beam.Map(lambda failure: ("rejected", failure)),
+        listed["non_audio"] | "TagNonAudio" >> beam.Map(lambda path: ("non_audio", path)),
+        features["tracks"] | "TagTracks" >> beam.Map(lambda track: ("tracks", track)),
+        failures | "TagFailures" >> beam.Map(lambda failure: ("failures", failure)),
+        features["segments"] | "TagTrainSegments" >> beam.FlatMap(
+            lambda segment: [("mel_stats", segment)] if cbeam.split_of_entry(segment.entry, proportions) == train
+            else []),
+    )
+    summary = tagged | "AllFigures" >> beam.Flatten() | "Summarize" >> beam.CombineGlobally(cbeam.CombineByTag({
+        "entries": beam.combiners.CountCombineFn(),
+        "rejected": beam.combiners.CountCombineFn(),
+        "non_audio": beam.combiners.CountCombineFn(),
+        "tracks": cbeam.CountTracksFn(proportions),
+        "failures": cbeam.SummarizeFailuresFn(),
+        "mel_stats": cbeam.MelStatsFn(),
+    }))
     static = {
         "cattag_version": _version(),
         "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -168,24 +173,14 @@ def build(
         "schema": examples.SCHEMA_FILE,
         "errors": f"{examples.ERRORS_DIR}/part-*.parquet",
     }
-    _ = (
-        pipeline
-        | "Once" >> beam.Create([None])
-        | "WriteMetadata" >> beam.Map(
-            write_metadata,
-            output=output,
-            static=static,
-            counts=beam.pvalue.AsSingleton(counts),
-            mel_stats=beam.pvalue.AsSingleton(stats),
-            failed=beam.pvalue.AsSingleton(failed),
-            entries=beam.pvalue.AsSingleton(listed_ok),
-            rejected=beam.pvalue.AsSingleton(listed_rejected),
-            non_audio=beam.pvalue.AsSingleton(non_audio),
-            # metadata.json is the mark of a complete output: written only once every shard is final,
-            # so a run that dies before that leaves none (and the same command then replaces it).
-            shards=beam.pvalue.AsList(tuple(written) | "AllShards" >> beam.Flatten()),
-        )
-    )
+    # metadata.json is the mark of a complete output: written only once every shard is final, so a
+    # run that dies before that leaves none (and the same command then replaces it).
+    _ = summary | "WriteMetadata" >> beam.Map(
+        lambda figures, shards: write_metadata(
+            None, output=output, static=static, counts=figures["tracks"], mel_stats=figures["mel_stats"],
+            failed=figures["failures"], shards=shards, entries=figures["entries"], rejected=figures["rejected"],
+            non_audio=figures["non_audio"]),
+        shards=beam.pvalue.AsList(shards))
     return {"segments": features["segments"], "tracks": features["tracks"], "failures": failures}
 
 

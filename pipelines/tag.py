@@ -207,9 +207,7 @@ def build(
         (read[FingerprintInputs.FAILED], *failures, listed["rejected"])
         | "AllFailures" >> beam.Flatten()
         | "FailureRows" >> beam.Map(cbeam.Failure.to_row)
-        | "WriteErrors" >> beam.io.WriteToParquet(
-            FileSystems.join(output, examples.ERRORS_DIR, "part"), tags.ERRORS_SCHEMA, file_name_suffix=".parquet",
-            num_shards=1)
+        | "WriteErrors" >> WriteToParquetShards(FileSystems.join(output, examples.ERRORS_DIR, "part"), tags.ERRORS_SCHEMA)
     )
     return tagged
 

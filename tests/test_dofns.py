@@ -12,7 +12,7 @@ from schemas import examples
 from schemas.features import FeatureConfig, SegmentPolicy
 from tests.conftest import tone
 from transforms.beam import (
-    MAX_FAILURES_LISTED, ComputeLogMel, CountTracksFn, CutSegments, DecodeAudio, DecodedTrack, EncodeExample,
+    MAX_FAILURES_LISTED, CombineByTag, ComputeLogMel, CountTracksFn, CutSegments, DecodeAudio, DecodedTrack, EncodeExample,
     Failure, MelSegment, MelStatsFn, SummarizeFailuresFn, TrackSummary,
 )
 from transforms.audio import DecodedAudio
@@ -95,13 +95,13 @@ def test_log_mel_then_encode_gives_a_parseable_example():
     (segment,), _ = run_dofn(ComputeLogMel(CFG), next(iter(
         run_dofn(CutSegments(CFG, POLICY), _track(tone(440, 3.0, sr=CFG.sample_rate_hz)))[0])))
     assert segment.mel.shape == CFG.mel_shape
-    (serialized,), _ = run_dofn(EncodeExample(["blues", "jazz"]), segment)
+    ((split, serialized),), _ = run_dofn(EncodeExample(["blues", "jazz"], (0.0, 1.0, 0.0)), segment)
     decoded = examples.decode_example(serialized)
-    assert (decoded["label"], decoded["label_id"], decoded["track_id"]) == ("jazz", 1, "t")
+    assert split == "validation" and (decoded["label"], decoded["label_id"], decoded["track_id"]) == ("jazz", 1, "t")
 
     unlabelled = MelSegment(CatalogueEntry("u", "t2"), 0, segment.mel)
-    (serialized,), _ = run_dofn(EncodeExample(["blues", "jazz"]), unlabelled)
-    assert examples.decode_example(serialized)["label_id"] == examples.UNLABELLED_ID
+    ((split, serialized),), _ = run_dofn(EncodeExample(["blues", "jazz"], (0.0, 0.0, 1.0)), unlabelled)
+    assert split == "test" and examples.decode_example(serialized)["label_id"] == examples.UNLABELLED_ID
 
 
 def _combine(fn: beam.CombineFn, chunks: list[list]):
@@ -125,6 +125,17 @@ def test_mel_stats_match_numpy_over_all_frames():
     np.testing.assert_allclose(stats["mean"], frames.mean(axis=0), atol=1e-5)
     np.testing.assert_allclose(stats["std"], frames.std(axis=0), atol=1e-5)
     assert _combine(MelStatsFn(), [[]]) == {"frames": 0, "mean": [], "std": []}
+
+
+def test_combine_by_tag_gives_each_tag_its_own_combiner_output():
+    tracks = [TrackSummary(CatalogueEntry("u", f"t{i}", "jazz"), 10.0, 3, 0) for i in range(3)]
+    fn = CombineByTag({"n": beam.combiners.CountCombineFn(), "tracks": CountTracksFn((1.0, 0.0, 0.0)),
+                       "failures": SummarizeFailuresFn()})
+    items = [("n", "a"), ("tracks", tracks[0]), ("n", "b"), ("tracks", tracks[1]), ("tracks", tracks[2]), ("n", "c")]
+    out = _combine(fn, [items[:3], items[3:], []])
+    assert out["n"] == 3 and out["tracks"]["train"]["jazz"]["tracks"] == 3 and out["failures"]["count"] == 0
+    assert _combine(fn, [[]]) == {"n": 0, "tracks": {"train": {}, "validation": {}, "test": {}},
+                                  "failures": {"count": 0, "by_stage": {}, "listed": []}}
 
 
 def test_track_counts_per_split_and_label():

@@ -202,24 +202,19 @@ def split_of_entry(entry: CatalogueEntry, proportions: tuple[float, float, float
     return splits.split_of(splits.split_key(track_id=entry.track_id, artist=entry.artist), proportions=proportions)
 
 
-def split_partition(item: MelSegment, num_partitions: int, proportions: tuple[float, float, float]) -> int:
-    """beam.Partition function: index of the item's split in examples.SPLITS."""
-    del num_partitions
-    return examples.SPLITS.index(split_of_entry(item.entry, proportions))
-
-
 class EncodeExample(beam.DoFn):
-    """MelSegment -> serialized tf.Example in the schema of schemas.examples."""
+    """MelSegment -> (its split, serialized tf.Example in the schema of schemas.examples)."""
 
-    def __init__(self, labels: Sequence[str]):
+    def __init__(self, labels: Sequence[str], proportions: tuple[float, float, float]):
         self._labels = list(labels)
+        self._proportions = proportions
 
     def setup(self) -> None:
         self._label_ids = {label: i for i, label in enumerate(self._labels)}
 
-    def process(self, segment: MelSegment) -> Iterator[bytes]:
+    def process(self, segment: MelSegment) -> Iterator[tuple[str, bytes]]:
         label = segment.entry.label or ""
-        yield examples.encode_example(
+        yield split_of_entry(segment.entry, self._proportions), examples.encode_example(
             track_id=segment.entry.track_id,
             segment_index=segment.index,
             label_id=self._label_ids.get(label, examples.UNLABELLED_ID),
@@ -307,3 +302,38 @@ class SummarizeFailuresFn(beam.CombineFn):
             "by_stage": dict(sorted(stages.items())),
             "listed": [Failure(*row).to_row() for row in sorted(listed)[:MAX_FAILURES_LISTED]],
         }
+
+
+class CombineByTag(beam.CombineFn):
+    """(tag, value) -> {tag: output}: each tag's values through its own CombineFn, all in one combine.
+    A run's summary (counts, failures, mel statistics) is one step of the job this way, where a
+    CombineGlobally per figure adds two stages each (bench/RESULTS.md: start-up)."""
+
+    def __init__(self, fns: dict[str, beam.CombineFn]):
+        self._fns = dict(fns)
+
+    def setup(self, *args, **kwargs) -> None:
+        for fn in self._fns.values():
+            fn.setup(*args, **kwargs)
+
+    def create_accumulator(self) -> dict:
+        return {tag: fn.create_accumulator() for tag, fn in self._fns.items()}
+
+    def add_input(self, accumulator: dict, tagged) -> dict:
+        tag, value = tagged
+        accumulator[tag] = self._fns[tag].add_input(accumulator[tag], value)
+        return accumulator
+
+    def merge_accumulators(self, accumulators) -> dict:
+        accumulators = list(accumulators)
+        return {tag: fn.merge_accumulators([a[tag] for a in accumulators]) for tag, fn in self._fns.items()}
+
+    def compact(self, accumulator: dict) -> dict:
+        return {tag: fn.compact(accumulator[tag]) for tag, fn in self._fns.items()}
+
+    def extract_output(self, accumulator: dict) -> dict:
+        return {tag: fn.extract_output(accumulator[tag]) for tag, fn in self._fns.items()}
+
+    def teardown(self, *args, **kwargs) -> None:
+        for fn in self._fns.values():
+            fn.teardown(*args, **kwargs)

@@ -7,10 +7,16 @@ the files PREFIX-SSSSS-of-NNNNN SUFFIX. Formats whose files can be merged (Parqu
 files of small bundles (Flink's bundles are 1000 elements) merged there into shards of about
 `max_bytes`, so that a million-track run writes a few shards of a reader-friendly size, not a
 thousand tiny files; other formats (gzip TFRecords) keep one shard per temporary file.
+
+WriteShardsTo writes several outputs at once, each record keyed by its destination (featurize's
+three splits and its errors): one writing step and one naming step for all of them, where a
+WriteShards per output adds three stages each to the job (every stage is a round of bundles on
+every worker: a tenth of a second of a small job's start-up each, bench/RESULTS.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
@@ -46,32 +52,50 @@ def create_file(path: str, folder: str):
         return FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
-class _WriteBundleFiles(beam.DoFn):
-    """records -> temporary files, one or more per bundle, each closed at `max_bytes`."""
+@dataclasses.dataclass(frozen=True)
+class Destination:
+    """One output: shards PREFIX-SSSSS-of-NNNNN SUFFIX of a format, each about max_bytes."""
+    format: ShardFormat
+    prefix: str
+    suffix: str
+    max_bytes: int = 256 << 20
 
-    def __init__(self, fmt: ShardFormat, temp_dir: str, max_bytes: int):
-        self._format = fmt
-        self._temp_dir = temp_dir
-        self._max_bytes = max_bytes
+    def temp_dir(self, run: str) -> str:
+        folder, name = FileSystems.split(self.prefix)
+        return FileSystems.join(folder, f".temp-{name}-{run}")
+
+
+class _WriteBundleFiles(beam.DoFn):
+    """(destination, record) -> (destination, temporary file): one or more files per destination a
+    bundle writes to, each closed at its destination's max_bytes."""
+
+    def __init__(self, destinations: dict[str, Destination], run: str):
+        self._destinations = destinations
+        self._run = run
 
     def start_bundle(self) -> None:
-        self._writer, self._path, self._bytes = None, None, 0
+        self._open: dict[str, list] = {}  # destination -> [writer, path, bytes]
 
-    def process(self, record) -> Iterator[str]:
-        if self._writer is not None and self._bytes >= self._max_bytes:
-            yield self._close()
-        if self._writer is None:
-            self._path = FileSystems.join(self._temp_dir, f"{uuid.uuid4().hex}.part")
-            self._writer, self._bytes = self._format.open(create_file(self._path, self._temp_dir)), 0
-        self._bytes += self._writer.write(record)
+    def process(self, keyed) -> Iterator[tuple[str, str]]:
+        key, record = keyed
+        destination = self._destinations[key]
+        current = self._open.get(key)
+        if current is not None and current[2] >= destination.max_bytes:
+            yield key, self._close(key)
+            current = None
+        if current is None:
+            temp_dir = destination.temp_dir(self._run)
+            path = FileSystems.join(temp_dir, f"{uuid.uuid4().hex}.part")
+            current = self._open[key] = [destination.format.open(create_file(path, temp_dir)), path, 0]
+        current[2] += current[0].write(record)
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
-        if self._writer is not None:
-            yield WindowedValue(self._close(), GlobalWindow().max_timestamp(), (GlobalWindow(),))
+        for key in list(self._open):
+            yield WindowedValue((key, self._close(key)), GlobalWindow().max_timestamp(), (GlobalWindow(),))
 
-    def _close(self) -> str:
-        self._writer.close()
-        path, self._writer = self._path, None
+    def _close(self, key: str) -> str:
+        writer, path, _ = self._open.pop(key)
+        writer.close()
         return path
 
 
@@ -93,11 +117,15 @@ def plan_shards(sizes: dict[str, int], max_bytes: int, mergeable: bool) -> list[
     return shards
 
 
-def _finalize(keyed: tuple[None, list[str]], fmt: ShardFormat, prefix: str, suffix: str, temp_dir: str,
-              max_bytes: int) -> list[str]:
-    """Names (or merges) the temporary files as PREFIX-SSSSS-of-NNNNN SUFFIX (one empty shard when there
-    are none) and removes the temporary folder, with any file of a failed attempt that nothing emitted."""
-    temp_paths = [path for path in keyed[1] if path is not None]
+def _finalize(keyed: tuple[str, list[str | None]], destinations: dict[str, Destination], run: str
+              ) -> Iterator[str]:
+    """Names (or merges) a destination's temporary files as PREFIX-SSSSS-of-NNNNN SUFFIX (one empty
+    shard when there are none) and removes its temporary folder, with any file of a failed attempt
+    that nothing emitted."""
+    key, paths = keyed
+    destination = destinations[key]
+    fmt, prefix, suffix, temp_dir = destination.format, destination.prefix, destination.suffix, destination.temp_dir(run)
+    temp_paths = [path for path in paths if path is not None]
     if not temp_paths:
         empty = FileSystems.join(temp_dir, "empty.part")
         fmt.open(create_file(empty, temp_dir)).close()
@@ -106,7 +134,7 @@ def _finalize(keyed: tuple[None, list[str]], fmt: ShardFormat, prefix: str, suff
     if fmt.merge is not None:  # one match result per path
         sizes = {path: result.metadata_list[0].size_in_bytes
                  for path, result in zip(temp_paths, FileSystems.match(temp_paths))}
-    shards = plan_shards(sizes, max_bytes, fmt.merge is not None)
+    shards = plan_shards(sizes, destination.max_bytes, fmt.merge is not None)
     total = len(shards)
     final = [f"{prefix}-{index:05d}-of-{total:05d}{suffix}" for index in range(total)]
     stale = FileSystems.match([f"{prefix}-*-of-*{suffix}"])[0].metadata_list
@@ -119,7 +147,29 @@ def _finalize(keyed: tuple[None, list[str]], fmt: ShardFormat, prefix: str, suff
     if renames:
         FileSystems.rename([source for source, _ in renames], [path for _, path in renames])
     FileSystems.delete([temp_dir])
-    return final
+    yield from final
+
+
+class WriteShardsTo(beam.PTransform):
+    """(destination name, record) -> each destination's shards; returns every shard's final path.
+    Every destination gets its shards, one empty shard when no record went to it."""
+
+    def __init__(self, destinations: dict[str, Destination]):
+        super().__init__()
+        self._destinations = dict(destinations)
+
+    def expand(self, keyed_records):
+        run = uuid.uuid4().hex[:12]
+        paths = keyed_records | "WriteBundleFiles" >> beam.ParDo(_WriteBundleFiles(self._destinations, run))
+        # A None beside each destination's paths, so that its group fires (and writes an empty shard)
+        # with no records.
+        always = keyed_records.pipeline | "Always" >> beam.Create([(key, None) for key in self._destinations])
+        return (
+            (paths, always)
+            | "WithAlways" >> beam.Flatten()
+            | "AllFiles" >> beam.GroupByKey()
+            | "Finalize" >> beam.FlatMap(_finalize, destinations=self._destinations, run=run)
+        )
 
 
 class WriteShards(beam.PTransform):
@@ -127,25 +177,9 @@ class WriteShards(beam.PTransform):
 
     def __init__(self, fmt: ShardFormat, file_path_prefix: str, *, file_name_suffix: str, max_shard_bytes: int):
         super().__init__()
-        self._format = fmt
-        self._prefix = file_path_prefix
-        self._suffix = file_name_suffix
-        self._max_bytes = max_shard_bytes
+        self._destination = Destination(fmt, file_path_prefix, file_name_suffix, max_shard_bytes)
 
     def expand(self, records):
-        folder, name = FileSystems.split(self._prefix)
-        temp_dir = FileSystems.join(folder, f".temp-{name}-{uuid.uuid4().hex[:12]}")
-        paths = (
-            records
-            | "WriteBundleFiles" >> beam.ParDo(_WriteBundleFiles(self._format, temp_dir, self._max_bytes))
-            | "OneKey" >> beam.Map(lambda path: (None, path))
-        )
-        # A None beside the paths, so that the group fires (and writes an empty shard) with no records.
-        always = records.pipeline | "Always" >> beam.Create([(None, None)])
-        return (
-            (paths, always)
-            | "WithAlways" >> beam.Flatten()
-            | "AllFiles" >> beam.GroupByKey()
-            | "Finalize" >> beam.FlatMap(_finalize, fmt=self._format, prefix=self._prefix, suffix=self._suffix,
-                                         temp_dir=temp_dir, max_bytes=self._max_bytes)
-        )
+        return (records
+                | "ToDestination" >> beam.Map(lambda record: ("", record))
+                | WriteShardsTo({"": self._destination}))

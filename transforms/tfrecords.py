@@ -46,7 +46,7 @@ class _HuffmanGzipWriter:
         self._raw.close()
 
 
-class _TFRecordFormat:
+class GzipTFRecordFormat:
     """Gzip TFRecord files for WriteShards: each temporary file is a shard (no merging)."""
 
     merge = None
@@ -81,7 +81,7 @@ class WriteToGzipTFRecord(beam.PTransform):
 
     def __init__(self, file_path_prefix: str, *, file_name_suffix: str, max_shard_bytes: int = 256 << 20):
         super().__init__()
-        self._shards = WriteShards(_TFRecordFormat(), file_path_prefix, file_name_suffix=file_name_suffix,
+        self._shards = WriteShards(GzipTFRecordFormat(), file_path_prefix, file_name_suffix=file_name_suffix,
                                    max_shard_bytes=max_shard_bytes)
 
     def expand(self, records):
