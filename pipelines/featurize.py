@@ -123,7 +123,7 @@ def build(
 
     Few steps on purpose: every stage of the job is a round of bundles on every worker, which a
     small catalogue pays in start-up. So all four outputs go through one writer (WriteShardsTo)
-    and every figure of metadata.json through one combine (CombineByTag)."""
+    and every figure of metadata.json through one combine (SummarizeByTag)."""
     listed = pipeline | "ListCatalogue" >> ListCatalogue(plan, labels=labels)
     entries = listed["entries"] | "FanOutDecode" >> beam.Reshuffle()  # spreads the inputs over workers
     features = entries | "FeaturizeTracks" >> cbeam.FeaturizeTracks(cfg, policy, progress_dir)
@@ -136,30 +136,25 @@ def build(
     examples_by_split = features["segments"] | "EncodeExamples" >> beam.ParDo(
         cbeam.EncodeExample(facts.labels, proportions))
     error_rows = failures | "FailureRows" >> beam.Map(lambda failure: (examples.ERRORS_DIR, failure.to_row()))
-    shards = (examples_by_split, error_rows) | "AllRecords" >> beam.Flatten() | "WriteOutputs" >> WriteShardsTo(
-        destinations)
+    shards = (examples_by_split, error_rows) | "WriteOutputs" >> WriteShardsTo(destinations)
 
-    # Each input of the summary tagged by a Map of its own (a PCollection read by two Flattens, as
-    # `rejected` would be, is not allowed on every runner).
     train = examples.SPLITS[0]
-    tagged = (
-        listed["entries"] | "TagEntries" >> beam.Map(lambda entry: ("entries", entry)),
-        listed["rejected"] | "TagRejected" >> beam.Map(lambda failure: ("rejected", failure)),
-        listed["non_audio"] | "TagNonAudio" >> beam.Map(lambda path: ("non_audio", path)),
-        features["tracks"] | "TagTracks" >> beam.Map(lambda track: ("tracks", track)),
-        failures | "TagFailures" >> beam.Map(lambda failure: ("failures", failure)),
-        features["segments"] | "TagTrainSegments" >> beam.FlatMap(
-            lambda segment: [("mel_stats", segment)] if cbeam.split_of_entry(segment.entry, proportions) == train
-            else []),
-    )
-    summary = tagged | "AllFigures" >> beam.Flatten() | "Summarize" >> beam.CombineGlobally(cbeam.CombineByTag({
+    summary = {
+        "entries": listed["entries"],
+        "rejected": listed["rejected"],
+        "non_audio": listed["non_audio"],
+        "tracks": features["tracks"],
+        "failures": failures,
+        "mel_stats": features["segments"] | "TrainSegments" >> beam.Filter(
+            lambda segment: cbeam.split_of_entry(segment.entry, proportions) == train),
+    } | "Summarize" >> cbeam.SummarizeByTag({
         "entries": beam.combiners.CountCombineFn(),
         "rejected": beam.combiners.CountCombineFn(),
         "non_audio": beam.combiners.CountCombineFn(),
         "tracks": cbeam.CountTracksFn(proportions),
         "failures": cbeam.SummarizeFailuresFn(),
         "mel_stats": cbeam.MelStatsFn(),
-    }))
+    })
     static = {
         "cattag_version": _version(),
         "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -175,18 +170,15 @@ def build(
     }
     # metadata.json is the mark of a complete output: written only once every shard is final, so a
     # run that dies before that leaves none (and the same command then replaces it).
-    _ = summary | "WriteMetadata" >> beam.Map(
-        lambda figures, shards: write_metadata(
-            None, output=output, static=static, counts=figures["tracks"], mel_stats=figures["mel_stats"],
-            failed=figures["failures"], shards=shards, entries=figures["entries"], rejected=figures["rejected"],
-            non_audio=figures["non_audio"]),
-        shards=beam.pvalue.AsList(shards))
+    _ = summary | "WriteMetadata" >> beam.Map(write_metadata, output=output, static=static,
+                                              shards=beam.pvalue.AsList(shards))
     return {"segments": features["segments"], "tracks": features["tracks"], "failures": failures}
 
 
-def write_metadata(_, *, output: str, static: dict, counts: dict, mel_stats: dict, failed: dict,
-                   shards: list[str] = (), entries: int = 0, rejected: int = 0, non_audio: int = 0) -> None:
-    """Writes metadata.json and schema.pbtxt once every count is known and every shard written."""
+def write_metadata(figures: dict, *, output: str, static: dict, shards: list[str] = ()) -> None:
+    """Writes metadata.json and schema.pbtxt once every figure is known (the summary's output:
+    entries, rejected, non_audio, tracks, failures, mel_stats) and every shard written."""
+    counts, failed, non_audio = figures["tracks"], figures["failures"], figures["non_audio"]
     totals = {"tracks": 0, "segments": 0, "silent_segments": 0, "audio_ms": 0}
     for by_label in counts.values():
         for label_counts in by_label.values():
@@ -196,11 +188,11 @@ def write_metadata(_, *, output: str, static: dict, counts: dict, mel_stats: dic
         _LOG.info("featurize: %d files under the input are not audio (by extension) and were skipped", non_audio)
     metadata = {
         **static,
-        "inputs": entries + rejected,
+        "inputs": figures["entries"] + figures["rejected"],
         "skipped_non_audio_files": non_audio,
         "totals": {**totals, "failed": failed["count"]},
         "counts": counts,
-        "mel_stats": {"split": "train", **mel_stats},
+        "mel_stats": {"split": "train", **figures["mel_stats"]},
         "failed": failed,
         "shard_files": len(shards),
     }

@@ -1,4 +1,4 @@
-"""transforms/beam.py: each DoFn and CombineFn called directly, without a pipeline."""
+"""transforms/beam.py: each DoFn and CombineFn called directly, without a pipeline (SummarizeByTag in one)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import pytest
 import soundfile as sf
 
 import tests.localalias  # noqa: F401  (registers aliasfs://)
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that, equal_to
 from schemas import examples
 from schemas.features import FeatureConfig, SegmentPolicy
 from tests.conftest import tone
 from transforms.beam import (
-    MAX_FAILURES_LISTED, CombineByTag, ComputeLogMel, CountTracksFn, CutSegments, DecodeAudio, DecodedTrack, EncodeExample,
-    Failure, MelSegment, MelStatsFn, SummarizeFailuresFn, TrackSummary,
+    MAX_FAILURES_LISTED, ComputeLogMel, CountTracksFn, CutSegments, DecodeAudio, DecodedTrack, EncodeExample,
+    Failure, MelSegment, MelStatsFn, SummarizeByTag, SummarizeFailuresFn, TrackSummary,
 )
 from transforms.audio import DecodedAudio
 from transforms.catalogue import CatalogueEntry
@@ -127,15 +129,19 @@ def test_mel_stats_match_numpy_over_all_frames():
     assert _combine(MelStatsFn(), [[]]) == {"frames": 0, "mean": [], "std": []}
 
 
-def test_combine_by_tag_gives_each_tag_its_own_combiner_output():
+def test_summarize_by_tag_gives_each_input_its_own_combiner_output_from_empty_inputs_too():
     tracks = [TrackSummary(CatalogueEntry("u", f"t{i}", "jazz"), 10.0, 3, 0) for i in range(3)]
-    fn = CombineByTag({"n": beam.combiners.CountCombineFn(), "tracks": CountTracksFn((1.0, 0.0, 0.0)),
-                       "failures": SummarizeFailuresFn()})
-    items = [("n", "a"), ("tracks", tracks[0]), ("n", "b"), ("tracks", tracks[1]), ("tracks", tracks[2]), ("n", "c")]
-    out = _combine(fn, [items[:3], items[3:], []])
-    assert out["n"] == 3 and out["tracks"]["train"]["jazz"]["tracks"] == 3 and out["failures"]["count"] == 0
-    assert _combine(fn, [[]]) == {"n": 0, "tracks": {"train": {}, "validation": {}, "test": {}},
-                                  "failures": {"count": 0, "by_stage": {}, "listed": []}}
+    with BeamTestPipeline() as pipeline:
+        summary = {
+            "n": pipeline | "Names" >> beam.Create(["a", "b", "c"]),
+            "tracks": pipeline | "Tracks" >> beam.Create(tracks),
+            "failures": pipeline | "NoFailures" >> beam.Create([]),
+        } | SummarizeByTag({"n": beam.combiners.CountCombineFn(), "tracks": CountTracksFn((1.0, 0.0, 0.0)),
+                            "failures": SummarizeFailuresFn()})
+        assert_that(summary, equal_to([{
+            "n": 3, "tracks": {"train": {"jazz": {"tracks": 3, "segments": 9, "silent_segments": 0, "audio_ms": 30000}},
+                               "validation": {}, "test": {}},
+            "failures": {"count": 0, "by_stage": {}, "listed": []}}]))
 
 
 def test_track_counts_per_split_and_label():

@@ -14,6 +14,8 @@ import apache_beam as beam
 import numpy as np
 import threadpoolctl
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
 
 from schemas import examples
 from schemas.features import FeatureConfig, SegmentPolicy
@@ -304,36 +306,73 @@ class SummarizeFailuresFn(beam.CombineFn):
         }
 
 
-class CombineByTag(beam.CombineFn):
-    """(tag, value) -> {tag: output}: each tag's values through its own CombineFn, all in one combine.
-    A run's summary (counts, failures, mel statistics) is one step of the job this way, where a
-    CombineGlobally per figure adds two stages each (bench/RESULTS.md: start-up)."""
+class _AccumulateBundle(beam.DoFn):
+    """values -> one (tag, accumulator of `fn`) per bundle that had any."""
+
+    def __init__(self, tag: str, fn: beam.CombineFn):
+        self._tag = tag
+        self._fn = fn
+
+    def setup(self) -> None:
+        self._fn.setup()
+
+    def start_bundle(self) -> None:
+        self._accumulator = None
+
+    def process(self, value) -> Iterator[tuple[str, object]]:
+        if self._accumulator is None:
+            self._accumulator = self._fn.create_accumulator()
+        self._accumulator = self._fn.add_input(self._accumulator, value)
+        return iter(())
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        if self._accumulator is not None:
+            accumulator, self._accumulator = self._fn.compact(self._accumulator), None
+            yield WindowedValue((self._tag, accumulator), GlobalWindow().max_timestamp(), (GlobalWindow(),))
+
+    def teardown(self) -> None:
+        self._fn.teardown()
+
+
+class _MergeByTag(beam.CombineFn):
+    """(tag, accumulator) -> {tag: output}, every tag of `fns` present."""
 
     def __init__(self, fns: dict[str, beam.CombineFn]):
         self._fns = dict(fns)
-
-    def setup(self, *args, **kwargs) -> None:
-        for fn in self._fns.values():
-            fn.setup(*args, **kwargs)
 
     def create_accumulator(self) -> dict:
         return {tag: fn.create_accumulator() for tag, fn in self._fns.items()}
 
     def add_input(self, accumulator: dict, tagged) -> dict:
-        tag, value = tagged
-        accumulator[tag] = self._fns[tag].add_input(accumulator[tag], value)
+        tag, other = tagged
+        accumulator[tag] = self._fns[tag].merge_accumulators([accumulator[tag], other])
         return accumulator
 
     def merge_accumulators(self, accumulators) -> dict:
         accumulators = list(accumulators)
         return {tag: fn.merge_accumulators([a[tag] for a in accumulators]) for tag, fn in self._fns.items()}
 
-    def compact(self, accumulator: dict) -> dict:
-        return {tag: fn.compact(accumulator[tag]) for tag, fn in self._fns.items()}
-
     def extract_output(self, accumulator: dict) -> dict:
         return {tag: fn.extract_output(accumulator[tag]) for tag, fn in self._fns.items()}
 
-    def teardown(self, *args, **kwargs) -> None:
-        for fn in self._fns.values():
-            fn.teardown(*args, **kwargs)
+
+class SummarizeByTag(beam.PTransform):
+    """{tag: PCollection} -> one {tag: output of that tag's CombineFn}, from empty inputs too.
+
+    A run's figures (counts, failures, mel statistics) in one combine, where a CombineGlobally per
+    figure adds two stages of the job each (every stage is a round of bundles on every worker, paid
+    in start-up: bench/RESULTS.md). Each input is accumulated per bundle in the stage that produces
+    it, as Beam does when it lifts a combine, so that only small accumulators reach the merge; a
+    Flatten of the inputs themselves would be materialized whole before a combine after it (every
+    training segment of a run, held in memory on the DirectRunner)."""
+
+    def __init__(self, fns: dict[str, beam.CombineFn]):
+        super().__init__()
+        self._fns = dict(fns)
+
+    def expand(self, inputs: dict):
+        accumulators = [pcoll | f"Accumulate_{tag}" >> beam.ParDo(_AccumulateBundle(tag, self._fns[tag]))
+                        for tag, pcoll in inputs.items()]
+        return (accumulators
+                | "AllAccumulators" >> beam.Flatten()
+                | "Merge" >> beam.CombineGlobally(_MergeByTag(self._fns)))

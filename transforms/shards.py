@@ -9,9 +9,9 @@ files of small bundles (Flink's bundles are 1000 elements) merged there into sha
 thousand tiny files; other formats (gzip TFRecords) keep one shard per temporary file.
 
 WriteShardsTo writes several outputs at once, each record keyed by its destination (featurize's
-three splits and its errors): one writing step and one naming step for all of them, where a
-WriteShards per output adds three stages each to the job (every stage is a round of bundles on
-every worker: a tenth of a second of a small job's start-up each, bench/RESULTS.md).
+three splits and its errors): one naming step for all of them, where a WriteShards per output adds
+three stages each to the job (every stage is a round of bundles on every worker, which a small job
+pays in start-up: bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -151,8 +151,9 @@ def _finalize(keyed: tuple[str, list[str | None]], destinations: dict[str, Desti
 
 
 class WriteShardsTo(beam.PTransform):
-    """(destination name, record) -> each destination's shards; returns every shard's final path.
-    Every destination gets its shards, one empty shard when no record went to it."""
+    """(destination name, record), from one PCollection or several -> each destination's shards;
+    returns every shard's final path. Every destination gets its shards, one empty shard when no
+    record went to it."""
 
     def __init__(self, destinations: dict[str, Destination]):
         super().__init__()
@@ -160,12 +161,18 @@ class WriteShardsTo(beam.PTransform):
 
     def expand(self, keyed_records):
         run = uuid.uuid4().hex[:12]
-        paths = keyed_records | "WriteBundleFiles" >> beam.ParDo(_WriteBundleFiles(self._destinations, run))
+        # Each input written where it is produced: a Flatten of the records before the writing step
+        # would be materialized whole first (every record of a run, held in memory on the DirectRunner).
+        inputs = keyed_records if isinstance(keyed_records, (tuple, list)) else (keyed_records,)
+        paths = [records | f"WriteBundleFiles{'' if i == 0 else i}" >> beam.ParDo(
+            _WriteBundleFiles(self._destinations, run)) for i, records in enumerate(inputs)]
         # A None beside each destination's paths, so that its group fires (and writes an empty shard)
         # with no records.
-        always = keyed_records.pipeline | "Always" >> beam.Create([(key, None) for key in self._destinations])
+        # (Not reshuffled: a Create of several elements otherwise adds a stage to spread four tuples.)
+        always = inputs[0].pipeline | "Always" >> beam.Create([(key, None) for key in self._destinations],
+                                                              reshuffle=False)
         return (
-            (paths, always)
+            (*paths, always)
             | "WithAlways" >> beam.Flatten()
             | "AllFiles" >> beam.GroupByKey()
             | "Finalize" >> beam.FlatMap(_finalize, destinations=self._destinations, run=run)
