@@ -40,6 +40,10 @@ _BATCH_ROWS = 50_000  # embeddings read at a time to build an index
 # for 2x10^5 rows). With 512 MB, 10^6 rows loaded in 22 s at 669 MiB peak; with 256 MB it ran out of
 # memory (the tables' pages being written cannot all be spilled).
 LOAD_MEMORY = "512MB"
+# Rows a load replaces in one transaction at most; a load replacing more commits in parts of about this
+# many. DuckDB holds what one transaction replaces in memory (its key indexes): replacing 10^6 rows in one
+# ran out of memory at 512MB and peaked at 1.15 GB with 1GB (bench/RESULTS.md).
+REPLACE_ROWS = 250_000
 # DuckDB's memory limit while the committed embeddings are read into the vector index, whose shard
 # (vector_index.SHARD_ROWS) is in memory beside it: the read needs little (its join spills), and
 # DuckDB would otherwise keep up to LOAD_MEMORY of cached pages through the whole build. Reading
@@ -79,61 +83,86 @@ class DuckDB:
         self._con.close()
 
     def load(self, files: list[str]) -> LoadResult:
-        """Upserts tag files keyed by (track_id, model_version), in one transaction; then brings each
-        loaded model version's vector index up to date."""
+        """Upserts tag files keyed by (track_id, model_version), in one transaction (in parts of about
+        REPLACE_ROWS tracks when the load replaces more rows than that); then brings each loaded model
+        version's vector index up to date."""
         self._con.execute("SET memory_limit = ?", [self._load_memory])
         # Rows may land in any order (the upserts are keyed): DuckDB can then stream and spill instead of
         # buffering rows to keep their order (its own advice for loads larger than memory).
         self._con.execute("SET preserve_insertion_order = false")
         versions_before = {v: self._state(v) for v, in self._con.execute(
             f"SELECT DISTINCT model_version FROM {db.EMBEDDINGS}").fetchall()}
-        self._con.execute("BEGIN TRANSACTION")
+        # Read the files once; within them, the latest tagged_at of a key wins. By name: files written
+        # before the `tags` column have none (without union_by_name DuckDB fails on such a mix, or, when
+        # an old file comes first, drops the column from every file).
+        self._con.execute(
+            "CREATE OR REPLACE TEMP TABLE incoming AS SELECT * FROM read_parquet(?, union_by_name=true)", [files])
         try:
-            # Read the files once; within them, the latest tagged_at of a key wins. By name: files written
-            # before the `tags` column have none (without union_by_name DuckDB fails on such a mix, or,
-            # when an old file comes first, drops the column from every file).
-            self._con.execute(
-                "CREATE OR REPLACE TEMP TABLE incoming AS SELECT * FROM read_parquet(?, union_by_name=true)", [files])
             if "tags" not in {c[0] for c in self._con.execute("DESCRIBE incoming").fetchall()}:
                 self._con.execute("ALTER TABLE incoming ADD COLUMN tags STRUCT(label VARCHAR, score FLOAT)[]")
-            self._con.execute(
-                f"INSERT OR REPLACE INTO {db.TRACKS} SELECT track_id, uri, duration_s FROM incoming "
-                "QUALIFY row_number() OVER (PARTITION BY track_id ORDER BY tagged_at DESC) = 1")
-            self._con.execute(
-                "CREATE OR REPLACE TEMP TABLE latest AS SELECT * FROM incoming QUALIFY row_number() OVER "
-                "(PARTITION BY track_id, model_version ORDER BY tagged_at DESC) = 1")
-            self._con.execute(
-                f"INSERT OR REPLACE INTO {db.TAGS} SELECT track_id, model_version, genre, confidence, to_json(top_k), "
-                "low_confidence, review_reason, typicality, feature_version, tagged_at FROM latest")
-            # A track that is silent now has nothing to be similar by, whatever an older tagging said.
-            self._con.execute(
-                f"DELETE FROM {db.EMBEDDINGS} e USING latest l WHERE e.track_id = l.track_id "
-                "AND e.model_version = l.model_version AND l.genre IS NULL")
-            self._con.execute(
-                f"INSERT OR REPLACE INTO {db.EMBEDDINGS} SELECT track_id, model_version, embedding FROM latest "
-                "WHERE genre IS NOT NULL")
-            # Each loaded (track_id, model_version) gets exactly its row's tags (db.REPLACE_TRACK_TAGS).
-            self._con.execute(
-                "CREATE OR REPLACE TEMP TABLE new_tags AS SELECT track_id, model_version, t.label AS tag, "
-                "max(t.score) AS score FROM (SELECT track_id, model_version, unnest(tags) AS t FROM latest) "
-                "WHERE t.label IS NOT NULL AND t.score IS NOT NULL GROUP BY ALL")
-            for statement in db.REPLACE_TRACK_TAGS:
-                self._con.execute(statement)
-            rows, versions = self._con.execute(
-                "SELECT count(*), list(DISTINCT model_version ORDER BY model_version) FROM incoming").fetchone()
-            updates = {version: self._loaded_embeddings(version) for version in versions
-                       if self._plan(version, versions_before.get(version)) == "update"}
-            self._con.execute("DROP TABLE incoming; DROP TABLE latest; DROP TABLE new_tags")
-            self._con.execute("COMMIT")
-        except Exception:
-            self._con.execute("ROLLBACK")
-            raise
+            rows, versions, replaced = self._con.execute(
+                "SELECT count(*), list(DISTINCT model_version ORDER BY model_version), "
+                f"(SELECT count(*) FROM {db.TAGS} t SEMI JOIN incoming i USING (track_id, model_version)) "
+                "FROM incoming").fetchone()
+            parts = max(1, -(-replaced // REPLACE_ROWS))
+            if parts > 1:
+                _LOG.info("load: %d of the %d rows replace existing ones: committing in %d parts", replaced, rows, parts)
+            updates = {}
+            for part in range(parts):
+                updates = self._upsert_part(part, parts, versions_before)
+        finally:
+            self._con.execute("DROP TABLE IF EXISTS incoming")
         self._con.execute("SET memory_limit = ?", [INDEX_READ_MEMORY])
         notes = [self._refresh_index(version, updates.get(version)) for version in versions]
         counts = {table: self._con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
                   for table in db.TABLES}
         return LoadResult(files=len(files), rows=rows, model_versions=list(versions), counts=counts,
                           notes=[note for note in notes if note])
+
+    def _upsert_part(self, part: int, parts: int, versions_before: dict[str, State]) -> dict:
+        """Upserts the incoming rows of tracks whose id hashes to `part` of `parts`, in one
+        transaction; returns the small updates to apply to vector indexes (none when in parts)."""
+        in_part = f"hash(track_id) % {parts} = {part}"
+        self._con.execute("BEGIN TRANSACTION")
+        try:
+            # Upserts as a DELETE of the loaded keys and a plain INSERT: DuckDB 2.0's INSERT OR REPLACE
+            # (and ON CONFLICT) failed with a false "Duplicate key" when a load replaced 10^6 existing
+            # embeddings under the load's memory limit (it passed with 4GB, at 4.1 GB of memory).
+            self._con.execute(f"DELETE FROM {db.TRACKS} WHERE {in_part} AND track_id IN (SELECT track_id FROM incoming)")
+            self._con.execute(
+                f"INSERT INTO {db.TRACKS} SELECT track_id, uri, duration_s FROM incoming WHERE {in_part} "
+                "QUALIFY row_number() OVER (PARTITION BY track_id ORDER BY tagged_at DESC) = 1")
+            self._con.execute(
+                f"CREATE OR REPLACE TEMP TABLE latest AS SELECT * FROM incoming WHERE {in_part} QUALIFY row_number() "
+                "OVER (PARTITION BY track_id, model_version ORDER BY tagged_at DESC) = 1")
+            for table in (db.TAGS, db.EMBEDDINGS, db.TRACK_TAGS):
+                self._con.execute(f"DELETE FROM {table} x USING latest l "
+                                  "WHERE x.track_id = l.track_id AND x.model_version = l.model_version")
+            self._con.execute(
+                f"INSERT INTO {db.TAGS} SELECT track_id, model_version, genre, confidence, to_json(top_k), "
+                "low_confidence, review_reason, typicality, feature_version, tagged_at FROM latest")
+            # A track that is silent now has nothing to be similar by, whatever an older tagging said.
+            self._con.execute(
+                f"INSERT INTO {db.EMBEDDINGS} SELECT track_id, model_version, embedding FROM latest "
+                "WHERE genre IS NOT NULL")
+            # Each loaded (track_id, model_version) gets exactly its row's tags.
+            self._con.execute(
+                f"INSERT INTO {db.TRACK_TAGS} SELECT track_id, model_version, t.label AS tag, max(t.score) AS score "
+                "FROM (SELECT track_id, model_version, unnest(tags) AS t FROM latest) "
+                "WHERE t.label IS NOT NULL AND t.score IS NOT NULL GROUP BY ALL")
+            versions = [v for v, in self._con.execute("SELECT DISTINCT model_version FROM latest").fetchall()]
+            updates = {} if parts > 1 else {
+                version: self._loaded_embeddings(version) for version in versions
+                if self._plan(version, versions_before.get(version)) == "update"}
+            self._con.execute("DROP TABLE latest")
+            self._con.execute("COMMIT")
+        except Exception:
+            self._con.execute("ROLLBACK")
+            if part:
+                _LOG.error("load: parts 1 to %d of %d are committed; the same command again completes the load "
+                           "(its upserts are idempotent)", part, parts)
+            raise
+        return updates
 
     def _state(self, model_version: str) -> State:
         """The database's state of a model version, as its vector index records it."""

@@ -99,7 +99,8 @@ def hnsw_index_name(model_version: str) -> str:
 # After a load has put the loaded rows in a temp table `latest` and their tags, one row per (track_id,
 # model_version, tag), in `new_tags`: each loaded (track_id, model_version) gets exactly those tags.
 # Tags it no longer carries go, changed scores are updated, unchanged rows are left alone (a reload
-# writes nothing). The same SQL in both dialects.
+# writes nothing). PostgreSQL's; DuckDB deletes a load's keys and inserts them again
+# (database/duckdb_store.py: its upserts failed on large loads).
 REPLACE_TRACK_TAGS = (
     f"""DELETE FROM {TRACK_TAGS} x USING latest l
         WHERE x.track_id = l.track_id AND x.model_version = l.model_version AND NOT EXISTS (

@@ -677,3 +677,39 @@ def _hold_duckdb(path: str, ready, release) -> None:
     ready.set()
     release.wait(60)
     con.close()
+
+
+def test_a_duckdb_load_replacing_many_rows_commits_in_parts_with_the_same_result(tmp_path, monkeypatch, caplog):
+    """DuckDB holds what one transaction replaces in memory: a load replacing more than REPLACE_ROWS
+    rows commits in parts (by track id), and the database ends as one transaction would leave it."""
+    import duckdb
+
+    from database import duckdb_store
+
+    random_catalogue(tmp_path / "first", n=400, dim=16)
+    rng = np.random.default_rng(5)  # all 400 re-tagged later, every tenth now silent, plus 20 new tracks
+    again = [row(f"t{i:04d}", None if i % 10 == 0 else LABELS[(i + 1) % 3], rng.normal(size=16), day=2,
+                 tagged=[("calm", 0.25 + i / 1000)]) for i in range(420)]
+    for r in again:
+        r["embedding"] = unit(r["embedding"]) if r["genre"] else [0.0] * 16
+    (tmp_path / "again").mkdir()
+    schema = tags.tags_schema(labels=LABELS, embedding_dim=16, model_version="m1", feature_version="f1")
+    pq.write_table(pa.Table.from_pylist(again, schema=schema), tmp_path / "again" / f"{tags.TAGS_PREFIX}-a-00000-of-00001.parquet")
+
+    def contents(path) -> dict:
+        with duckdb.connect(str(path), read_only=True) as con:
+            return {table: con.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall() for table in catalogue_db.TABLES}
+
+    results = {}
+    for name, replace_rows in [("one", duckdb_store.REPLACE_ROWS), ("parts", 150)]:
+        monkeypatch.setattr(duckdb_store, "REPLACE_ROWS", replace_rows)
+        url = f"duckdb:///{tmp_path / name}.duckdb"
+        load.main(["--tags", str(tmp_path / "first"), "--db", url])
+        caplog.clear()
+        with caplog.at_level("INFO"):
+            result = load.main(["--tags", str(tmp_path / "again"), "--db", url])
+        assert ("committing in 3 parts" in caplog.text) == (name == "parts")  # 400 replaced, 150 a part
+        results[name] = contents(tmp_path / f"{name}.duckdb")
+    assert results["parts"] == results["one"]
+    assert result.counts == {"tracks": 420, "tags": 420, "embeddings": 378, "track_tags": 420}
+    assert {r[2] for r in results["parts"][catalogue_db.TAGS]} == {*LABELS, None}
