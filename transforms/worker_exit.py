@@ -13,10 +13,11 @@ anyway.
 `install()` registers an exit handler that runs every other Python exit handler first (logging's
 flush, the stderr filter's drain) and then ends the process with the status Python would have
 given it: 1 when an exception went uncaught (Python leaves it in sys.last_value), else 0. Beam's
-worker never calls sys.exit with another status. It acts only in such a worker process: not in the
-launcher, not in workers that run as threads (multi_threading, LOOPBACK), and not on Dataflow,
-whose harness is not started this way. The `transforms` package calls it on import, which every
-worker does when it unpickles the first cattag step it runs.
+worker never calls sys.exit with another status. It acts only in a process started as Beam's
+worker module (local worker processes, a worker pool's processes, the SDK container's worker on a
+cluster, where it is as harmless: the harness has returned, only the teardown is left), never in
+the launcher or in workers that run as threads (multi_threading, LOOPBACK). The `transforms`
+package calls it on import, which every worker does when it unpickles the first cattag step it runs.
 """
 
 from __future__ import annotations
