@@ -11,8 +11,8 @@ DuckDB than this project pins. Measured against faiss before choosing (bench/ann
                                            track's key is a 64-bit hash of its id
         <slug>-<generation>-<shard>.npz    per key, sorted: the key, the track id, its genre and confidence
 
-The index is cut into shards of at most SHARD_ROWS tracks, each its own graph, searched one after
-the other and merged: building one holds one shard in memory (about 1.1 kB a 200-d track), not the
+The index is cut into shards of at most SHARD_ROWS tracks, each its own graph, searched together
+and merged: building one holds one shard in memory (about 1.1 kB a 200-d track), not the
 catalogue (1.8 GB at 10^6 tracks as one graph), and a small load rewrites only the shards it
 touches. A shard is named by the generation that wrote it; a load's untouched shards keep their
 files.
@@ -164,21 +164,24 @@ class VectorIndexes:
         new_keys = track_keys(upserts.ids)
         stale = np.concatenate([new_keys, track_keys(removed)])
         written: list[str] = []
+        size = 0
         try:
             for at, files in enumerate(shards):
-                last = at == len(shards) - 1
                 keys = _Arrays.load_keys(self.folder / f"{files}.npz")
-                adding = last and len(keys) + len(new_keys) <= self.shard_rows and len(new_keys)
+                adding = at == len(shards) - 1 and 0 < len(new_keys) <= self.shard_rows - len(keys)
                 if not adding and not np.isin(stale, keys).any():
+                    size += len(keys)
                     continue  # untouched: its files stay
                 shard = _Shard.restore(self.folder / files)
                 present = stale[shard.index.contains(stale)] if len(stale) else stale
                 if len(present):
                     shard.index.remove(present)
                 parts = [shard.arrays.without(stale)]
+                size += len(parts[0].keys)
                 if adding:
                     shard.index.add(new_keys, upserts.vectors)
                     parts.append(_Arrays.of(new_keys, upserts))
+                    size += len(new_keys)
                     new_keys = new_keys[:0]
                 shards[at] = self._save_shard(model_version, generation, at, shard.index, parts)
                 written.append(shards[at])
@@ -188,7 +191,7 @@ class VectorIndexes:
                 shards.append(self._save_shard(model_version, generation, len(shards), index,
                                                [_Arrays.of(new_keys, upserts)]))
                 written.append(shards[-1])
-            size = sum(len(_Arrays.load_keys(self.folder / f"{files}.npz")) for files in shards)
+                size += len(new_keys)
         except BaseException:
             self._remove(written)
             raise
