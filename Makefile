@@ -100,7 +100,7 @@ prism: $(STAMP)
 	@command -v go >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends golang-go >/dev/null; }
-	$(BIN)/python -m pipelines.prism build
+	$(BIN)/python -m runners.prism build
 
 bench-watch: $(STAMP) prism
 	$(BIN)/python bench/watch_bench.py

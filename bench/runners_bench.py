@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from featurize_bench import GTZAN, bare_loop, make_catalogue
 
-from pipelines import flink_cluster
+from runners import flink_cluster
 
 PORTABLE = ["--runner", "PortableRunner", "--job_endpoint", "embed"]
 

@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 from featurize_bench import GTZAN, make_catalogue  # noqa: E402
 from runners_bench import free_port  # noqa: E402
 
-from pipelines import flink_cluster  # noqa: E402
+from runners import flink_cluster  # noqa: E402
 
 
 class WorkerPeaks:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import atexit
 import importlib
 import logging
-import os
 import signal
 import sys
 
-from transforms import quiet
+from runners import process_exit, quiet
 
 # name -> (module, its entry point taking argv, one-line help). For --help, a module has
 # add_arguments(parser) (argparse commands) or OPTIONS (its Beam PipelineOptions classes).
@@ -25,7 +23,7 @@ COMMANDS = {
     "search": ("pipelines.search", "main", "the tracks carrying given tags (all or any), from the database"),
     "report": ("pipelines.report", "main", "a tag output as one self-contained HTML page: figures, tags, review, failures, map"),
     "demo": ("pipelines.demo", "run", "build a small synthetic catalogue and run the product on it end to end"),
-    "flink-cluster": ("pipelines.flink_cluster", "main", "start, stop or show a local Flink session cluster (JobManager + TaskManagers on loopback)"),
+    "flink-cluster": ("runners.flink_cluster", "main", "start, stop or show a local Flink session cluster (JobManager + TaskManagers on loopback)"),
 }
 _OUR_LOGGERS = ("pipelines", "transforms", "trainer", "schemas", "database", "report", "cattag")
 
@@ -115,21 +113,7 @@ def entry() -> None:
     """The `cattag` executable (and `python -m pipelines.cli`): main() in a process of its own."""
     quiet.configure(verbose="--verbose" in sys.argv[1:])  # before TensorFlow loads; local workers inherit it
     code = main()
-    _exit_without_native_teardown(code)
-
-
-def _exit_without_native_teardown(code: int) -> None:
-    """Python's exit handlers, then exit without the C++ static destructors that run after them.
-
-    After a complete, successful run, TensorFlow's and gRPC's native threads sometimes abort the
-    process while it tears down ("terminate called without an active exception", exit status 134:
-    2 of 22 one-track `cattag tag` runs here), which would tell a script that a good run failed. Every Python
-    exit handler still runs first (Beam stopping its job servers, logging's flush, the stderr filter
-    draining), so nothing is lost but the native teardown the operating system does anyway."""
-    atexit._run_exitfuncs()  # pylint: disable=protected-access
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    process_exit.exit_without_native_teardown(code)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from database import connect
 from pipelines import featurize, load, report, synthetic, tag
 from schemas import presets
 from trainer import pretrained, task
-from transforms import quiet
+from runners import quiet
 from transforms.catalogue import LABEL_MODES
 
 _LOG = logging.getLogger(__name__)

@@ -21,12 +21,8 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.options import (
-    CatalogueOptions,
-    load_feature_config,
-    make_pipeline,
-    progress_is_local,
-)
+from pipelines.options import CatalogueOptions, load_feature_config
+from runners.pipeline import make_pipeline, progress_is_local
 from schemas import examples
 from schemas.features import DEFAULT_PRESET, PRESETS, FeatureConfig, SegmentPolicy
 from schemas.tags import ERRORS_SCHEMA

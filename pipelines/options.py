@@ -1,4 +1,6 @@
-"""Options shared by the pipelines that read a catalogue (featurize now, tag later).
+"""Options shared by the pipelines that read a catalogue (featurize, tag, watch).
+
+Which runner they run on, and its checks, is runners/pipeline.py's.
 
 Beam parses the flags of every direct PipelineOptions subclass with one parser, so a flag used by
 two pipelines must be declared once, here.
@@ -7,25 +9,13 @@ two pipelines must be declared once, here.
 from __future__ import annotations
 
 import json
-import logging
-import pathlib
-import shutil
-import socket
 
-import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import (
-    PipelineOptions,
-    PortableOptions,
-    StandardOptions,
-)
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from schemas.features import DEFAULT_PRESET, PRESETS, SHORT_TRACK_POLICIES, FeatureConfig, SegmentPolicy
 
 _DEFAULT_POLICY = SegmentPolicy()
-_DIRECT_RUNNERS = {None, "DirectRunner", "direct", "SwitchingDirectRunner"}
-_LOCAL_RUNNERS = _DIRECT_RUNNERS | {"BundleBasedDirectRunner", "FnApiRunner", "PrismRunner"}
-_LOG = logging.getLogger(__name__)
 
 
 class CatalogueOptions(PipelineOptions):
@@ -74,106 +64,3 @@ def load_feature_config(path: str | None) -> FeatureConfig:
             return FeatureConfig.from_dict(json.loads(handle.read()))
     except (OSError, ValueError, TypeError) as err:
         raise ValueError(f"--feature-config {path}: {err}") from err
-
-
-def progress_is_local(options: PipelineOptions, setting: str) -> bool:
-    """Progress files only work where workers share the launcher's disk."""
-    if setting != "auto":
-        return setting == "on"
-    return runs_on_this_machine(options)
-
-
-def runs_on_this_machine(options: PipelineOptions) -> bool:
-    """Whether the job's workers run here: a direct runner, Flink's embedded cluster, or the
-    portable runner's embedded job service."""
-    all_options = options.get_all_options()
-    runner = options.view_as(StandardOptions).runner
-    if runner in _LOCAL_RUNNERS:
-        return True
-    if runner == "FlinkRunner":
-        return all_options.get("flink_master") in ("[local]", "[auto]", None)
-    if runner == "PortableRunner":
-        return all_options.get("job_endpoint") == "embed"
-    return False
-
-
-def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
-    """A Pipeline on the runner the flags name.
-
-    Without --runner (or with --runner DirectRunner) this is the FnApiRunner, which Beam's
-    DirectRunner itself falls back to, minus the DirectRunner's first attempt at PrismRunner:
-    Prism downloads a binary at run time, so it fails offline and behaves differently online.
-    --direct_num_workers and --direct_running_mode apply as usual.
-    """
-    if options.view_as(StandardOptions).runner not in _DIRECT_RUNNERS:
-        _check_flink(options)
-        portable = options.view_as(PortableOptions)
-        if portable.environment_type is None and runs_on_this_machine(options):
-            # Portable runners otherwise start each SDK worker as a Docker container of Beam's
-            # image, which an offline laptop cannot pull (the run then waits minutes and fails).
-            portable.environment_type = "LOOPBACK"
-            _LOG.info("--environment_type LOOPBACK (the job runs on this machine; SDK workers in this process)")
-        return beam.Pipeline(options=options)
-    from apache_beam.portability.api import beam_provision_api_pb2
-    from apache_beam.runners.portability.fn_api_runner import fn_runner
-    from apache_beam.runners.portability.portable_runner import JobServiceHandle
-
-    # As the DirectRunner does: workers read the pipeline options from the provision info.
-    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
-    provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
-    return beam.Pipeline(runner=fn_runner.FnApiRunner(provision_info=provision), options=options)
-
-
-def _check_flink(options: PipelineOptions) -> None:
-    """What FlinkRunner needs, checked here as one-line errors rather than a Java stack trace or a
-    hang later: a job-server jar (Beam 2.77's own is not on Maven Central: `make flink-job-server`
-    builds one), Java to run it, and a reachable --flink_master when it names a cluster."""
-    if options.view_as(StandardOptions).runner != "FlinkRunner":
-        return
-    all_options = options.get_all_options()
-    jar = all_options.get("flink_job_server_jar")
-    if jar is None:
-        raise ValueError("FlinkRunner needs --flink_job_server_jar: `make flink-job-server` builds Beam's Flink job "
-                         "server from Maven Central and prints its path (Beam's own download of it fails)")
-    if "://" not in jar and not pathlib.Path(jar).is_file():
-        raise ValueError(f"--flink_job_server_jar {jar}: no such file (`make flink-job-server` builds it)")
-    if "://" not in jar:
-        _check_jar_class_path(pathlib.Path(jar))
-    master = all_options.get("flink_master") or "[auto]"
-    if master not in ("[local]", "[auto]"):
-        _check_reachable(master, default_port=8081)
-    if shutil.which("java") is None:
-        raise ValueError("FlinkRunner runs its job server with Java, and `java` is not on PATH: install Java 17 "
-                         "(`make flink-job-server` does, with Maven)")
-
-
-def _check_jar_class_path(jar: pathlib.Path) -> None:
-    """A thin job-server jar (make flink-job-server's) runs only beside the lib/ its manifest names; one
-    copied away from it, or whose lib/ a newer build replaced, fails in Java at start-up."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(jar) as archive:
-            manifest = archive.read("META-INF/MANIFEST.MF").decode("utf-8", "replace")
-    except (zipfile.BadZipFile, KeyError, OSError) as err:
-        raise ValueError(f"--flink_job_server_jar {jar}: not a job-server jar ({err}); `make flink-job-server` "
-                         "builds one") from err
-    unfolded = manifest.replace("\r\n ", "").replace("\n ", "")  # manifest lines wrap at 72 bytes
-    class_path = next((line.split(":", 1)[1].split() for line in unfolded.splitlines()
-                       if line.startswith("Class-Path:")), [])
-    missing = [entry for entry in class_path if not (jar.parent / entry).is_file()]
-    if missing:
-        raise ValueError(f"--flink_job_server_jar {jar}: {len(missing)} of the {len(class_path)} jars it needs beside "
-                         f"it are missing (e.g. {missing[0]}): a stale or moved build; run `make flink-job-server`")
-
-
-def _check_reachable(master: str, *, default_port: int) -> None:
-    """--flink_master HOST[:PORT] must answer on its REST port, or the job server retries for minutes."""
-    address = master.split("://", 1)[-1].rstrip("/")
-    host, _, port = address.rpartition(":") if ":" in address else (address, "", str(default_port))
-    try:
-        with socket.create_connection((host, int(port)), timeout=5):
-            return
-    except (OSError, ValueError) as err:
-        raise ValueError(f"--flink_master {master}: nothing answers at {host}:{port} ({err}); start the Flink "
-                         "cluster or name its REST address (JobManager host:8081)") from err

@@ -27,7 +27,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import watch
-from pipelines.options import CatalogueOptions, make_pipeline, progress_is_local
+from pipelines.options import CatalogueOptions
+from runners.pipeline import make_pipeline, progress_is_local
 from pipelines.watch import WatchOptions
 from schemas import examples, presets, tags
 from schemas.model_assets import read_model_assets

@@ -36,9 +36,10 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
 from apache_beam.transforms import window
 
-from pipelines import prism
+from runners import prism
 from database import connect, redact
-from pipelines.options import CatalogueOptions, make_pipeline, runs_on_this_machine
+from pipelines.options import CatalogueOptions
+from runners.pipeline import make_pipeline, runs_on_this_machine
 from schemas import examples, presets, tags
 from schemas.model_assets import read_model_assets
 from transforms.beam import Failure

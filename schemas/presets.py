@@ -9,9 +9,9 @@ CACHE/pretrained/NAME/ (preset.json, LICENSE.md, backbone.weights.h5, model/).
 from __future__ import annotations
 
 import dataclasses
-import os
 import pathlib
 
+from schemas.cache import cache_root
 from schemas.features import MUSICNN, FeatureConfig
 
 MODEL_SUBDIR = "model"
@@ -68,13 +68,6 @@ DEFAULT_BACKBONE = "musicnn-msd"
 
 class NotCached(ValueError):
     """A pretrained name whose conversion is not in the cache."""
-
-
-def cache_root() -> pathlib.Path:
-    if os.environ.get("CATTAG_CACHE"):
-        return pathlib.Path(os.environ["CATTAG_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
-    return pathlib.Path(base) / "cattag"
 
 
 def preset_dir(name: str) -> pathlib.Path:

@@ -125,6 +125,6 @@ def test_a_job_server_jar_without_its_lib_is_a_one_line_error(flink_jar, tmp_pat
     with pytest.raises(ValueError, match="not a job-server jar"):
         from apache_beam.options.pipeline_options import PipelineOptions
 
-        from pipelines.options import _check_flink
+        from runners.pipeline import _check_flink
 
         _check_flink(PipelineOptions(["--runner", "FlinkRunner", "--flink_job_server_jar", str(tmp_path / "not.jar")]))

@@ -3,7 +3,7 @@
 tests/test_flink.py runs Flink embedded in the job server (`--flink_master [local]`); here the job server
 submits over REST to a separate JobManager process, which deploys the tasks on a TaskManager process: the
 README's "a Flink cluster" flags as on a real cluster. The cluster runs from the jars that
-`make flink-job-server` caches (pipelines/flink_cluster.py), in a temporary work directory, on a free port.
+`make flink-job-server` caches (runners/flink_cluster.py), in a temporary work directory, on a free port.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import urllib.request
 import numpy as np
 import pytest
 
-from pipelines import featurize, flink_cluster, tag
+from pipelines import featurize, tag
+from runners import flink_cluster
 from tests.test_flink import flink_jar, flink_version  # noqa: F401 (fixture)
 from tests.test_runners import (  # noqa: F401 (fixtures)
     assert_same_features,

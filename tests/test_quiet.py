@@ -7,7 +7,7 @@ import pathlib
 import subprocess
 import sys
 
-from transforms import quiet
+from runners import quiet
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -33,7 +33,7 @@ def run_filtered(code: str, *, verbose: bool) -> subprocess.CompletedProcess:
 
 SNIPPET = """
 import os, sys, soundfile
-from transforms import quiet
+from runners import quiet
 quiet.filter_native_noise()
 os.write(2, b"I0000 00:00:1796151939.517933   12750 port.cc:153] oneDNN custom operations are on.\\n")
 print("before", file=sys.stderr, flush=True)

@@ -21,7 +21,7 @@ import psycopg
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import prism
+from runners import prism
 from database import parse_url
 from tests import local_postgres
 from tests.test_database import postgres  # noqa: F401 (fixture)

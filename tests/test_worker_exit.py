@@ -1,4 +1,4 @@
-"""transforms/worker_exit.py: a local SDK worker process skips the native teardown, but runs every
+"""runners/worker_exit.py: a local SDK worker process skips the native teardown, but runs every
 Python exit handler and keeps its exit status. A process that looks like one (Beam's worker module
 name, the control-service variable Beam sets) stands in for a worker here; the real thing runs in
 the multi-process pipeline tests, where Beam fails the job if a worker exits non-zero."""
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from transforms import worker_exit
+from runners import worker_exit
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = """
@@ -19,7 +19,7 @@ sys.path.insert(0, {repo!r})
 out = pathlib.Path(sys.argv[1])
 atexit.register(lambda: out.write_text("handler registered first ran"))  # before the package's import
 import transforms  # noqa: F401  (installs the exit)
-from transforms import worker_exit
+from runners import worker_exit
 print("installed" if worker_exit._installed else "not installed", flush=True)
 if sys.argv[2] == "raise":
     raise RuntimeError("the harness failed")

@@ -29,6 +29,7 @@ import sys
 import tempfile
 import zipfile
 
+from schemas.cache import cache_root
 from schemas.presets import (
     BACKBONE_WEIGHTS,
     DEFAULT_BACKBONE,
@@ -38,7 +39,6 @@ from schemas.presets import (
     PRESETS,
     Preset,
     Wheel,
-    cache_root,
     cached,
     preset,
     preset_dir,

@@ -19,7 +19,8 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from schemas import examples
 from schemas.features import FeatureConfig, SegmentPolicy
-from transforms import audio, mel, quiet, segments, splits
+from runners import quiet
+from transforms import audio, mel, segments, splits
 from transforms.catalogue import CatalogueEntry
 from transforms.progress import ProgressTicker
 from transforms.stats import Moments

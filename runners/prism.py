@@ -5,8 +5,8 @@ machines that reach only package registries. Prism is a Go program in Beam's rep
 `go install` builds the one matching the installed Beam through the Go module proxy (about 2
 minutes on 2 cores, a 66 MB binary) into the cattag cache:
 
-    make prism        # = python -m pipelines.prism build
-    python -m pipelines.prism path
+    make prism        # = python -m runners.prism build
+    python -m runners.prism path
 
 $CATTAG_PRISM names a binary to use instead.
 """
@@ -27,8 +27,8 @@ import time
 
 from apache_beam.version import __version__ as BEAM_VERSION
 
-from pipelines.ports import free_port, listening
-from schemas import presets
+from runners.ports import free_port, listening
+from schemas.cache import cache_root
 
 MODULE = "github.com/apache/beam/sdks/v2/go/cmd/prism"
 
@@ -38,7 +38,7 @@ class PrismMissing(OSError):
 
 
 def cache_dir() -> pathlib.Path:
-    return presets.cache_root() / "prism" / f"v{BEAM_VERSION}"
+    return cache_root() / "prism" / f"v{BEAM_VERSION}"
 
 
 def binary(location: str | None = None) -> pathlib.Path:
@@ -75,7 +75,7 @@ def build(force: bool = False) -> pathlib.Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.prism", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m runners.prism", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=("build", "path"))
     parser.add_argument("--force", action="store_true", help="build again even when cached")

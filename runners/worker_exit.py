@@ -7,7 +7,7 @@ told to stop, but the interpreter's finalization after it (gRPC's and the other 
 teardown, after Python's exit handlers) took 0.58 s per worker here: 1.2 s of a 3.6 s one-track
 `cattag featurize` with two workers, more than the two workers' actual work
 (bench/featurize_bench.py; bench/RESULTS.md). It is the same teardown the `cattag` command skips in
-its own process (pipelines/cli.py), for the same reason: the operating system frees all of it
+its own process (runners/process_exit.py), for the same reason: the operating system frees all of it
 anyway.
 
 `install()` registers an exit handler that runs every other Python exit handler first (logging's

@@ -44,10 +44,12 @@ import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
 
-from pipelines.ports import HOST, free_port, listening
+from runners.ports import HOST, free_port, listening
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-POM = REPO / "runners" / "flink-job-server" / "pom.xml"
+# The Maven recipe of the job server ships inside this package (package data, so an installed wheel has it
+# too); $CATTAG_FLINK_POM names another one.
+POM_ENV = "CATTAG_FLINK_POM"
+BUNDLED_POM = pathlib.Path(__file__).resolve().parent / "flink-job-server" / "pom.xml"
 DEFAULT_WORKDIR = pathlib.Path.home() / ".cache" / "cattag" / "flink-cluster"
 RESULT_PREFIX = "BASH_JAVA_UTILS_EXEC_RESULT:"
 BASH_JAVA_UTILS = "org.apache.flink.runtime.util.bash.BashJavaUtils"
@@ -86,9 +88,16 @@ class ClusterError(RuntimeError):
 # ---------------------------------------------------------------------------------------------- pure helpers
 
 
-def default_jar(pom: pathlib.Path = POM, environ: os._Environ | dict | None = None) -> pathlib.Path:
+def job_server_pom(environ: os._Environ | dict | None = None) -> pathlib.Path:
+    """The job server's Maven recipe: $CATTAG_FLINK_POM, else the one bundled with cattag."""
+    environ = os.environ if environ is None else environ
+    return pathlib.Path(environ[POM_ENV]) if environ.get(POM_ENV) else BUNDLED_POM
+
+
+def default_jar(pom: pathlib.Path | None = None, environ: os._Environ | dict | None = None) -> pathlib.Path:
     """Where `make flink-job-server` puts the jar: the Makefile's FLINK_CACHE / FLINK_JAR, from the pom."""
     environ = os.environ if environ is None else environ
+    pom = pom or job_server_pom(environ)
     ns = {"m": "http://maven.apache.org/POM/4.0.0"}
     props = ET.parse(pom).getroot().find("m:properties", ns)
     beam, flink = props.find("m:beam.version", ns).text, props.find("m:flink.version", ns).text
@@ -139,7 +148,7 @@ def config_text(workdir: pathlib.Path, *, slots: int, rest_port: int, rpc_port: 
         "web.tmpdir": str(tmp),
         "blob.storage.directory": str(tmp / "blobs"),
     }
-    lines = ["# Written by `cattag flink-cluster start` (pipelines/flink_cluster.py); rewritten on each start."]
+    lines = ["# Written by `cattag flink-cluster start` (runners/flink_cluster.py); rewritten on each start."]
     lines += [f"{key}: {json.dumps(value) if isinstance(value, str) else value}" for key, value in settings.items()]
     return "\n".join(lines) + "\n"
 
