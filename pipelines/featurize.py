@@ -24,19 +24,19 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines.options import CatalogueOptions, load_feature_config
 from runners.pipeline import make_pipeline, progress_is_local
 from schemas import examples
+from schemas.failure import ERRORS_DIR, ERRORS_SCHEMA
 from schemas.features import DEFAULT_PRESET, PRESETS, FeatureConfig, SegmentPolicy
-from schemas.tags import ERRORS_SCHEMA
-from transforms import beam as cbeam
+from transforms import featurize_steps, summaries
 from transforms.catalogue import LABEL_MODES
 from transforms.listing import CatalogueFacts, ListCatalogue, ListingPlan, catalogue_facts, plan_listing
-from transforms.progress import ProgressMonitor
-from transforms.splits import parse_proportions
 from transforms.parquet_shards import ParquetFormat
+from transforms.progress import ProgressMonitor
 from transforms.shards import Destination, WriteShardsTo
+from transforms.splits import parse_proportions
 from transforms.tfrecords import GzipTFRecordFormat
 
 _LOG = logging.getLogger(__name__)
-_OUTPUT_NAMES = (*examples.SPLITS, examples.ERRORS_DIR, examples.METADATA_FILE, examples.SCHEMA_FILE)
+_OUTPUT_NAMES = (*examples.SPLITS, ERRORS_DIR, examples.METADATA_FILE, examples.SCHEMA_FILE)
 
 
 class FeaturizeOptions(PipelineOptions):
@@ -122,16 +122,16 @@ def build(
     and every figure of metadata.json through one combine (SummarizeByTag)."""
     listed = pipeline | "ListCatalogue" >> ListCatalogue(plan, labels=labels)
     entries = listed["entries"] | "FanOutDecode" >> beam.Reshuffle()  # spreads the inputs over workers
-    features = entries | "FeaturizeTracks" >> cbeam.FeaturizeTracks(cfg, policy, progress_dir)
+    features = entries | "FeaturizeTracks" >> featurize_steps.FeaturizeTracks(cfg, policy, progress_dir)
     failures = (features["failures"], listed["rejected"]) | "AllFailures" >> beam.Flatten()
 
     destinations = {split: Destination(GzipTFRecordFormat(), FileSystems.join(output, split, "part"),
                                        examples.TFRECORD_SUFFIX) for split in examples.SPLITS}
-    destinations[examples.ERRORS_DIR] = Destination(ParquetFormat(ERRORS_SCHEMA),
-                                                    FileSystems.join(output, examples.ERRORS_DIR, "part"), ".parquet")
+    destinations[ERRORS_DIR] = Destination(ParquetFormat(ERRORS_SCHEMA),
+                                                    FileSystems.join(output, ERRORS_DIR, "part"), ".parquet")
     examples_by_split = features["segments"] | "EncodeExamples" >> beam.ParDo(
-        cbeam.EncodeExample(facts.labels, proportions))
-    error_rows = failures | "FailureRows" >> beam.Map(lambda failure: (examples.ERRORS_DIR, failure.to_row()))
+        featurize_steps.EncodeExample(facts.labels, proportions))
+    error_rows = failures | "FailureRows" >> beam.Map(lambda failure: (ERRORS_DIR, failure.to_row()))
     shards = (examples_by_split, error_rows) | "WriteOutputs" >> WriteShardsTo(destinations)
 
     train = examples.SPLITS[0]
@@ -142,14 +142,14 @@ def build(
         "tracks": features["tracks"],
         "failures": failures,
         "mel_stats": features["segments"] | "TrainSegments" >> beam.Filter(
-            lambda segment: cbeam.split_of_entry(segment.entry, proportions) == train),
-    } | "Summarize" >> cbeam.SummarizeByTag({
+            lambda segment: featurize_steps.split_of_entry(segment.entry, proportions) == train),
+    } | "Summarize" >> summaries.SummarizeByTag({
         "entries": beam.combiners.CountCombineFn(),
         "rejected": beam.combiners.CountCombineFn(),
         "non_audio": beam.combiners.CountCombineFn(),
-        "tracks": cbeam.CountTracksFn(proportions),
-        "failures": cbeam.SummarizeFailuresFn(),
-        "mel_stats": cbeam.MelStatsFn(),
+        "tracks": summaries.CountTracksFn(proportions),
+        "failures": summaries.SummarizeFailuresFn(),
+        "mel_stats": summaries.MelStatsFn(),
     })
     static = {
         "cattag_version": _version(),
@@ -162,7 +162,7 @@ def build(
         "split_key": "artist" if facts.has_artists else "track_id",
         "files": {split: f"{split}/part-*{examples.TFRECORD_SUFFIX}" for split in examples.SPLITS},
         "schema": examples.SCHEMA_FILE,
-        "errors": f"{examples.ERRORS_DIR}/part-*.parquet",
+        "errors": f"{ERRORS_DIR}/part-*.parquet",
     }
     # metadata.json is the mark of a complete output: written only once every shard is final, so a
     # run that dies before that leaves none (and the same command then replaces it).

@@ -20,20 +20,20 @@ import time
 import uuid
 
 import apache_beam as beam
-from apache_beam.metrics.metric import MetricsFilter
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import watch
 from pipelines.options import CatalogueOptions
-from runners.pipeline import make_pipeline, progress_is_local
 from pipelines.watch import WatchOptions
-from schemas import examples, presets, tags
+from runners.pipeline import make_pipeline, progress_is_local
+from schemas import presets, tags
+from schemas.failure import ERRORS_DIR, ERRORS_SCHEMA, Failure
 from schemas.model_assets import read_model_assets
-from transforms import aggregate
-from transforms import beam as cbeam
+from transforms import aggregate, featurize_steps
 from transforms.fingerprint import FingerprintInputs, SkipHeld
 from transforms.inference import DEFAULT_BATCH_SIZE
 from transforms.listing import ListCatalogue, ListingPlan, plan_listing
@@ -207,8 +207,8 @@ def build(
     _ = (
         (read[FingerprintInputs.FAILED], *failures, listed["rejected"])
         | "AllFailures" >> beam.Flatten()
-        | "FailureRows" >> beam.Map(cbeam.Failure.to_row)
-        | "WriteErrors" >> WriteToParquetShards(FileSystems.join(output, examples.ERRORS_DIR, "part"), tags.ERRORS_SCHEMA)
+        | "FailureRows" >> beam.Map(Failure.to_row)
+        | "WriteErrors" >> WriteToParquetShards(FileSystems.join(output, ERRORS_DIR, "part"), ERRORS_SCHEMA)
     )
     return tagged
 
@@ -230,7 +230,7 @@ def tag_entries(entries: beam.PCollection, *, model_dir: str, settings: TagSetti
                 inference_batch_size: int = DEFAULT_BATCH_SIZE, inference_threads: int = 0, progress_dir: str | None = None,
                 ) -> tuple[beam.PCollection, tuple[beam.PCollection, ...]]:
     """Fingerprinted CatalogueEntry -> (tag rows, failures of each stage): the steps batch and watch share."""
-    features = entries | "FeaturizeTracks" >> cbeam.FeaturizeTracks(cfg, policy, progress_dir,
+    features = entries | "FeaturizeTracks" >> featurize_steps.FeaturizeTracks(cfg, policy, progress_dir,
                                                                      keep_silent_tracks=True)
     tagged = features | "TagTracks" >> TagTracks(model_dir, settings, inference_batch_size=inference_batch_size,
                                                  inference_threads=inference_threads)
@@ -264,7 +264,7 @@ def _prepare_output(output: str, *, skip_existing: bool, overwrite: bool) -> str
     """Checks OUT against the flags; returns OUT when the run should skip what it holds (--skip-existing).
     What it holds is read by the workers (an anti-join, fingerprint.SkipHeld), not here."""
     files = _tag_files(output)
-    errors_dir = FileSystems.join(output, examples.ERRORS_DIR)
+    errors_dir = FileSystems.join(output, ERRORS_DIR)
     if files and not (skip_existing or overwrite):
         raise ValueError(f"--output {output} already holds tags from an earlier run ({len(files)} file(s)); "
                          "pass --skip-existing to add only what is missing, or --overwrite to replace them")
@@ -282,7 +282,7 @@ def _prepare_output(output: str, *, skip_existing: bool, overwrite: bool) -> str
 
 
 def _read_errors(output: str) -> int:
-    table = _read_tables(_match(FileSystems.join(output, examples.ERRORS_DIR, "*.parquet")), ["uri"])
+    table = _read_tables(_match(FileSystems.join(output, ERRORS_DIR, "*.parquet")), ["uri"])
     return table.num_rows if table is not None else 0
 
 

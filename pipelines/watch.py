@@ -36,13 +36,13 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
 from apache_beam.transforms import window
 
-from runners import prism
 from database import connect, redact
 from pipelines.options import CatalogueOptions
+from runners import prism
 from runners.pipeline import make_pipeline, runs_on_this_machine
-from schemas import examples, presets, tags
+from schemas import presets, tags
+from schemas.failure import ERRORS_DIR, ERRORS_SCHEMA, Failure
 from schemas.model_assets import read_model_assets
-from transforms.beam import Failure
 from transforms.catalogue import CatalogueEntry
 from transforms.fingerprint import FingerprintInputs, SkipUnchanged
 from transforms.progress import EventLog, EventReader
@@ -234,9 +234,9 @@ class WriteWindow(beam.DoFn):
             WATCH_TAGGED.inc(len(rows))
             written.append(path)
         if failures:
-            path = FileSystems.join(self._output, examples.ERRORS_DIR, f"watch-{name}.parquet")
+            path = FileSystems.join(self._output, ERRORS_DIR, f"watch-{name}.parquet")
             failures.sort(key=lambda f: (f.track_id, f.stage))
-            _write_atomically(pa.Table.from_pylist([f.to_row() for f in failures], schema=tags.ERRORS_SCHEMA), path)
+            _write_atomically(pa.Table.from_pylist([f.to_row() for f in failures], schema=ERRORS_SCHEMA), path)
             WATCH_FAILED.inc(len(failures))
             written.append(path)
         if self._events:
@@ -392,7 +392,7 @@ def _prepare_output(output: str, *, overwrite: bool) -> None:
         held = FileSystems.match([FileSystems.join(output, tags.TAGS_GLOB)])[0].metadata_list
         if held:
             FileSystems.delete([m.path for m in held])
-    errors_dir = FileSystems.join(output, examples.ERRORS_DIR)
+    errors_dir = FileSystems.join(output, ERRORS_DIR)
     if FileSystems.exists(errors_dir):
         FileSystems.delete([errors_dir])
     if not FileSystems.exists(output):

@@ -20,7 +20,8 @@ import numpy as np
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from schemas import examples, tags
+from schemas import tags
+from schemas.failure import ERRORS_DIR
 
 MAX_LISTED = 1000
 MAP_SAMPLE = 2000
@@ -176,7 +177,7 @@ def embedding_map(rows: list[dict]) -> np.ndarray:
 def summarize_errors(output: str) -> ErrorSummary:
     """OUT/_errors/ (the latest run's failed inputs): counts by stage and by reason, the first MAX_LISTED."""
     summary = ErrorSummary()
-    found = FileSystems.match([FileSystems.join(output, examples.ERRORS_DIR, "*.parquet")])[0].metadata_list
+    found = FileSystems.match([FileSystems.join(output, ERRORS_DIR, "*.parquet")])[0].metadata_list
     for metadata in sorted(found, key=lambda m: m.path):
         with FileSystems.open(metadata.path) as handle:
             for batch in pq.ParquetFile(handle).iter_batches(batch_size=4096):

@@ -31,9 +31,6 @@ MEL_DTYPE = np.dtype("<f2")
 TFRECORD_SUFFIX = ".tfrecord.gz"
 METADATA_FILE = "metadata.json"
 SCHEMA_FILE = "schema.pbtxt"
-# "_": dataset readers (Arrow, pandas, Polars, Spark) skip names starting with "_" or ".", so that
-# reading OUT whole gives the tags (or examples) alone, not the errors' four columns in their place.
-ERRORS_DIR = "_errors"
 
 
 def encode_example(

@@ -1,4 +1,4 @@
-"""Arrow schemas of the Parquet outputs: track tags and failed inputs.
+"""The Arrow schema of tag rows (failed inputs: schemas/failure.py).
 
 Every reader and writer of these files imports them from here (the tag pipeline, `cattag load`,
 the tests), so a column changes in one place.
@@ -10,16 +10,6 @@ import json
 from collections.abc import Sequence
 
 import pyarrow as pa
-
-# One row per input that did not make it into the output, whatever the pipeline.
-ERRORS_SCHEMA = pa.schema(
-    [
-        pa.field("uri", pa.string(), nullable=False),
-        pa.field("track_id", pa.string(), nullable=False),
-        pa.field("stage", pa.string(), nullable=False),
-        pa.field("error", pa.string(), nullable=False),
-    ]
-)
 
 TAGS_PREFIX = "tags"  # OUT/tags-<run id>-00000-of-00004.parquet
 TAGS_GLOB = f"{TAGS_PREFIX}-*.parquet"

@@ -1,4 +1,4 @@
-"""transforms/beam.py: each DoFn and CombineFn called directly, without a pipeline (SummarizeByTag in one)."""
+"""transforms/featurize_steps.py and summaries.py: each DoFn and CombineFn called directly, without a pipeline (SummarizeByTag in one)."""
 
 from __future__ import annotations
 
@@ -6,19 +6,19 @@ import apache_beam as beam
 import numpy as np
 import pytest
 import soundfile as sf
-
-import tests.localalias  # noqa: F401  (registers aliasfs://)
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
+
+import tests.localalias  # noqa: F401  (registers aliasfs://)
 from schemas import examples
+from schemas.failure import Failure
 from schemas.features import FeatureConfig, SegmentPolicy
 from tests.conftest import tone
-from transforms.beam import (
-    MAX_FAILURES_LISTED, ComputeLogMel, CountTracksFn, CutSegments, DecodeAudio, DecodedTrack, EncodeExample,
-    Failure, MelSegment, MelStatsFn, SummarizeByTag, SummarizeFailuresFn, TrackSummary,
-)
 from transforms.audio import DecodedAudio
 from transforms.catalogue import CatalogueEntry
+from transforms.featurize_steps import ComputeLogMel, CutSegments, DecodeAudio, EncodeExample
+from transforms.records import DecodedTrack, MelSegment, TrackSummary
+from transforms.summaries import MAX_FAILURES_LISTED, CountTracksFn, MelStatsFn, SummarizeByTag, SummarizeFailuresFn
 
 CFG = FeatureConfig()
 POLICY = SegmentPolicy()

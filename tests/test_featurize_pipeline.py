@@ -5,8 +5,8 @@ from __future__ import annotations
 import csv
 import glob
 import json
-import shutil
 import pathlib
+import shutil
 
 import apache_beam as beam
 import pyarrow.parquet as pq
@@ -20,6 +20,7 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 
 from pipelines import featurize
 from schemas import examples
+from schemas.failure import ERRORS_DIR
 from schemas.features import MUSICNN, FeatureConfig, SegmentPolicy
 from tests.conftest import make_bad_files, make_good_files, tone
 from transforms.listing import catalogue_facts, plan_listing
@@ -61,7 +62,7 @@ def read_split(output: pathlib.Path, split: str) -> list[dict]:
 
 
 def read_errors(output: pathlib.Path) -> list[dict]:
-    return pq.read_table(str(output / examples.ERRORS_DIR)).to_pylist()
+    return pq.read_table(str(output / ERRORS_DIR)).to_pylist()
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +207,6 @@ def test_an_incomplete_earlier_run_is_replaced_by_the_same_command(catalogue, fe
     featurize.run(["--input", str(manifest), "--output", str(output), "--progress", "off"])
     assert "holds an incomplete earlier run" in caplog.text
     metadata = json.loads((output / examples.METADATA_FILE).read_text())
-    shards = sorted(output.glob("*/part-*.tfrecord.gz")) + sorted(output.glob(f"{examples.ERRORS_DIR}/*.parquet"))
+    shards = sorted(output.glob("*/part-*.tfrecord.gz")) + sorted(output.glob(f"{ERRORS_DIR}/*.parquet"))
     assert metadata["shard_files"] == len(shards) > 0
     assert not (output / "train" / "part-00000-of-00009.tfrecord.gz").exists()

@@ -22,7 +22,7 @@ def test_the_staged_sdist_installs_and_runs_featurize_away_from_the_source_tree(
     sdist = pathlib.Path(Stager._build_setup_package(str(REPO / "setup.py"), str(tmp_path)))
     with tarfile.open(sdist) as archive:
         names = archive.getnames()
-    for module in ("pipelines/cli.py", "transforms/beam.py", "schemas/features.py", "trainer/models.py", "database/store.py"):
+    for module in ("pipelines/cli.py", "transforms/featurize_steps.py", "schemas/features.py", "runners/flink-job-server/pom.xml", "trainer/models.py", "database/store.py"):
         assert f"cattag-0.1.0/{module}" in names, module
 
     # A fresh environment. Its third-party packages (Beam, librosa, ...) come from this one through a

@@ -20,7 +20,8 @@ import pytest
 from pipelines import load, report, synthetic, tag
 from report import summary
 from report.build import build
-from schemas import examples, tags
+from schemas import tags
+from schemas.failure import ERRORS_DIR, ERRORS_SCHEMA
 from tests.conftest import make_bad_files
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -62,9 +63,9 @@ def synthetic_tag_output(folder: pathlib.Path, rows: int = 300, failed: int = 40
     errors = pa.Table.from_pylist([{
         "uri": f"/music/broken-{i}.mp3", "track_id": f"broken-{i}", "stage": "decode" if i % 2 else "read",
         "error": f"cannot decode /music/broken-{i}.mp3: {1000 + i} bytes of garbage" if i % 2 else "the file is empty",
-    } for i in range(failed)], schema=tags.ERRORS_SCHEMA)
-    (folder / examples.ERRORS_DIR).mkdir()
-    pq.write_table(errors, folder / examples.ERRORS_DIR / "part-00000-of-00001.parquet")
+    } for i in range(failed)], schema=ERRORS_SCHEMA)
+    (folder / ERRORS_DIR).mkdir()
+    pq.write_table(errors, folder / ERRORS_DIR / "part-00000-of-00001.parquet")
     (folder / tags.RUNS_DIR).mkdir()
     (folder / tags.RUNS_DIR / "20261201T000000Z-abc123.json").write_text(json.dumps({
         "run_id": "20261201T000000Z-abc123", "model_version": "genre-test", "inputs": rows + failed, "skipped": 0,
@@ -84,7 +85,7 @@ def test_the_report_shows_what_the_tag_output_holds(tagged, small_model, tmp_pat
     facts = report.write_report(str(output), tmp_path / "report.html", model=small_model[0])
     html = (tmp_path / "report.html").read_text()
     table = tag.read_tags(str(output))
-    errors = pq.read_table(output / examples.ERRORS_DIR).to_pylist()
+    errors = pq.read_table(output / ERRORS_DIR).to_pylist()
     assert facts.tagged == table.num_rows == run.tagged and facts.failed == len(errors) == run.failed > 0
     assert facts.flagged == sum(table["low_confidence"].to_pylist()) and facts.inputs == run.inputs
     assert figure_value(html, "fig-tagged") == f"{table.num_rows:,}"

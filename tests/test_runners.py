@@ -24,6 +24,7 @@ import pytest
 
 from pipelines import featurize, tag
 from schemas import examples
+from schemas.failure import ERRORS_DIR
 from tests.conftest import GTZAN, make_bad_files
 from tests.test_featurize_pipeline import read_split
 
@@ -94,7 +95,7 @@ def featurize_outputs(output: pathlib.Path) -> tuple[dict, list]:
             found[(split, example[examples.TRACK_ID], example[examples.SEGMENT_INDEX])] = (
                 example[examples.LABEL], example[examples.MEL])
     errors = sorted((pathlib.Path(r["uri"]).name, r["stage"], r["error"])
-                    for r in pq.read_table(str(output / examples.ERRORS_DIR)).to_pylist())
+                    for r in pq.read_table(str(output / ERRORS_DIR)).to_pylist())
     return found, errors
 
 
@@ -131,7 +132,7 @@ def test_featurize_writes_the_same_examples_in_the_same_splits(runner, catalogue
 def tag_outputs(output: pathlib.Path) -> tuple[dict, list]:
     rows = {r["track_id"]: r for r in tag.read_tags(str(output)).to_pylist()}
     errors = sorted((pathlib.Path(r["uri"]).name, r["stage"], r["error"])
-                    for r in pq.read_table(str(output / examples.ERRORS_DIR)).to_pylist())
+                    for r in pq.read_table(str(output / ERRORS_DIR)).to_pylist())
     return rows, errors
 
 

@@ -17,12 +17,13 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines import synthetic, tag
-from schemas import examples, tags
+from schemas import tags
+from schemas.failure import ERRORS_DIR, Failure
 from schemas.features import FeatureConfigMismatch
 from schemas.model_assets import CONFIG_ASSET, read_model_assets
 from tests.conftest import make_bad_files, make_good_files
-from transforms.beam import Failure, TrackSummary
 from transforms.catalogue import CatalogueEntry
+from transforms.records import TrackSummary
 from transforms.tagging import (
     AggregateTrack,
     SegmentOutput,
@@ -62,7 +63,7 @@ def rows_by_uri(output: pathlib.Path) -> dict[str, dict]:
 
 
 def errors_by_uri(output: pathlib.Path) -> dict[str, dict]:
-    return {row["uri"]: row for row in pq.read_table(str(output / examples.ERRORS_DIR)).to_pylist()}
+    return {row["uri"]: row for row in pq.read_table(str(output / ERRORS_DIR)).to_pylist()}
 
 
 def relative(root: pathlib.Path, uri: str) -> str:
@@ -221,7 +222,7 @@ def test_the_output_folder_reads_whole_as_the_tags_in_every_reader(tagged):
     import pyarrow.dataset as ds
 
     output, result = tagged
-    assert list(output.glob(f"{examples.ERRORS_DIR}/*.parquet"))  # this catalogue has failures
+    assert list(output.glob(f"{ERRORS_DIR}/*.parquet"))  # this catalogue has failures
     expected = tag.read_tags(str(output))
     columns, n = expected.schema.names, expected.num_rows
     assert n == result.tagged
@@ -235,7 +236,7 @@ def test_the_output_folder_reads_whole_as_the_tags_in_every_reader(tagged):
     assert (polars_frame.height, polars_frame.columns) == (n, columns)
     count, names = duckdb.sql(f"SELECT count(*), any_value(track_id) FROM '{output}/*.parquet'").fetchall()[0]
     assert count == n and names in set(expected.column("track_id").to_pylist())
-    assert len(pq.read_table(str(output / examples.ERRORS_DIR)).schema.names) == 4  # uri, track_id, stage, error
+    assert len(pq.read_table(str(output / ERRORS_DIR)).schema.names) == 4  # uri, track_id, stage, error
 
 
 def test_padded_batches_are_few_shapes_and_leave_the_outputs_unchanged(small_model):

@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from pipelines import featurize, tag
 from schemas import examples, presets
+from schemas.failure import ERRORS_DIR
 from schemas.features import FeatureConfig, FeatureConfigMismatch
 from schemas.model_assets import read_model_assets
 from tests.conftest import make_bad_files
@@ -106,7 +107,7 @@ def test_zero_shot_tags_every_input_or_reports_it(zero_shot):
     root, bad, output, result = zero_shot
     rows = tag.read_tags(str(output)).to_pylist()
     errors = {pathlib.Path(r["uri"]).name: r["stage"] for r in
-              tag._read_tables(tag._match(str(output / examples.ERRORS_DIR / "*.parquet")), None).to_pylist()}
+              tag._read_tables(tag._match(str(output / ERRORS_DIR / "*.parquet")), None).to_pylist()}
     silent = {name for name, stage in bad.items() if stage == "segment"}
     assert {pathlib.Path(r["uri"]).name for r in rows} == set(MUSIC) | silent
     assert errors == {name: stage for name, stage in bad.items() if name not in silent}

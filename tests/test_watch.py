@@ -21,12 +21,13 @@ import psycopg
 import pyarrow.parquet as pq
 import pytest
 
-from runners import prism
 from database import parse_url
+from runners import prism
+from schemas import tags
+from schemas.failure import ERRORS_DIR
 from tests import local_postgres
-from tests.test_database import postgres  # noqa: F401 (fixture)
-from schemas import examples, tags
 from tests.conftest import make_bad_files
+from tests.test_database import postgres  # noqa: F401 (fixture)
 from transforms.fingerprint import content_fingerprint
 from transforms.progress import EventLog, EventReader
 from transforms.watch import STOP, WatchState, WatchTracker, list_audio
@@ -98,7 +99,7 @@ class Watcher:
         return [r for f in sorted(self.output.glob(tags.TAGS_GLOB)) for r in pq.read_table(f).to_pylist()]
 
     def errors(self) -> list[dict]:
-        return [r for f in sorted((self.output / examples.ERRORS_DIR).glob("*.parquet"))
+        return [r for f in sorted((self.output / ERRORS_DIR).glob("*.parquet"))
                 for r in pq.read_table(f).to_pylist()]
 
     def wait_for(self, condition, what: str, timeout_s: float = 120.0) -> None:

@@ -19,20 +19,19 @@ from collections.abc import Iterator
 
 import apache_beam as beam
 import pyarrow.parquet as pq
+from apache_beam.coders import StrUtf8Coder
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.coders import StrUtf8Coder
-from apache_beam.metrics import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from schemas import tags
-from transforms.beam import Failure
+from schemas.failure import Failure
+from transforms import counters
 from transforms.catalogue import CatalogueEntry
 from transforms.progress import EventLog
 
 _LOG = logging.getLogger(__name__)
 _CHUNK = 1 << 20
-SKIPPED = Metrics.counter("cattag", "inputs_skipped_as_held")
 ANY_CONTENT = None  # a held row without a fingerprint: held whatever the file holds now
 
 
@@ -118,7 +117,7 @@ class SkipUnchanged(beam.DoFn):
                      else is_held(self._held.get(track_id, ()), entry.fingerprint))
         last.write(entry.fingerprint)
         if unchanged:
-            SKIPPED.inc()
+            counters.SKIPPED_AS_HELD.inc()
             if self._events:
                 self._events.write({"skipped": [track_id]})
             return
@@ -159,6 +158,6 @@ def _not_held(joined) -> Iterator[CatalogueEntry]:
     held = set(grouped["held"])
     for entry in grouped["entry"]:
         if is_held(held, entry.fingerprint):
-            SKIPPED.inc()
+            counters.SKIPPED_AS_HELD.inc()
         else:
             yield entry

@@ -23,9 +23,9 @@ import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 
-from transforms.beam import Failure
+from schemas.failure import Failure
+from transforms import counters
 from transforms.catalogue import (
     AUDIO_SUFFIXES,
     MANIFEST_SUFFIXES,
@@ -37,9 +37,6 @@ from transforms.catalogue import (
     static_prefix,
     track_id_for,
 )
-
-NON_AUDIO = Metrics.counter("cattag", "listed_non_audio_files")
-LISTED = Metrics.counter("cattag", "inputs_listed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,7 +114,7 @@ class ListCatalogue(beam.PTransform):
 
 def _audio_row(metadata, root: str) -> Iterator[dict]:
     if posixpath.splitext(metadata.path)[1].lower() not in AUDIO_SUFFIXES:
-        NON_AUDIO.inc()
+        counters.NON_AUDIO_LISTED.inc()
         yield beam.pvalue.TaggedOutput("non_audio", metadata.path)
         return
     yield {"uri": metadata.path, "track_id": track_id_for(metadata.path, root), "label": None, "artist": None}
@@ -144,7 +141,7 @@ def _text_record(line: str, kind: str, header: tuple[str, ...], folder: str, sou
 
 
 def _keyed(row: dict) -> tuple[str, dict]:
-    LISTED.inc()
+    counters.INPUTS_LISTED.inc()
     return row["track_id"] or "", row
 
 

@@ -16,18 +16,13 @@ from collections.abc import Iterator
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
 from schemas import tags as tags_schema
-from transforms import aggregate
-from transforms.beam import Failure, TrackSummary
+from schemas.failure import Failure
+from transforms import aggregate, counters
 from transforms.inference import DEFAULT_BATCH_SIZE, SavedModelHandler
-
-_NAMESPACE = "cattag"
-TAGGED = Metrics.counter(_NAMESPACE, "tracks_tagged")
-LOW_CONFIDENCE = Metrics.counter(_NAMESPACE, "tracks_low_confidence")
-INFERENCE_FAILED = Metrics.counter(_NAMESPACE, "tracks_failed_inference")
+from transforms.records import TrackSummary
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +102,7 @@ class AggregateTrack(beam.DoFn):
             raise RuntimeError(f"segments of track {track_id!r} arrived without its summary")
         summary = summaries[0]
         if failed or len(outputs) != summary.n_segments:
-            INFERENCE_FAILED.inc()
+            counters.INFERENCE_FAILED.inc()
             reason = failed[0] if failed else f"{len(outputs)} of {summary.n_segments} segments came back from the model"
             yield beam.pvalue.TaggedOutput(self.FAILED, Failure(summary.entry.uri, track_id, "inference", reason))
             return
@@ -119,9 +114,9 @@ class AggregateTrack(beam.DoFn):
                 self._settings.labels, method=self._settings.aggregation, k=self._settings.top_k,
                 policy=self._settings.policy, multilabel=self._settings.multilabel)
         row = tag_row(summary, tags, self._settings)
-        TAGGED.inc()
+        counters.TAGGED.inc()
         if row["low_confidence"]:
-            LOW_CONFIDENCE.inc()
+            counters.LOW_CONFIDENCE.inc()
         yield row
 
 

@@ -29,18 +29,15 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.iobase import RestrictionProgress, RestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
-from apache_beam.metrics import Metrics
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
+from transforms import counters
 from transforms.catalogue import AUDIO_SUFFIXES, CatalogueEntry, CatalogueError, is_glob, static_prefix, track_id_for
 from transforms.progress import EventLog
 
 _LOG = logging.getLogger(__name__)
-_NAMESPACE = "cattag"
-FILES_SEEN = Metrics.counter(_NAMESPACE, "watch_files_emitted")
-FILES_WAITING = Metrics.gauge(_NAMESPACE, "watch_files_being_written")
 STOP = -1  # the position a poll claims to end the watch
 
 
@@ -190,11 +187,11 @@ class PollCatalogue(beam.DoFn):
             entry = CatalogueEntry(uri=listed.path, track_id=track_id_for(listed.path, root))
             # Waiting since its last write, or since the poll before this one if it arrived complete (moved in).
             emitted.append((entry.track_id, max(listed.mtime, now - self._poll_s)))
-            FILES_SEEN.inc()
+            counters.WATCH_FILES_SEEN.inc()
             yield TimestampedValue(entry, Timestamp.of(now))
         for gone in set(state.seen) - present:
             del state.seen[gone]  # deleted: if it comes back, it is new
-        FILES_WAITING.set(waiting)
+        counters.WATCH_FILES_WAITING.set(waiting)
         if self._events:
             self._events.write({"poll": state.next_poll, "files": len(audio), "waiting": waiting,
                                 "queued": max(0, len(ready) - self._max_per_poll), "emitted": emitted})
