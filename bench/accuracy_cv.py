@@ -186,18 +186,18 @@ def main() -> None:
             card = run(TrainConfig(data_dir=str(work / f"fold{k}-{config_of[arch]}"), model_dir=str(work / name),
                                    backbone=backbone, arch=arch if backbone == "none" else TrainConfig.arch,
                                    epochs=args.epochs, patience=args.patience, seed=seed, verbose=0))
-            accuracy = card["metrics"]["track_accuracy"]
-            results[card["arch"]].append(accuracy)
+            accuracy = card.metrics["track_accuracy"]
+            results[card.arch].append(accuracy)
             tracks, vectors = track_embeddings(str(work / name), data_of[config_of[arch]][1])
             precision = precision_at_5(vectors, [genre_of[t] for t in tracks],
                                        [i for i, t in enumerate(tracks) if fold[t] == k])
-            retrieval[card["arch"]].extend(precision)
-            details.append({"fold": k, "arch": card["arch"], "seed": seed, "track_accuracy": accuracy,
-                            "segment_accuracy": card["metrics"]["segment_accuracy"],
+            retrieval[card.arch].extend(precision)
+            details.append({"fold": k, "arch": card.arch, "seed": seed, "track_accuracy": accuracy,
+                            "segment_accuracy": card.metrics["segment_accuracy"],
                             "precision_at_5": statistics.mean(precision),
-                            "epochs_run": card["training"]["epochs_run"], "seconds": time.perf_counter() - started})
-            print(f"fold {k} {card['arch']}: track accuracy {accuracy:.3f}, precision@5 {statistics.mean(precision):.3f} "
-                  f"({card['training']['epochs_run']} epochs, {time.perf_counter() - started:.0f} s)", flush=True)
+                            "epochs_run": card.training["epochs_run"], "seconds": time.perf_counter() - started})
+            print(f"fold {k} {card.arch}: track accuracy {accuracy:.3f}, precision@5 {statistics.mean(precision):.3f} "
+                  f"({card.training['epochs_run']} epochs, {time.perf_counter() - started:.0f} s)", flush=True)
 
     results_file = work / ("results.json" if not args.seed_offset else f"results-seed{args.seed_offset}.json")
     results_file.write_text(json.dumps({"per_run": details, "per_arch": results,

@@ -34,7 +34,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from database import connect
-from schemas import tags
+from schemas import tag_output, tags
 from tests import local_postgres
 
 GENRES = [f"genre{i}" for i in range(10)]
@@ -74,7 +74,7 @@ def write_tag_file(folder: pathlib.Path, *, n: int, dim: int, seed: int = 0) -> 
         "model_version": ["bench"] * n, "feature_version": ["f"] * n, "tagged_at": [now] * n,
     }
     table = pa.Table.from_pydict({name: columns[name] for name in schema.names}, schema=schema)
-    path = folder / f"{tags.TAGS_PREFIX}-bench{n}-00000-of-00001.parquet"
+    path = folder / f"{tag_output.TAGS_PREFIX}-bench{n}-00000-of-00001.parquet"
     pq.write_table(table, path)
     return str(path)
 

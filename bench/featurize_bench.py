@@ -77,8 +77,8 @@ def child(args: list[str]) -> None:
     started = time.perf_counter()
     result = featurize.run([*args, "--progress", "off"])
     print(json.dumps({
-        "audio_s": result["totals"]["audio_ms"] / 1000,
-        "segments": result["totals"]["segments"],
+        "audio_s": result.totals["audio_ms"] / 1000,
+        "segments": result.totals["segments"],
         "wall_s": time.perf_counter() - started,
         "launcher_peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "worker_peak_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,

@@ -43,9 +43,14 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.db_bench import GENRES, synthetic_embeddings  # noqa: E402
-from database import vector_index  # noqa: E402
-from database import connect  # noqa: E402
-from schemas import tags  # noqa: E402
+from database import (
+    connect,  # noqa: E402
+    vector_index,  # noqa: E402
+)
+from schemas import (
+    tag_output,
+    tags,  # noqa: E402
+)
 from tests import local_postgres  # noqa: E402
 
 SHARD_ROWS = 100_000
@@ -81,7 +86,7 @@ def write_tag_files(folder: pathlib.Path, genre: np.ndarray, embedding: np.ndarr
             "model_version": ["bench"] * m, "feature_version": ["f"] * m, "tagged_at": [now] * m,
         }
         table = pa.Table.from_pydict({name: columns[name] for name in schema.names}, schema=schema)
-        pq.write_table(table, folder / f"{tags.TAGS_PREFIX}-bench-{shard:05d}-of-{shards:05d}.parquet")
+        pq.write_table(table, folder / f"{tag_output.TAGS_PREFIX}-bench-{shard:05d}-of-{shards:05d}.parquet")
 
 
 def catalogue_embeddings(n: int, dim: int, seed: int = 0, tracks_per_artist: int = 50):

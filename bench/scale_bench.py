@@ -52,9 +52,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
 import grpc  # noqa: E402
-from apache_beam.portability.api import beam_job_api_pb2, beam_job_api_pb2_grpc  # noqa: E402
-
 import make_catalogue  # noqa: E402
+from apache_beam.portability.api import beam_job_api_pb2, beam_job_api_pb2_grpc  # noqa: E402
 
 PYTHON = REPO / ".venv" / "bin" / "python"
 PYTHON = PYTHON if PYTHON.exists() else pathlib.Path(sys.executable)

@@ -39,7 +39,7 @@ def child(kind: str, args: list[str]) -> None:
         from pipelines import featurize
 
         result = featurize.run([*args, "--progress", "off"])
-        tracks, audio_s = result["totals"]["tracks"], result["totals"]["audio_ms"] / 1000
+        tracks, audio_s = result.totals["tracks"], result.totals["audio_ms"] / 1000
     else:
         from pipelines import tag
 

@@ -32,7 +32,9 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 GTZAN = REPO.parent / "shared" / "data" / "gtzan-dev"
 sys.path.insert(0, str(REPO))
 
-from schemas import tags  # noqa: E402
+from schemas import (
+    tag_output,  # noqa: E402
+)
 
 
 def cattag(*args: str, **popen) -> subprocess.Popen:
@@ -50,7 +52,7 @@ def db_track_ids(db: pathlib.Path) -> set[str]:
 
 def out_track_ids(output: pathlib.Path) -> set[str]:
     ids = set()
-    for path in output.glob(tags.TAGS_GLOB):
+    for path in output.glob(tag_output.TAGS_GLOB):
         try:
             ids.update(pq.read_table(path, columns=["track_id"])["track_id"].to_pylist())
         except OSError:

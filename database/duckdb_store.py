@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from database.store import (
+    ClosesOnExit,
     LoadResult,
     Neighbour,
     Search,
@@ -56,7 +57,7 @@ LOCK_TIMEOUT_S = 120.0
 _LOCK_POLL_S = 0.5
 
 
-class DuckDB:
+class DuckDB(ClosesOnExit):
     def __init__(self, path: str, *, read_only: bool = False, vector_index: str = "hnsw",
                  index_min_rows: int = MIN_ROWS, index_shard_rows: int = SHARD_ROWS, load_memory: str = LOAD_MEMORY,
                  lock_timeout_s: float = LOCK_TIMEOUT_S):

@@ -23,6 +23,7 @@ from psycopg import sql
 
 from database.store import (
     VECTOR_INDEXES,
+    ClosesOnExit,
     LoadResult,
     Neighbour,
     Search,
@@ -57,7 +58,7 @@ _STAGED_COLUMNS = ("track_id", "uri", "duration_s", "genre", "confidence", "top_
 _OPTIONAL_COLUMNS = {"tags"}  # tag files written before the column existed have none: staged as NULL
 
 
-class PostgreSQL:
+class PostgreSQL(ClosesOnExit):
     def __init__(self, url: str, *, vector_index: str = "hnsw", pgvector: bool | None = None):
         """pgvector=None: use it when the server has it; False: store REAL[] even if it does."""
         if vector_index not in VECTOR_INDEXES:

@@ -72,7 +72,15 @@ class LoadResult:
 
 
 class Store(Protocol):
-    """One open recommender database (database.connect returns one)."""
+    """One open recommender database (database.connect returns one); a context manager that closes it:
+
+        with connect(url) as database:
+            database.load(files)
+    """
+
+    def __enter__(self) -> Store: ...
+
+    def __exit__(self, *exc: object) -> None: ...
 
     def load(self, files: list[str]) -> LoadResult:
         """Upserts `cattag tag` Parquet files, keyed by (track_id, model_version)."""
@@ -88,6 +96,16 @@ class Store(Protocol):
         """The k tracks carrying all (or any) of the tags."""
 
     def close(self) -> None: ...
+
+
+class ClosesOnExit:
+    """`with store:` closes it, whatever happens inside; the stores inherit this."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def unknown_track(track_id: str) -> ValueError:

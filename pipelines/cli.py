@@ -25,7 +25,7 @@ COMMANDS = {
     "demo": ("pipelines.demo", "run", "build a small synthetic catalogue and run the product on it end to end"),
     "flink-cluster": ("runners.flink_cluster", "main", "start, stop or show a local Flink session cluster (JobManager + TaskManagers on loopback)"),
 }
-_OUR_LOGGERS = ("pipelines", "transforms", "trainer", "schemas", "database", "report", "cattag")
+_OUR_LOGGERS = ("pipelines", "transforms", "trainer", "schemas", "database", "report", "runners", "cattag")
 
 
 def main(argv: list[str] | None = None) -> int:

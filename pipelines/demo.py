@@ -20,9 +20,9 @@ import shutil
 
 from database import connect
 from pipelines import featurize, load, report, synthetic, tag
+from runners import quiet
 from schemas import presets
 from trainer import pretrained, task
-from runners import quiet
 from transforms.catalogue import LABEL_MODES
 
 _LOG = logging.getLogger(__name__)
@@ -72,14 +72,14 @@ def _run_steps(args, catalogue, labels: str, workdir: pathlib.Path, beam_flags: 
 
     features = workdir / "features"
     result = featurize.run(["--input", str(catalogue), "--output", str(features), "--labels", labels, *beam_flags])
-    splits = ", ".join(f"{split} {sum(c['tracks'] for c in counts.values())}" for split, counts in result["counts"].items())
-    _say(2, f"featurized: tracks per split {splits}; {result['failed']['count']} failed -> {features}")
+    splits = ", ".join(f"{split} {result.tracks(split)}" for split in result.counts)
+    _say(2, f"featurized: tracks per split {splits}; {result.failed['count']} failed -> {features}")
 
     model_dir = workdir / "model"
     card = task.run(task.TrainConfig(data_dir=str(features), model_dir=str(model_dir), epochs=args.epochs,
                                      verbose=0))
-    metrics, training = card["metrics"], card["training"]
-    _say(3, f"trained {card['model_version']} ({card['arch']}), {training['epochs_run']} epochs on "
+    metrics, training = card.metrics, card.training
+    _say(3, f"trained {card.model_version} ({card.arch}), {training['epochs_run']} epochs on "
             f"{training['device']} in {training['train_s']:.0f} s: {metrics['split']} track accuracy "
             f"{metrics['track_accuracy']:.2f}, macro-F1 {metrics['macro_f1']:.2f} -> {model_dir}")
 
@@ -93,17 +93,14 @@ def _run_steps(args, catalogue, labels: str, workdir: pathlib.Path, beam_flags: 
         loaded = load.main(["--tags", str(tags_output), "--db", url])
         rows += loaded.rows
     _say(5, f"loaded {rows} tag rows into {url}; for example:")
-    database = connect(url, read_only=True)
-    try:
-        for example in _examples(tagged, card["labels"][:1]):
+    with connect(url, read_only=True) as database:
+        for example in _examples(tagged, card.labels[:1]):
             found = database.similar(example, k=3, model_version=tagged.model_version).neighbours
             print(f"   similar to {example}: " + ", ".join(f"{n.track_id} ({n.similarity:.2f})" for n in found))
         common = _common_tag(zero_shot)
         if common:
             found = database.search([common], k=3, model_version=zero_shot.model_version)
             print(f"   tagged {common!r}: " + ", ".join(t.track_id for t in found.tracks))
-    finally:
-        database.close()
 
     report_path = workdir / "report.html"
     facts = report.write_report(str(tags_dir), report_path, model=str(model_dir), db=url)

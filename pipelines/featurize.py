@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import shutil
 import tempfile
@@ -26,6 +25,7 @@ from runners.pipeline import make_pipeline, progress_is_local
 from schemas import examples
 from schemas.failure import ERRORS_DIR, ERRORS_SCHEMA
 from schemas.features import DEFAULT_PRESET, PRESETS, FeatureConfig, SegmentPolicy
+from schemas.featurize_metadata import METADATA_FILE, FeaturizeMetadata
 from transforms import featurize_steps, summaries
 from transforms.catalogue import LABEL_MODES
 from transforms.listing import CatalogueFacts, ListCatalogue, ListingPlan, catalogue_facts, plan_listing
@@ -36,7 +36,7 @@ from transforms.splits import parse_proportions
 from transforms.tfrecords import GzipTFRecordFormat
 
 _LOG = logging.getLogger(__name__)
-_OUTPUT_NAMES = (*examples.SPLITS, ERRORS_DIR, examples.METADATA_FILE, examples.SCHEMA_FILE)
+_OUTPUT_NAMES = (*examples.SPLITS, ERRORS_DIR, METADATA_FILE, examples.SCHEMA_FILE)
 
 
 class FeaturizeOptions(PipelineOptions):
@@ -61,8 +61,8 @@ PASSES_BEAM_FLAGS = True  # flags it does not know go to Beam's PipelineOptions
 OPTIONS = (CatalogueOptions, FeaturizeOptions)  # for `cattag featurize --help`
 
 
-def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict:
-    """Runs featurize and returns the metadata it wrote, plus the wall time."""
+def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> FeaturizeMetadata:
+    """Runs featurize and returns the metadata it wrote."""
     options = PipelineOptions(_label_flag_alias(argv))
     catalogue_options = options.view_as(CatalogueOptions)
     featurize_options = options.view_as(FeaturizeOptions)
@@ -97,10 +97,10 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         pipeline.run().wait_until_finish()
     elapsed = time.monotonic() - started
 
-    with FileSystems.open(FileSystems.join(output, examples.METADATA_FILE)) as handle:
-        written = json.loads(handle.read())
+    with FileSystems.open(FileSystems.join(output, METADATA_FILE)) as handle:
+        written = FeaturizeMetadata.from_json(handle.read().decode("utf-8"))
     _LOG.info("%s", summary_line(written, elapsed_s=elapsed, output=output))
-    return {**written, "wall_s": elapsed}
+    return written
 
 
 def build(
@@ -182,26 +182,26 @@ def write_metadata(figures: dict, *, output: str, static: dict, shards: list[str
                 totals[key] += label_counts[key]
     if non_audio:
         _LOG.info("featurize: %d files under the input are not audio (by extension) and were skipped", non_audio)
-    metadata = {
+    metadata = FeaturizeMetadata(
         **static,
-        "inputs": figures["entries"] + figures["rejected"],
-        "skipped_non_audio_files": non_audio,
-        "totals": {**totals, "failed": failed["count"]},
-        "counts": counts,
-        "mel_stats": {"split": "train", **figures["mel_stats"]},
-        "failed": failed,
-        "shard_files": len(shards),
-    }
+        inputs=figures["entries"] + figures["rejected"],
+        skipped_non_audio_files=non_audio,
+        totals={**totals, "failed": failed["count"]},
+        counts=counts,
+        mel_stats={"split": "train", **figures["mel_stats"]},
+        failed=failed,
+        shard_files=len(shards),
+    )
     cfg = FeatureConfig.from_dict(static["feature_config"])
-    _write_text(FileSystems.join(output, examples.METADATA_FILE), json.dumps(metadata, indent=2) + "\n")
+    _write_text(FileSystems.join(output, METADATA_FILE), metadata.to_json())
     _write_text(FileSystems.join(output, examples.SCHEMA_FILE), examples.tfmd_schema_text(cfg, static["labels"]))
 
 
-def summary_line(metadata: dict, *, elapsed_s: float, output: str) -> str:
-    totals = metadata["totals"]
+def summary_line(metadata: FeaturizeMetadata, *, elapsed_s: float, output: str) -> str:
+    totals = metadata.totals
     audio_s = totals["audio_ms"] / 1000
     return (
-        f"featurize done: {metadata['inputs']} inputs, {totals['tracks']} tracks, "
+        f"featurize done: {metadata.inputs} inputs, {totals['tracks']} tracks, "
         f"{totals['segments']} segments ({totals['silent_segments']} silent dropped), "
         f"{totals['failed']} failed, {audio_s / 3600:.2f} audio hours in {elapsed_s:.1f} s "
         f"({audio_s / max(elapsed_s, 1e-9):.1f} audio-s/s) -> {output}"
@@ -228,10 +228,10 @@ def _prepare_output(output: str, *, overwrite: bool) -> None:
         return
     # metadata.json is written last, once every shard is final: without it the outputs are what a
     # failed or killed run left (a lost worker, a stopped cluster), and the same command replaces them.
-    complete = FileSystems.join(output, examples.METADATA_FILE) in existing
+    complete = FileSystems.join(output, METADATA_FILE) in existing
     if not complete:
         _LOG.warning("featurize: --output %s holds an incomplete earlier run (no %s): replacing it", output,
-                     examples.METADATA_FILE)
+                     METADATA_FILE)
     elif not overwrite:
         raise ValueError(
             f"--output {output} already holds featurize outputs ({', '.join(sorted(existing))}); "

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import glob
 import logging
-import pathlib
 import re
 
 from database import DUCKDB, VECTOR_INDEXES, connect, parse_url, redact
 from database.duckdb_store import LOAD_MEMORY
-from schemas import tags
+from schemas.tag_output import TAGS_GLOB, TagOutput
 
 _LOG = logging.getLogger(__name__)
 
@@ -36,18 +34,15 @@ def main(argv: list[str] | None = None):
     parser = argparse.ArgumentParser(prog="cattag load")
     add_arguments(parser)
     args = parser.parse_args(argv)
-    files = sorted(glob.glob(str(pathlib.Path(args.tags) / tags.TAGS_GLOB)))
+    files = TagOutput(args.tags).tag_files()  # on any Beam filesystem, as every other reader lists it
     if not files:
-        raise ValueError(f"--tags {args.tags}: no {tags.TAGS_GLOB} files (is it a `cattag tag` output?)")
+        raise ValueError(f"--tags {args.tags}: no {TAGS_GLOB} files (is it a `cattag tag` output?)")
     if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", args.duckdb_memory, re.IGNORECASE):
         raise ValueError(f"--duckdb-memory {args.duckdb_memory!r}: expected a size such as 512MB or 2GB")
     backend, _ = parse_url(args.db)
     options = {"load_memory": args.duckdb_memory} if backend == DUCKDB else {}
-    database = connect(args.db, vector_index=args.vector_index, **options)
-    try:
+    with connect(args.db, vector_index=args.vector_index, **options) as database:
         result = database.load(files)
-    finally:
-        database.close()
     _LOG.info("load done: %d rows from %d file(s), model version(s) %s -> %s; now %s", result.rows, result.files,
               ", ".join(result.model_versions), redact(args.db),
               ", ".join(f"{n} {table}" for table, n in result.counts.items()))

@@ -28,12 +28,9 @@ def main(argv: list[str] | None = None):
     args = parser.parse_args(argv)
     if args.k < 1:
         raise ValueError(f"-k {args.k}: expected at least 1")
-    database = connect(args.db, read_only=True)
-    try:
+    with connect(args.db, read_only=True) as database:
         found = database.search(args.tags, k=args.k, model_version=args.model_version,
                                 match="any" if args.any else "all")
-    finally:
-        database.close()
     if args.json:
         print(json.dumps(dataclasses.asdict(found), indent=2))
     else:

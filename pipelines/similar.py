@@ -27,12 +27,9 @@ def main(argv: list[str] | None = None):
     args = parser.parse_args(argv)
     if args.k < 1:
         raise ValueError(f"-k {args.k}: expected at least 1")
-    database = connect(args.db, read_only=True)
-    try:
+    with connect(args.db, read_only=True) as database:
         version = args.model_version or database.latest_model_version(args.track_id)
         found = database.similar(args.track_id, k=args.k, model_version=version, genre=args.genre, exact=args.exact)
-    finally:
-        database.close()
     if args.json:
         print(json.dumps({"track_id": args.track_id, "model_version": version, "search": found.method,
                           "neighbours": [dataclasses.asdict(n) for n in found.neighbours]}, indent=2))

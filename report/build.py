@@ -10,8 +10,8 @@ import logging
 from apache_beam.io.filesystems import FileSystems
 
 from report import charts, summary
-from schemas.tags import TAGS_GLOB
 from report.page import figure, page, png, section, table
+from schemas.tag_output import TAGS_GLOB, RunRecord, TagOutput
 
 _LOG = logging.getLogger(__name__)
 TOP_TAGS = 30  # bars in the tag chart
@@ -36,7 +36,8 @@ class ReportFacts:
 
 def build(tags_dir: str, *, model_dir: str | None = None, db_url: str | None = None,
           model_version: str | None = None) -> tuple[str, ReportFacts]:
-    files = summary.tag_files(tags_dir)
+    output = TagOutput(tags_dir)
+    files = output.tag_files()
     if not files:
         raise ValueError(f"--tags {tags_dir} holds no tag files ({TAGS_GLOB}); "
                          "is it the --output of a `cattag tag` run?")
@@ -45,13 +46,13 @@ def build(tags_dir: str, *, model_dir: str | None = None, db_url: str | None = N
     if not tagged.rows:
         raise ValueError(f"--tags {tags_dir} holds no rows of model version {version} "
                          f"(it holds {', '.join(sorted(tagged.other_versions))})")
-    errors = summary.summarize_errors(tags_dir)
-    runs = [run for run in summary.read_runs(tags_dir) if run.get("model_version") == version]
+    errors = summary.summarize_errors(output)
+    runs = [run for run in output.run_records() if run.model_version == version]
     latest = runs[-1] if runs else None
     facts = ReportFacts(
-        model_version=version, inputs=latest["inputs"] if latest else tagged.rows + errors.count,
+        model_version=version, inputs=latest.inputs if latest else tagged.rows + errors.count,
         tagged=tagged.rows, flagged=tagged.flagged, failed=errors.count, audio_hours=tagged.audio_s / 3600,
-        tracks_per_s=latest["tagged"] / latest["wall_s"] if latest and latest.get("wall_s") else None)
+        tracks_per_s=latest.tagged / latest.wall_s if latest and latest.wall_s else None)
     sections = [
         _figures(facts, tagged, latest),
         _distributions(tagged),
@@ -70,7 +71,7 @@ def build(tags_dir: str, *, model_dir: str | None = None, db_url: str | None = N
     return page("cattag run report", subtitle, sections), facts
 
 
-def _figures(facts: ReportFacts, tagged: summary.TagSummary, latest: dict | None) -> str:
+def _figures(facts: ReportFacts, tagged: summary.TagSummary, latest: RunRecord | None) -> str:
     items = [
         figure("inputs", f"{facts.inputs:,}", figure_id="fig-inputs"),
         figure("tagged", f"{facts.tagged:,}", figure_id="fig-tagged"),
@@ -80,10 +81,10 @@ def _figures(facts: ReportFacts, tagged: summary.TagSummary, latest: dict | None
     ]
     if facts.tracks_per_s is not None:
         items.append(figure("tracks/s", f"{facts.tracks_per_s:,.2f}", figure_id="fig-throughput"))
-        items.append(figure("wall time", f"{latest['wall_s']:,.0f} s", figure_id="fig-wall"))
+        items.append(figure("wall time", f"{latest.wall_s:,.0f} s", figure_id="fig-wall"))
     notes = []
-    if latest and latest.get("skipped"):
-        notes.append(f"{latest['skipped']:,} inputs were skipped by the latest run as already tagged.")
+    if latest and latest.skipped:
+        notes.append(f"{latest.skipped:,} inputs were skipped by the latest run as already tagged.")
     if tagged.other_versions:
         notes.append("This output also holds rows of other model versions, left out here: " + ", ".join(
             f"{name} ({count:,})" for name, count in sorted(tagged.other_versions.items()))
@@ -147,14 +148,13 @@ def _model(model_dir: str) -> str:
 
     resolved = presets.resolve_model(model_dir)
     card = read_model_assets(resolved).card
-    facts = [("model version", card.get("model_version")), ("architecture", card.get("arch")),
-             ("task", card.get("task", "genre")), ("labels", len(card.get("labels", [])))]
-    if "training" in card:
-        training = card["training"]
-        facts += [("epochs", training.get("epochs_run")), ("trained on", training.get("device"))]
-    if "source" in card:
-        facts += [("source", card.get("source")), ("licence", card.get("licence"))]
-    metrics = card.get("metrics") or {}
+    facts = [("model version", card.model_version), ("architecture", card.arch), ("task", card.task),
+             ("labels", len(card.labels))]
+    if card.training:
+        facts += [("epochs", card.training.get("epochs_run")), ("trained on", card.training.get("device"))]
+    if card.source:
+        facts += [("source", card.source), ("licence", card.licence)]
+    metrics = card.metrics or {}
     facts += [(name.replace("_", " "), metrics[name]) for name in
               ("track_accuracy", "segment_accuracy", "macro_f1", "tracks", "split") if name in metrics]
     body = table(["", ""], [(name, json.dumps(value) if isinstance(value, dict) else value)
@@ -178,8 +178,7 @@ def _similar(db_url: str, tagged: summary.TagSummary) -> str:
         if candidates:
             queries.append(candidates[0]["track_id"])
     blocks = []
-    store = connect(db_url, read_only=True)
-    try:
+    with connect(db_url, read_only=True) as store:
         for track_id in queries:
             try:
                 found = store.similar(track_id, k=SIMILAR_K, model_version=tagged.model_version)
@@ -191,16 +190,14 @@ def _similar(db_url: str, tagged: summary.TagSummary) -> str:
                           + table(["track", "genre", "similarity", "confidence"], rows,
                                   table_id=f"similar-{len(blocks)}", numeric=["similarity", "confidence"],
                                   page_size=None))
-    finally:
-        store.close()
     return section("Similar tracks", "".join(blocks), section_id="similar",
                    note=f"From {redact(db_url)} (cosine similarity of embeddings): a track of each of the most "
                         "common genres and its nearest neighbours.")
 
 
-def _runs(runs: list[dict]) -> str:
-    rows = [(run.get("run_id"), run.get("inputs"), run.get("tagged"), run.get("failed"), run.get("skipped"),
-             round(run.get("wall_s", 0.0), 1), round(run["tagged"] / run["wall_s"], 2) if run.get("wall_s") else None)
+def _runs(runs: list[RunRecord]) -> str:
+    rows = [(run.run_id, run.inputs, run.tagged, run.failed, run.skipped, round(run.wall_s, 1),
+             round(run.tagged / run.wall_s, 2) if run.wall_s else None)
             for run in reversed(runs)]
     return section("Runs into this output", table(["run", "inputs", "tagged", "failed", "skipped", "wall s", "tracks/s"],
                                                   rows, table_id="runs",

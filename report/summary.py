@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from schemas import tags
-from schemas.failure import ERRORS_DIR
+from schemas.tag_output import TagOutput
 
 MAX_LISTED = 1000
 MAP_SAMPLE = 2000
@@ -57,10 +57,6 @@ class ErrorSummary:
     by_stage: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     by_reason: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # (stage, reason)
     listed: list[dict] = dataclasses.field(default_factory=list)
-
-
-def tag_files(output: str) -> list[str]:
-    return sorted(m.path for m in FileSystems.match([FileSystems.join(output, tags.TAGS_GLOB)])[0].metadata_list)
 
 
 def latest_model_version(files: list[str]) -> str:
@@ -174,12 +170,11 @@ def embedding_map(rows: list[dict]) -> np.ndarray:
     return points if points.shape[1] == 2 else np.c_[points, np.zeros(len(points))]
 
 
-def summarize_errors(output: str) -> ErrorSummary:
+def summarize_errors(output: TagOutput) -> ErrorSummary:
     """OUT/_errors/ (the latest run's failed inputs): counts by stage and by reason, the first MAX_LISTED."""
     summary = ErrorSummary()
-    found = FileSystems.match([FileSystems.join(output, ERRORS_DIR, "*.parquet")])[0].metadata_list
-    for metadata in sorted(found, key=lambda m: m.path):
-        with FileSystems.open(metadata.path) as handle:
+    for path in output.error_files():
+        with FileSystems.open(path) as handle:
             for batch in pq.ParquetFile(handle).iter_batches(batch_size=4096):
                 for row in batch.to_pylist():
                     summary.count += 1
@@ -196,16 +191,3 @@ def reason_kind(error: str, uri: str) -> str:
     text = error.replace(uri, "FILE").replace(pathlib.PurePath(uri).name, "FILE")
     text = re.sub(r"\d+(\.\d+)?", "N", text)
     return text[:160]
-
-
-def read_runs(output: str) -> list[dict]:
-    """The `cattag tag` runs recorded in OUT/_runs/, oldest first."""
-    found = FileSystems.match([FileSystems.join(output, tags.RUNS_DIR, "*.json")])[0].metadata_list
-    runs = []
-    for metadata in found:
-        with FileSystems.open(metadata.path) as handle:
-            try:
-                runs.append(json.loads(handle.read().decode("utf-8")))
-            except ValueError:
-                continue  # a run record cut short (a full disk): the report does without it
-    return sorted(runs, key=lambda run: run.get("run_id", ""))

@@ -14,6 +14,7 @@ $CATTAG_PRISM names a binary to use instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import ctypes.util
 import hashlib
@@ -24,6 +25,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 from apache_beam.version import __version__ as BEAM_VERSION
 
@@ -89,9 +91,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
 
 class PrismServer:
     """A Prism job server this process owns: in its own session, so that the Ctrl-C a terminal sends to
@@ -138,3 +137,32 @@ class PrismServer:
 def _die_with_parent() -> None:
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: Linux-only, and harmless to skip elsewhere
+
+
+def binary_for(options) -> pathlib.Path | None:
+    """The Prism binary to run a streaming job on, or None when the flags name another runner (Flink...)."""
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    if options.view_as(StandardOptions).runner not in (None, "DirectRunner", "PrismRunner"):
+        return None
+    return binary(options.get_all_options().get("prism_location"))
+
+
+@contextlib.contextmanager
+def served(options, binary_path: pathlib.Path | None, log_path: pathlib.Path) -> Iterator[PrismServer | None]:
+    """With a binary: our own Prism for the job (see PrismServer for why not Beam's), `options` pointed at it
+    (the portable runner, LOOPBACK workers in this process). Without one: the flags' runner, unchanged."""
+    if binary_path is None:
+        yield None
+        return
+    from apache_beam.options.pipeline_options import PortableOptions, StandardOptions
+
+    with PrismServer(binary_path, log_path) as server:
+        options.view_as(StandardOptions).runner = "PortableRunner"
+        options.view_as(PortableOptions).job_endpoint = server.endpoint
+        options.view_as(PortableOptions).environment_type = "LOOPBACK"
+        yield server
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -29,7 +29,6 @@ UNLABELLED_ID = -1
 MEL_DTYPE = np.dtype("<f2")
 
 TFRECORD_SUFFIX = ".tfrecord.gz"
-METADATA_FILE = "metadata.json"
 SCHEMA_FILE = "schema.pbtxt"
 
 
@@ -45,7 +44,9 @@ def encode_example(
     feature[LABEL].bytes_list.value.append(label.encode())
     feature[MEL].bytes_list.value.append(mel.astype(MEL_DTYPE).tobytes())
     feature[MEL_SHAPE].int64_list.value.extend(mel.shape)
-    return example.SerializeToString()
+    # deterministic: a proto map (the features) otherwise serializes in an order that differs between
+    # processes, so the same segment featurized on two runners would give different bytes.
+    return example.SerializeToString(deterministic=True)
 
 
 def decode_example(serialized: bytes) -> dict[str, Any]:

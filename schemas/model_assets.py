@@ -5,7 +5,7 @@ MDIR/assets/labels.txt            the label vocabulary, one per line, in output 
 MDIR/assets/feature_config.json   the FeatureConfig the model expects, with its version
 MDIR/assets/typicality.json       how close a track's embedding comes to the training music's
                                   (class centroids and the flagging threshold; see transforms/aggregate.py)
-MDIR/model.json                   the model card: data, split, parameters, metrics, model_version
+MDIR/model.json                   the model card (schemas/model_card.py): data, training, metrics, model_version
 
 Read through Beam's filesystems, so a model on gs:// works, and without TensorFlow, so a launcher
 can check a model before any worker loads it.
@@ -19,6 +19,7 @@ import json
 from apache_beam.io.filesystems import FileSystems
 
 from schemas.features import FeatureConfig, FeatureConfigMismatch
+from schemas.model_card import ModelCard, ModelCardError
 
 LABELS_ASSET = "assets/labels.txt"
 CONFIG_ASSET = "assets/feature_config.json"
@@ -30,12 +31,12 @@ MODEL_CARD = "model.json"
 class ModelAssets:
     cfg: FeatureConfig
     labels: list[str]
-    card: dict
+    card: ModelCard
     typicality: dict | None = None  # {"centroids": [[...]], "threshold": float, ...}; older models lack it
 
     @property
     def model_version(self) -> str:
-        return self.card.get("model_version", "unknown")
+        return self.card.model_version
 
 
 def read_model_assets(model_dir: str) -> ModelAssets:
@@ -56,10 +57,13 @@ def read_model_assets(model_dir: str) -> ModelAssets:
         cfg = FeatureConfig.from_dict(json.loads(_read(paths[CONFIG_ASSET])))
     except (TypeError, ValueError) as err:
         raise FeatureConfigMismatch(f"{model_dir}: {err}") from err
-    card = json.loads(_read(paths[MODEL_CARD]))
-    if card.get("feature_version", cfg.version) != cfg.version:
+    try:
+        card = ModelCard.from_json(_read(paths[MODEL_CARD]))
+    except ModelCardError as err:
+        raise ValueError(f"{model_dir}: {err}") from err
+    if card.feature_version != cfg.version:
         raise FeatureConfigMismatch(
-            f"{model_dir}: its card says feature config {card['feature_version']} but its "
+            f"{model_dir}: its card says feature config {card.feature_version} but its "
             f"{CONFIG_ASSET} is {cfg.version}; the model directory was assembled from two exports")
     typicality_path = FileSystems.join(root, TYPICALITY_ASSET)
     typicality = json.loads(_read(typicality_path)) if FileSystems.exists(typicality_path) else None

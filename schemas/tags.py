@@ -11,10 +11,7 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 
-TAGS_PREFIX = "tags"  # OUT/tags-<run id>-00000-of-00004.parquet
-TAGS_GLOB = f"{TAGS_PREFIX}-*.parquet"
 FINGERPRINT = "content_fingerprint"
-RUNS_DIR = "_runs"  # OUT/_runs/<run id>.json: what each run did (pipelines/tag.py writes, `cattag report` reads)
 
 # Keys of the schema metadata: what a reader needs to interpret `probabilities` and `embedding`.
 META_LABELS = b"cattag.labels"  # JSON list, aligned with `probabilities`

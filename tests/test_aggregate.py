@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from schemas.model_card import MULTILABEL, ModelCard
 from transforms.aggregate import (
     ConfidencePolicy,
     MultiLabel,
@@ -138,7 +139,8 @@ def test_multilabel_tags_are_every_label_over_its_threshold_and_the_genre_is_the
     assert [label for label, _ in tags.top_k] == ["female vocalists", "jazz"]
     sure = tag_track(segments[:1], np.ones((1, 3)), labels, multilabel=multilabel)
     assert sure.genre == "rock" and not sure.low_confidence and sure.review_reason is None
-    card = {"tag_thresholds": {"rock": 0.1}, "genre_labels": ["rock", "jazz"]}
+    card = ModelCard(name="t", arch="musicnn", labels=labels, embedding_dim=4, feature_version="v", feature_config={},
+                     task=MULTILABEL, tag_thresholds={"rock": 0.1}, genre_labels=["rock", "jazz"])
     from_card = MultiLabel.from_card(card, labels)
     np.testing.assert_allclose(from_card.thresholds, [0.1, 0.2, 0.2, 0.2])
     assert from_card.genre_mask.tolist() == [True, False, True, False]

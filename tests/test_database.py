@@ -11,10 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import cli, load, search, similar
 from database import connect, parse_url, redact, vector_index
 from database.store import TagScore
-from schemas import catalogue_db, tags
+from pipelines import cli, load, similar
+from schemas import catalogue_db, tag_output, tags
 from tests import local_postgres
 
 LABELS = ["ambient", "breakbeat", "waltz"]
@@ -43,7 +43,7 @@ def row(track_id: str, genre: str | None, embedding, *, version: str = "m1", day
 def write_tags(folder, rows, *, version: str = "m1", name: str = "run1") -> None:
     schema = tags.tags_schema(labels=LABELS, embedding_dim=DIM, model_version=version, feature_version="f1")
     folder.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), folder / f"{tags.TAGS_PREFIX}-{name}-00000-of-00001.parquet")
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), folder / f"{tag_output.TAGS_PREFIX}-{name}-00000-of-00001.parquet")
 
 
 EMBEDDINGS = {"a": [1, 0, 0, 0], "b": [0.9, 0.1, 0, 0], "c": [0.5, 0.5, 0, 0], "d": [0, 1, 0, 0], "e": [0, 0, 1, 0]}
@@ -158,7 +158,7 @@ def random_catalogue(folder, *, n: int, dim: int, seed: int = 0) -> None:
     for r in rows:
         r["embedding"] = unit(r["embedding"])
     folder.mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), folder / f"{tags.TAGS_PREFIX}-r-00000-of-00001.parquet")
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), folder / f"{tag_output.TAGS_PREFIX}-r-00000-of-00001.parquet")
 
 
 def _index_scans(url: str) -> int:
@@ -173,7 +173,7 @@ def _index_scans(url: str) -> int:
 
 def test_duckdb_and_postgresql_agree_and_the_hnsw_index_is_used(tmp_path, postgres):
     random_catalogue(tmp_path / "tags", n=400, dim=16)
-    files = sorted(str(p) for p in (tmp_path / "tags").glob(tags.TAGS_GLOB))
+    files = sorted(str(p) for p in (tmp_path / "tags").glob(tag_output.TAGS_GLOB))
     urls = {"duckdb": f"duckdb:///{tmp_path / 'c.duckdb'}",
             "pgvector": local_postgres.create_database(postgres, "agree_pgvector"),
             "real[]": local_postgres.create_database(postgres, "agree_arrays")}
@@ -375,7 +375,7 @@ def old_tag_file(folder, rows, *, version: str, name: str) -> None:
     schema = schema.remove(schema.get_field_index("tags"))
     folder.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist([{k: v for k, v in r.items() if k != "tags"} for r in rows], schema=schema),
-                   folder / f"{tags.TAGS_PREFIX}-{name}-00000-of-00001.parquet")
+                   folder / f"{tag_output.TAGS_PREFIX}-{name}-00000-of-00001.parquet")
 
 
 @pytest.mark.parametrize("old_first", [True, False], ids=["old-file-first", "new-file-first"])
@@ -535,9 +535,9 @@ def test_a_bulk_load_rebuilds_the_hnsw_index_after_its_rows_and_a_small_one_upda
     url = local_postgres.create_database(postgres, "bulk_rebuild")
     database = connect(url)
     try:
-        first = database.load(sorted(str(p) for p in (tmp_path / "first").glob(tags.TAGS_GLOB)))
+        first = database.load(sorted(str(p) for p in (tmp_path / "first").glob(tag_output.TAGS_GLOB)))
         assert database.has_index("m1") and not any("rebuilt" in n for n in first.notes)
-        bulk = database.load(sorted(str(p) for p in (tmp_path / "bulk").glob(tags.TAGS_GLOB)))
+        bulk = database.load(sorted(str(p) for p in (tmp_path / "bulk").glob(tag_output.TAGS_GLOB)))
         assert any("200 rows of m1 loaded at once" in n for n in bulk.notes), bulk.notes
         assert database.has_index("m1") and bulk.counts["embeddings"] == 200
         found = database.similar("t0150", k=5, model_version="m1")
@@ -546,9 +546,9 @@ def test_a_bulk_load_rebuilds_the_hnsw_index_after_its_rows_and_a_small_one_upda
         small.mkdir()  # one more track: too few to rebuild, the index is updated
         schema = tags.tags_schema(labels=LABELS, embedding_dim=8, model_version="m1", feature_version="f1")
         pq.write_table(pa.Table.from_pylist([row("late", LABELS[0], unit(np.ones(8)))], schema=schema),
-                       small / f"{tags.TAGS_PREFIX}-s-00000-of-00001.parquet")
+                       small / f"{tag_output.TAGS_PREFIX}-s-00000-of-00001.parquet")
         notes_before = len(database.notes)
-        database.load(sorted(str(p) for p in small.glob(tags.TAGS_GLOB)))
+        database.load(sorted(str(p) for p in small.glob(tag_output.TAGS_GLOB)))
         assert len(database.notes) == notes_before and database.has_index("m1")
     finally:
         database.close()
@@ -566,7 +566,7 @@ def test_duckdb_builds_a_vector_index_updates_it_and_never_searches_a_stale_one(
     # Tests' catalogues are small: an index from 300 embeddings, in shards of 150 (here 150, 150, 100).
     database = connect(f"duckdb:///{path}", index_min_rows=300, index_shard_rows=150)
     try:
-        first = database.load(sorted(str(p) for p in (tmp_path / "tags").glob(tags.TAGS_GLOB)))
+        first = database.load(sorted(str(p) for p in (tmp_path / "tags").glob(tag_output.TAGS_GLOB)))
         assert first.notes == ["model m1: HNSW vector index built over 400 embeddings"]
         assert len(_duckdb_index_files(path)) == 7  # manifest, and per shard its graph and per-track arrays
         built = _duckdb_index_files(path)
@@ -590,13 +590,13 @@ def test_duckdb_builds_a_vector_index_updates_it_and_never_searches_a_stale_one(
         assert database.similar("t0007", k=5, model_version="m1", genre="waltz").method == "exact"
 
         # A small load updates the index: a twin of t0007 arrives, t0123 falls silent.
-        twin = pq.read_table(next((tmp_path / "tags").glob(tags.TAGS_GLOB))).to_pylist()[7]["embedding"]
+        twin = pq.read_table(next((tmp_path / "tags").glob(tag_output.TAGS_GLOB))).to_pylist()[7]["embedding"]
         schema = tags.tags_schema(labels=LABELS, embedding_dim=16, model_version="m1", feature_version="f1")
         small = [row("twin", "waltz", twin, day=2), {**row("t0123", None, None, day=2), "embedding": [0.0] * 16}]
         (tmp_path / "small").mkdir()
         pq.write_table(pa.Table.from_pylist(small, schema=schema),
-                       tmp_path / "small" / f"{tags.TAGS_PREFIX}-s-00000-of-00001.parquet")
-        database.load([str(p) for p in (tmp_path / "small").glob(tags.TAGS_GLOB)])
+                       tmp_path / "small" / f"{tag_output.TAGS_PREFIX}-s-00000-of-00001.parquet")
+        database.load([str(p) for p in (tmp_path / "small").glob(tag_output.TAGS_GLOB)])
         found = database.similar("t0007", k=3, model_version="m1")
         assert found.method == "approximate (HNSW index)"
         assert found.neighbours[0].track_id == "twin" and found.neighbours[0].similarity == pytest.approx(1.0)
@@ -627,7 +627,7 @@ def test_duckdb_builds_a_vector_index_updates_it_and_never_searches_a_stale_one(
         database.close()
     database = connect(f"duckdb:///{path}", vector_index="none")  # --vector-index none removes the files
     try:
-        database.load([str(p) for p in (tmp_path / "small").glob(tags.TAGS_GLOB)])
+        database.load([str(p) for p in (tmp_path / "small").glob(tag_output.TAGS_GLOB)])
         assert _duckdb_index_files(path) == []
     finally:
         database.close()
@@ -694,7 +694,7 @@ def test_a_duckdb_load_replacing_many_rows_commits_in_parts_with_the_same_result
         r["embedding"] = unit(r["embedding"]) if r["genre"] else [0.0] * 16
     (tmp_path / "again").mkdir()
     schema = tags.tags_schema(labels=LABELS, embedding_dim=16, model_version="m1", feature_version="f1")
-    pq.write_table(pa.Table.from_pylist(again, schema=schema), tmp_path / "again" / f"{tags.TAGS_PREFIX}-a-00000-of-00001.parquet")
+    pq.write_table(pa.Table.from_pylist(again, schema=schema), tmp_path / "again" / f"{tag_output.TAGS_PREFIX}-a-00000-of-00001.parquet")
 
     def contents(path) -> dict:
         with duckdb.connect(str(path), read_only=True) as con:

@@ -22,6 +22,7 @@ from pipelines import featurize
 from schemas import examples
 from schemas.failure import ERRORS_DIR
 from schemas.features import MUSICNN, FeatureConfig, SegmentPolicy
+from schemas.featurize_metadata import METADATA_FILE
 from tests.conftest import make_bad_files, make_good_files, tone
 from transforms.listing import catalogue_facts, plan_listing
 
@@ -56,9 +57,14 @@ def catalogue(tmp_path_factory, gtzan_rows, gtzan_dir) -> tuple[pathlib.Path, di
     return manifest, fate
 
 
-def read_split(output: pathlib.Path, split: str) -> list[dict]:
+def read_records(output: pathlib.Path, split: str) -> list[bytes]:
+    """A split's serialized examples, shard by shard."""
     files = sorted(glob.glob(str(output / split / f"part-*{examples.TFRECORD_SUFFIX}")))
-    return [examples.decode_example(r.numpy()) for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+
+
+def read_split(output: pathlib.Path, split: str) -> list[dict]:
+    return [examples.decode_example(record) for record in read_records(output, split)]
 
 
 def read_errors(output: pathlib.Path) -> list[dict]:
@@ -85,8 +91,8 @@ def test_every_input_ends_in_the_shards_or_in_errors(catalogue, featurized):
     assert failed.pop("blues.00000") == "catalogue"
     assert failed == {t: f for t, f in fate.items() if f != "ok"}
     assert all(row["error"] and row["uri"] for row in errors)
-    assert result["inputs"] == len(fate) + 1
-    assert result["totals"]["failed"] == len(errors)
+    assert result.inputs == len(fate) + 1
+    assert result.totals["failed"] == len(errors)
 
 
 def test_no_track_straddles_two_splits(featurized):
@@ -99,7 +105,7 @@ def test_no_track_straddles_two_splits(featurized):
 
 def test_metadata_counts_agree_with_the_shards(featurized):
     output, _ = featurized
-    metadata = json.loads((output / examples.METADATA_FILE).read_text())
+    metadata = json.loads((output / METADATA_FILE).read_text())
     cfg = FeatureConfig.from_dict(metadata["feature_config"])
     assert metadata["feature_version"] == cfg.version == MUSICNN.version  # the default: what the default model needs
     # The vocabulary is every label the manifest names (streamed by the launcher, which keeps no rows):
@@ -173,9 +179,9 @@ def test_test_pipeline_outputs_with_assert_that(tmp_path):
 
 def test_real_unlabelled_catalogue_of_music_and_non_music(catalogue_sample_dir, tmp_path):
     result = featurize.run(["--input", str(catalogue_sample_dir), "--output", str(tmp_path / "f")])
-    assert result["inputs"] == 18 and result["totals"]["failed"] == 0
-    assert result["skipped_non_audio_files"] == 1  # SOURCES.csv
-    assert result["labels"] == []
+    assert result.inputs == 18 and result.totals["failed"] == 0
+    assert result.skipped_non_audio_files == 1  # SOURCES.csv
+    assert result.labels == []
     assert all(e["label_id"] == examples.UNLABELLED_ID for e in read_split(tmp_path / "f", "train"))
 
 
@@ -186,7 +192,7 @@ def test_feature_config_file_changes_shapes_and_version(tmp_path):
     (tmp_path / "features.json").write_text(json.dumps(cfg.to_dict()))
     result = featurize.run(["--input", str(tmp_path), "--output", str(tmp_path / "out"),
                             "--feature-config", str(tmp_path / "features.json"), "--splits", "100,0,0"])
-    assert result["feature_version"] == cfg.version != FeatureConfig().version
+    assert result.feature_version == cfg.version != FeatureConfig().version
     written = read_split(tmp_path / "out", "train")
     assert len(written) == 3 * 2 and all(e["mel"].shape == cfg.mel_shape == (126, 64) for e in written)
 
@@ -202,11 +208,11 @@ def test_an_incomplete_earlier_run_is_replaced_by_the_same_command(catalogue, fe
     complete, _ = featurized
     output = tmp_path / "out"
     shutil.copytree(complete, output)
-    (output / examples.METADATA_FILE).unlink()
+    (output / METADATA_FILE).unlink()
     (output / "train" / "part-00000-of-00009.tfrecord.gz").write_bytes(b"half a shard")
     featurize.run(["--input", str(manifest), "--output", str(output), "--progress", "off"])
     assert "holds an incomplete earlier run" in caplog.text
-    metadata = json.loads((output / examples.METADATA_FILE).read_text())
+    metadata = json.loads((output / METADATA_FILE).read_text())
     shards = sorted(output.glob("*/part-*.tfrecord.gz")) + sorted(output.glob(f"{ERRORS_DIR}/*.parquet"))
     assert metadata["shard_files"] == len(shards) > 0
     assert not (output / "train" / "part-00000-of-00009.tfrecord.gz").exists()

@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 
 from pipelines import featurize, tag
-from schemas import examples
+from schemas.featurize_metadata import METADATA_FILE
 from tests.test_runners import (  # noqa: F401 (fixtures)
     assert_same_features,
+    assert_same_tag_rows,
     catalogue,
     direct_features,
-    assert_same_tag_rows,
     direct_tags,
     featurize_outputs,
     tag_outputs,
@@ -80,7 +80,7 @@ def flink_flags(jar: str, tmp_path: pathlib.Path) -> list[str]:
 def direct_metadata(catalogue, tmp_path_factory):
     output = tmp_path_factory.mktemp("direct-stats") / "features"
     featurize.run(["--input", str(catalogue), "--labels", "from-dirs", "--output", str(output), "--progress", "off"])
-    return json.loads((output / examples.METADATA_FILE).read_text())
+    return json.loads((output / METADATA_FILE).read_text())
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
@@ -93,7 +93,7 @@ def test_featurize_on_flink_with_a_worker_pool_writes_the_same_examples_and_stat
                    "--environment_config", worker_pool.address])
     assert worker_pool.workers_started() > started
     assert_same_features(tmp_path / "features", direct_features)
-    metadata = json.loads((tmp_path / "features" / examples.METADATA_FILE).read_text())
+    metadata = json.loads((tmp_path / "features" / METADATA_FILE).read_text())
     assert metadata["counts"] == direct_metadata["counts"] and metadata["totals"] == direct_metadata["totals"]
     for field in ("mean", "std"):
         np.testing.assert_allclose(metadata["mel_stats"][field], direct_metadata["mel_stats"][field], atol=1e-5)

@@ -24,9 +24,9 @@ from runners import flink_cluster
 from tests.test_flink import flink_jar, flink_version  # noqa: F401 (fixture)
 from tests.test_runners import (  # noqa: F401 (fixtures)
     assert_same_features,
+    assert_same_tag_rows,
     catalogue,
     direct_features,
-    assert_same_tag_rows,
     direct_tags,
     featurize_outputs,
     tag_outputs,
@@ -192,8 +192,9 @@ def test_a_killed_taskmanager_fails_the_job_and_the_same_command_then_completes(
         flink_cluster.stop(workdir)
     direct = tmp_path / "direct"
     featurize.run(["--input", str(GTZAN / "manifest.csv"), "--output", str(direct), "--progress", "off"])
-    here, errors_here = featurize_outputs(output)
-    there, errors_there = featurize_outputs(direct)
+    here, errors_here, bytes_here = featurize_outputs(output)
+    there, errors_there, bytes_there = featurize_outputs(direct)
     assert here.keys() == there.keys() and len(here) == 600 and errors_here == errors_there
+    assert bytes_here == bytes_there
     for key, (_, mel) in there.items():
         np.testing.assert_array_equal(here[key][1], mel)

@@ -6,9 +6,8 @@ import librosa
 import numpy as np
 import pytest
 
-from schemas.features import MUSICNN, FeatureConfig
+from schemas.features import MUSICNN, PRESETS, FeatureConfig
 from tests.conftest import tone
-from schemas.features import PRESETS
 from transforms.mel import hann_window, log_mel, mel_basis, mel_filters
 
 CFG = FeatureConfig()

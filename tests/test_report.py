@@ -20,8 +20,9 @@ import pytest
 from pipelines import load, report, synthetic, tag
 from report import summary
 from report.build import build
-from schemas import tags
+from schemas import tag_output, tags
 from schemas.failure import ERRORS_DIR, ERRORS_SCHEMA
+from schemas.tag_output import TagOutput
 from tests.conftest import make_bad_files
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -66,8 +67,8 @@ def synthetic_tag_output(folder: pathlib.Path, rows: int = 300, failed: int = 40
     } for i in range(failed)], schema=ERRORS_SCHEMA)
     (folder / ERRORS_DIR).mkdir()
     pq.write_table(errors, folder / ERRORS_DIR / "part-00000-of-00001.parquet")
-    (folder / tags.RUNS_DIR).mkdir()
-    (folder / tags.RUNS_DIR / "20261201T000000Z-abc123.json").write_text(json.dumps({
+    (folder / tag_output.RUNS_DIR).mkdir()
+    (folder / tag_output.RUNS_DIR / "20261201T000000Z-abc123.json").write_text(json.dumps({
         "run_id": "20261201T000000Z-abc123", "model_version": "genre-test", "inputs": rows + failed, "skipped": 0,
         "tagged": rows, "failed": failed, "wall_s": 60.0, "audio_s": 30.0 * rows}))
     return {"rows": rows, "flagged": int(flagged.sum()), "failed": failed,
@@ -119,7 +120,7 @@ def test_a_large_output_is_summarized_in_bounded_memory(tmp_path, monkeypatch):
     expected = synthetic_tag_output(tmp_path / "out", rows=300)
     monkeypatch.setattr(summary, "MAX_LISTED", 20)
     monkeypatch.setattr(summary, "MAP_SAMPLE", 50)
-    files = summary.tag_files(str(tmp_path / "out"))
+    files = TagOutput(str(tmp_path / "out")).tag_files()
     found = summary.summarize_tags(files, "genre-test")
     assert found.rows == 300 and found.flagged == expected["flagged"] and dict(found.genres) == expected["genres"]
     assert len(found.flagged_rows) == 20 and len(found.map_rows) == 50

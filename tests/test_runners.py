@@ -10,6 +10,7 @@ tests/test_flink.py (and test_flink_cluster.py), on a job server built by `make 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pathlib
 import shutil
@@ -26,7 +27,7 @@ from pipelines import featurize, tag
 from schemas import examples
 from schemas.failure import ERRORS_DIR
 from tests.conftest import GTZAN, make_bad_files
-from tests.test_featurize_pipeline import read_split
+from tests.test_featurize_pipeline import read_records, read_split
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PORTABLE = ["--runner", "PortableRunner", "--job_endpoint", "embed"]
@@ -88,27 +89,32 @@ def catalogue(tmp_path_factory) -> pathlib.Path:
     return root
 
 
-def featurize_outputs(output: pathlib.Path) -> tuple[dict, list]:
-    found = {}
+def featurize_outputs(output: pathlib.Path) -> tuple[dict, list, dict]:
+    """(decoded examples by (split, track, segment), failed inputs, each split's serialized examples as sorted
+    SHA-256 digests: the bytes, whatever order the shards hold them in)."""
+    found, digests = {}, {}
     for split in examples.SPLITS:
         for example in read_split(output, split):
             found[(split, example[examples.TRACK_ID], example[examples.SEGMENT_INDEX])] = (
                 example[examples.LABEL], example[examples.MEL])
+        digests[split] = sorted(hashlib.sha256(record).hexdigest() for record in read_records(output, split))
     errors = sorted((pathlib.Path(r["uri"]).name, r["stage"], r["error"])
                     for r in pq.read_table(str(output / ERRORS_DIR)).to_pylist())
-    return found, errors
+    return found, errors, digests
 
 
-def assert_same_features(output: pathlib.Path, direct: tuple[dict, list]) -> None:
+def assert_same_features(output: pathlib.Path, direct: tuple[dict, list, dict]) -> None:
     """The featurize output in `output` holds DirectRunner's examples (same tracks, segments, splits,
-    labels and mel arrays) and failed inputs, for the runners tests' catalogue."""
-    examples_here, errors_here = featurize_outputs(output)
-    examples_direct, errors_direct = direct
+    labels and mel arrays, and byte for byte the same serialized examples) and failed inputs, for the
+    runners tests' catalogue."""
+    examples_here, errors_here, bytes_here = featurize_outputs(output)
+    examples_direct, errors_direct, bytes_direct = direct
     assert len(examples_direct) == 6 * 3  # 6 clips of 10 s: three 3 s segments each
     assert examples_here.keys() == examples_direct.keys()  # same tracks, segments and splits
     for key, (label, mel) in examples_direct.items():
         assert examples_here[key][0] == label
         np.testing.assert_array_equal(examples_here[key][1], mel)
+    assert bytes_here == bytes_direct  # deterministic serialization: comparable by hash across runners
     assert errors_here == errors_direct and len(errors_direct) == 8
 
 
@@ -117,6 +123,12 @@ def direct_features(catalogue, tmp_path_factory):
     output = tmp_path_factory.mktemp("direct") / "features"
     featurize.run(["--input", str(catalogue), "--labels", "from-dirs", "--output", str(output), "--progress", "off"])
     return featurize_outputs(output)
+
+
+def test_featurize_with_two_worker_processes_writes_byte_identical_examples(catalogue, direct_features, tmp_path):
+    featurize.run(["--input", str(catalogue), "--labels", "from-dirs", "--output", str(tmp_path / "features"),
+                   "--progress", "off", "--direct_num_workers", "2", "--direct_running_mode", "multi_processing"])
+    assert_same_features(tmp_path / "features", direct_features)
 
 
 @pytest.mark.parametrize("runner", list(RUNNERS))

@@ -17,7 +17,7 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines import synthetic, tag
-from schemas import tags
+from schemas import tag_output, tags
 from schemas.failure import ERRORS_DIR, Failure
 from schemas.features import FeatureConfigMismatch
 from schemas.model_assets import CONFIG_ASSET, read_model_assets
@@ -84,7 +84,7 @@ def test_every_input_ends_in_a_row_or_in_errors(catalogue, tagged):
 def test_rows_follow_the_declared_schema_and_the_model(tagged, small_model):
     output, result = tagged
     assets = read_model_assets(small_model[0])
-    expected = tags.tags_schema(labels=assets.labels, embedding_dim=small_model[1]["embedding_dim"],
+    expected = tags.tags_schema(labels=assets.labels, embedding_dim=small_model[1].embedding_dim,
                                 model_version=assets.model_version, feature_version=assets.cfg.version)
     for path in result.files:
         schema = pq.read_schema(path)
@@ -142,7 +142,7 @@ def test_skip_existing_tags_again_a_file_whose_content_changed(catalogue, small_
     first, second, *_ = sorted((tmp_path / "in").rglob("*.flac"))
     argv = ["--input", str(tmp_path / "in"), "--model", small_model[0], "--output", str(output), "--skip-existing"]
     tag.run(argv)
-    rows = [r for f in sorted(output.glob(tags.TAGS_GLOB)) for r in pq.read_table(f).to_pylist()]
+    rows = [r for f in sorted(output.glob(tag_output.TAGS_GLOB)) for r in pq.read_table(f).to_pylist()]
     fingerprint = {r["uri"]: r[tags.FINGERPRINT] for r in rows}
     assert all(len(f or "") == 32 for f in fingerprint.values())
 

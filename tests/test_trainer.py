@@ -13,6 +13,7 @@ import tensorflow as tf
 from pipelines import synthetic
 from schemas import examples
 from schemas.features import FeatureConfig, FeatureConfigMismatch
+from schemas.featurize_metadata import METADATA_FILE
 from schemas.model_assets import read_model_assets
 from trainer import evaluate, models
 from trainer.data import Augment, make_dataset, read_data_info
@@ -120,14 +121,14 @@ def test_tiny_training_run_exports_a_servable_model(data_dir, trained):
 
     assets = read_model_assets(model_dir)
     assert assets.labels == info.labels and assets.cfg == info.cfg
-    assert card["embedding_dim"] == out["embedding"].shape[-1]
+    assert card.embedding_dim == out["embedding"].shape[-1]
     # The typicality reference: a unit centroid per label and a threshold the tagger flags below.
     centroids = np.asarray(assets.typicality["centroids"])
-    assert centroids.shape == (len(info.labels), card["embedding_dim"])
+    assert centroids.shape == (len(info.labels), card.embedding_dim)
     np.testing.assert_allclose(np.linalg.norm(centroids, axis=1), 1.0, atol=1e-5)
     assert -1.0 <= assets.typicality["threshold"] <= 1.0
-    assert card["model_version"].startswith("cnn1d-") and card["feature_version"] == info.cfg.version
-    assert card["training"]["epochs_run"] == 2 and card["training"]["examples_per_s"] > 0
+    assert card.model_version.startswith("cnn1d-") and card.feature_version == info.cfg.version
+    assert card.training["epochs_run"] == 2 and card.training["examples_per_s"] > 0
     metrics = json.loads((pathlib.Path(model_dir) / "metrics.json").read_text())
     assert 0.0 <= metrics["track_accuracy"] <= 1.0 and metrics["tracks"] > 0
     for plot in ("training_curves.png", "confusion_matrix.png", "embeddings_pca.png"):
@@ -144,8 +145,8 @@ def test_mismatching_feature_configs_are_refused(data_dir, trained, tmp_path):
     # Data featurized with another config, evaluated with this model.
     foreign = tmp_path / "foreign"
     foreign.mkdir()
-    metadata = json.loads((pathlib.Path(data_dir) / examples.METADATA_FILE).read_text())
-    (foreign / examples.METADATA_FILE).write_text(json.dumps({**metadata, "feature_config": other.to_dict()}))
+    metadata = json.loads((pathlib.Path(data_dir) / METADATA_FILE).read_text())
+    (foreign / METADATA_FILE).write_text(json.dumps({**metadata, "feature_config": other.to_dict()}))
     with pytest.raises(FeatureConfigMismatch, match="refusing to mix model and data"):
         evaluate.evaluate_model(model_dir, str(foreign))
     # Training into a model directory that holds a model for another config.

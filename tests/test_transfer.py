@@ -12,10 +12,11 @@ import pytest
 import tensorflow as tf
 
 from pipelines import featurize, tag
-from schemas import examples, presets
-from schemas.failure import ERRORS_DIR
+from schemas import presets
 from schemas.features import FeatureConfig, FeatureConfigMismatch
+from schemas.featurize_metadata import METADATA_FILE
 from schemas.model_assets import read_model_assets
+from schemas.tag_output import TagOutput, read_tables
 from tests.conftest import make_bad_files
 from trainer import evaluate, musicnn, transfer
 from trainer.task import TrainConfig, run
@@ -45,12 +46,12 @@ def zero_shot(catalogue_sample_dir, pretrained_cache, tmp_path_factory):
 
 def test_the_default_model_is_a_head_on_the_pretrained_backbone(transfer_model, synthetic_features):
     model_dir, card = transfer_model
-    info = json.loads((pathlib.Path(synthetic_features) / examples.METADATA_FILE).read_text())
-    assert card["arch"] == "musicnn-msd-head" and card["model_version"].startswith("musicnn-msd-head-")
-    assert card["backbone"]["name"] == "musicnn-msd" and card["backbone"]["source"]["package"] == "musicnn"
-    assert card["embedding_dim"] == len(info["labels"]) + 200  # [probabilities, 0.5 x unit(penultimate)]
-    assert card["training"]["epochs_run"] == 8  # a fixed schedule: no early stop on a tiny validation split
-    assert card["metrics"]["track_accuracy"] >= 0.75  # four synthetic styles are easy for musicnn's features
+    info = json.loads((pathlib.Path(synthetic_features) / METADATA_FILE).read_text())
+    assert card.arch == "musicnn-msd-head" and card.model_version.startswith("musicnn-msd-head-")
+    assert card.backbone["name"] == "musicnn-msd" and card.backbone["source"]["package"] == "musicnn"
+    assert card.embedding_dim == len(info["labels"]) + 200  # [probabilities, 0.5 x unit(penultimate)]
+    assert card.training["epochs_run"] == 8  # a fixed schedule: no early stop on a tiny validation split
+    assert card.metrics["track_accuracy"] >= 0.75  # four synthetic styles are easy for musicnn's features
     assets = read_model_assets(model_dir)
     assert assets.typicality is not None and len(assets.typicality["centroids"]) == len(info["labels"])
     assert assets.typicality["offset"] == len(info["labels"])  # typicality of the backbone part: how it sounds
@@ -65,20 +66,20 @@ def test_the_export_needs_nothing_but_itself(transfer_model, synthetic_features,
     out = model.serve(mel)
     np.testing.assert_allclose(out["probabilities"].numpy().sum(axis=1), 1.0, atol=1e-5)
     embedding = out["embedding"].numpy()
-    assert embedding.shape == (5, card["embedding_dim"])
-    np.testing.assert_allclose(embedding[:, :len(card["labels"])], out["probabilities"].numpy(), atol=1e-6)
-    np.testing.assert_allclose(np.linalg.norm(embedding[:, len(card["labels"]):], axis=1), transfer.SOUND_WEIGHT,
+    assert embedding.shape == (5, card.embedding_dim)
+    np.testing.assert_allclose(embedding[:, :len(card.labels)], out["probabilities"].numpy(), atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(embedding[:, len(card.labels):], axis=1), transfer.SOUND_WEIGHT,
                                atol=1e-4)
     metrics = evaluate.evaluate_model(str(moved), synthetic_features, split="test")
-    assert metrics["track_accuracy"] == card["metrics"]["track_accuracy"]
+    assert metrics["track_accuracy"] == card.metrics["track_accuracy"]
 
 
 def test_the_backbone_refuses_data_made_with_another_feature_config(synthetic_features, pretrained_cache, tmp_path):
     foreign = tmp_path / "foreign"
     shutil.copytree(synthetic_features, foreign)
-    metadata = json.loads((foreign / examples.METADATA_FILE).read_text())
+    metadata = json.loads((foreign / METADATA_FILE).read_text())
     metadata["feature_config"] = FeatureConfig().to_dict()
-    (foreign / examples.METADATA_FILE).write_text(json.dumps(metadata))
+    (foreign / METADATA_FILE).write_text(json.dumps(metadata))
     with pytest.raises(FeatureConfigMismatch, match="needs data featurized with `--feature-config musicnn`"):
         run(TrainConfig(data_dir=str(foreign), model_dir=str(tmp_path / "m"), epochs=1, verbose=0))
 
@@ -87,8 +88,8 @@ def test_fine_tuning_trains_the_backbone_dense_layer_and_nothing_else_of_it(synt
                                                                            tmp_path):
     card = run(TrainConfig(data_dir=synthetic_features, model_dir=str(tmp_path / "m"), epochs=2, fine_tune=True,
                            fine_tune_epochs=1, verbose=0))
-    assert card["backbone"]["fine_tuned"] == list(transfer.FINE_TUNED_LAYERS)
-    original, _ = transfer.load_backbone("musicnn-msd", FeatureConfig.from_dict(card["feature_config"]))
+    assert card.backbone["fine_tuned"] == list(transfer.FINE_TUNED_LAYERS)
+    original, _ = transfer.load_backbone("musicnn-msd", FeatureConfig.from_dict(card.feature_config))
     exported = tf.saved_model.load(str(tmp_path / "m"))
     variables = {v.path if hasattr(v, "path") else v.name: v.numpy() for v in exported.variables}
 
@@ -107,7 +108,7 @@ def test_zero_shot_tags_every_input_or_reports_it(zero_shot):
     root, bad, output, result = zero_shot
     rows = tag.read_tags(str(output)).to_pylist()
     errors = {pathlib.Path(r["uri"]).name: r["stage"] for r in
-              tag._read_tables(tag._match(str(output / ERRORS_DIR / "*.parquet")), None).to_pylist()}
+              read_tables(TagOutput(str(output)).error_files()).to_pylist()}
     silent = {name for name, stage in bad.items() if stage == "segment"}
     assert {pathlib.Path(r["uri"]).name for r in rows} == set(MUSIC) | silent
     assert errors == {name: stage for name, stage in bad.items() if name not in silent}
@@ -167,8 +168,8 @@ def test_tagging_with_the_transfer_model_uses_its_genres(transfer_model, tmp_pat
     synthetic.write_catalogue(tmp_path / "music", tracks_per_style=1, seconds=7.0)
     result = tag.run(["--input", str(tmp_path / "music"), "--model", model_dir, "--output", str(tmp_path / "tags")])
     rows = tag.read_tags(result.output).to_pylist()
-    assert len(rows) == 4 and {r["genre"] for r in rows} <= set(card["labels"])
-    assert all(len(r["embedding"]) == card["embedding_dim"] for r in rows)
+    assert len(rows) == 4 and {r["genre"] for r in rows} <= set(card.labels)
+    assert all(len(r["embedding"]) == card.embedding_dim for r in rows)
     assert all(r["tags"] == ([] if r["low_confidence"] else [{"label": r["genre"], "score": r["confidence"]}])
                for r in rows)
 
@@ -178,10 +179,10 @@ def test_featurize_defaults_to_the_backbones_config(tmp_path):
 
     synthetic.write_catalogue(tmp_path / "music", tracks_per_style=1, seconds=4.0)
     result = featurize.run(["--input", str(tmp_path / "music"), "--output", str(tmp_path / "f"), "--progress", "off"])
-    assert result["feature_version"] == presets.PRESETS["musicnn-msd"].cfg.version
+    assert result.feature_version == presets.PRESETS["musicnn-msd"].cfg.version
     v1 = featurize.run(["--input", str(tmp_path / "music"), "--output", str(tmp_path / "g"), "--progress", "off",
                         "--feature-config", "cattag-v1"])
-    assert v1["feature_version"] == FeatureConfig().version
+    assert v1.feature_version == FeatureConfig().version
     assert musicnn.EMBEDDING_OUTPUT == musicnn.PENULTIMATE
 
 

@@ -23,7 +23,7 @@ import pytest
 
 from database import parse_url
 from runners import prism
-from schemas import tags
+from schemas import tag_output, tags
 from schemas.failure import ERRORS_DIR
 from tests import local_postgres
 from tests.conftest import make_bad_files
@@ -96,7 +96,7 @@ class Watcher:
             cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT)
 
     def rows(self) -> list[dict]:
-        return [r for f in sorted(self.output.glob(tags.TAGS_GLOB)) for r in pq.read_table(f).to_pylist()]
+        return [r for f in sorted(self.output.glob(tag_output.TAGS_GLOB)) for r in pq.read_table(f).to_pylist()]
 
     def errors(self) -> list[dict]:
         return [r for f in sorted((self.output / ERRORS_DIR).glob("*.parquet"))

@@ -10,14 +10,14 @@ than memory trains.
 from __future__ import annotations
 
 import dataclasses
-import json
-from typing import Any
+import math
 
 import numpy as np
 import tensorflow as tf
 
 from schemas import examples
 from schemas.features import FeatureConfig, FeatureConfigMismatch, check_compatible
+from schemas.featurize_metadata import METADATA_FILE, FeaturizeMetadata, MetadataError
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -34,11 +34,15 @@ class DataInfo:
     labels: list[str]
     mel_mean: np.ndarray  # [n_mels]
     mel_std: np.ndarray  # [n_mels]
-    counts: dict[str, dict[str, dict[str, int]]]  # split -> label -> counts
-    raw: dict[str, Any]
+    metadata: FeaturizeMetadata
+
+    @property
+    def counts(self) -> dict[str, dict[str, dict[str, int]]]:
+        """split -> label -> counts"""
+        return self.metadata.counts
 
     def segments(self, split: str) -> int:
-        return sum(c["segments"] for c in self.counts[split].values())
+        return self.metadata.segments(split)
 
     def class_weights(self) -> np.ndarray:
         """Inverse-frequency weights over training segments, mean 1 ("balanced")."""
@@ -49,28 +53,30 @@ class DataInfo:
 
 def read_data_info(data_dir: str, *, expected: FeatureConfig | None = None) -> DataInfo:
     """Reads DIR/metadata.json; refuses data whose feature config differs from `expected`."""
-    path = f"{data_dir.rstrip('/')}/{examples.METADATA_FILE}"
+    path = f"{data_dir.rstrip('/')}/{METADATA_FILE}"
     if not tf.io.gfile.exists(path):
-        raise DataError(f"{data_dir} has no {examples.METADATA_FILE}: is it a `cattag featurize` output?")
+        raise DataError(f"{data_dir} has no {METADATA_FILE}: is it a `cattag featurize` output?")
     with tf.io.gfile.GFile(path) as handle:
-        raw = json.load(handle)
+        try:
+            metadata = FeaturizeMetadata.from_json(handle.read())
+        except MetadataError as err:
+            raise DataError(f"{path}: {err}") from err
     try:
-        cfg = FeatureConfig.from_dict(raw["feature_config"])
-    except (KeyError, TypeError, ValueError) as err:
+        cfg = FeatureConfig.from_dict(metadata.feature_config)
+    except (TypeError, ValueError) as err:
         raise DataError(f"{path}: unreadable feature config: {err}") from err
     if expected is not None:
         check_compatible(expected, cfg, what=f"the data in {data_dir}")
-    stats = raw.get("mel_stats", {})
+    stats = metadata.mel_stats
     if not stats.get("frames"):
         raise DataError(f"{path}: no training statistics (the train split is empty)")
     std = np.asarray(stats["std"], np.float32)
     return DataInfo(
         cfg=cfg,
-        labels=list(raw["labels"]),
+        labels=list(metadata.labels),
         mel_mean=np.asarray(stats["mean"], np.float32),
         mel_std=np.where(std > 1e-3, std, 1.0).astype(np.float32),  # a constant bin must not blow up
-        counts=raw["counts"],
-        raw=raw,
+        metadata=metadata,
     )
 
 
@@ -129,7 +135,27 @@ def make_dataset(
     dataset = batches.map(to_training, num_parallel_calls=AUTOTUNE)
     if augment is not None:
         dataset = dataset.map(augment, num_parallel_calls=AUTOTUNE)
-    return dataset.prefetch(AUTOTUNE)
+    # Labels are masked inside batches, so the batch count is known: telling tf.data lets Keras show a
+    # real progress bar and stops it warning that the input "ran out of data".
+    return dataset.apply(_known_batches(info.segments(split), batch_size)).prefetch(AUTOTUNE)
+
+
+def labelled_segments(data_dir: str, split: str, *, info: DataInfo, batch_size: int) -> tf.data.Dataset:
+    """(mel, one-hot label) batches of a split's labelled segments, in file order, with a known batch
+    count: what Keras takes as validation data (unlabelled segments are masked out of each batch)."""
+    n_classes = len(info.labels)
+
+    def labelled(batch):
+        keep = batch[examples.LABEL_ID] >= 0
+        return (tf.boolean_mask(batch[examples.MEL], keep),
+                tf.one_hot(tf.boolean_mask(batch[examples.LABEL_ID], keep), n_classes))
+
+    dataset = make_dataset(data_dir, split, info=info, batch_size=batch_size, training=False)
+    return dataset.map(labelled).apply(_known_batches(info.segments(split), batch_size))
+
+
+def _known_batches(segments: int, batch_size: int):
+    return tf.data.experimental.assert_cardinality(math.ceil(segments / batch_size))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,6 +10,7 @@ Endpoints:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import pathlib
@@ -25,9 +26,10 @@ from schemas.model_assets import (
     MODEL_CARD,
     TYPICALITY_ASSET,
 )
+from schemas.model_card import MULTILABEL, ModelCard
 from trainer import models, musicnn
-from transforms import aggregate
 from trainer.data import parse_batch
+from transforms import aggregate
 
 
 def weights_version(model: keras.Model) -> str:
@@ -38,12 +40,13 @@ def weights_version(model: keras.Model) -> str:
     return digest.hexdigest()[:12]
 
 
-def export(model: keras.Model, *, model_dir: str, cfg: FeatureConfig, labels: list[str], card: dict,
+def export(model: keras.Model, *, model_dir: str, cfg: FeatureConfig, labels: list[str], card: ModelCard,
            serving: keras.Model | None = None) -> str:
     """Writes the SavedModel, its assets and the model card; returns the model version. `serving`:
     the model returning {probabilities, embedding} (default: models.with_embedding(model))."""
-    version = f"{card.get('arch', 'model')}-{weights_version(model)}"
-    _write(serving or models.with_embedding(model), model_dir=model_dir, cfg=cfg, labels=labels, card={**card, "model_version": version})
+    version = f"{card.arch}-{weights_version(model)}"
+    _write(serving or models.with_embedding(model), model_dir=model_dir, cfg=cfg, labels=labels,
+           card=dataclasses.replace(card, model_version=version))
     return version
 
 
@@ -56,24 +59,24 @@ def export_tagger(backbone: keras.Model, *, model_dir: str, preset: dict,
     serving = keras.Model(backbone.input, {models.PROBABILITIES: outputs[musicnn.TAGGRAM],
                                            models.EMBEDDING: outputs[musicnn.EMBEDDING_OUTPUT]})
     version = f"{preset['name']}-{weights_version(backbone)}"
-    card = {
-        "name": f"{preset['name']} ({preset['description']})",
-        "arch": "musicnn",
-        "task": aggregate.MULTILABEL,
-        "preset": preset["name"],
-        "labels": preset["labels"],
-        "genre_labels": preset["genre_labels"],
-        # One threshold per tag, all equal until there is labelled music to set them from: see README.
-        "tag_thresholds": dict.fromkeys(preset["labels"], threshold),
-        "embedding_layer": musicnn.EMBEDDING_OUTPUT,
-        "embedding_dim": int(outputs[musicnn.EMBEDDING_OUTPUT].shape[-1]),
-        "feature_version": cfg.version,
-        "feature_config": cfg.to_dict(),
-        "source": preset["source"],
-        "licence": preset["licence"],
-        "model_version": version,
-        "signatures": SIGNATURES,
-    }
+    card = ModelCard(
+        name=f"{preset['name']} ({preset['description']})",
+        arch="musicnn",
+        task=MULTILABEL,
+        preset=preset["name"],
+        labels=preset["labels"],
+        genre_labels=preset["genre_labels"],
+        # One threshold per tag, all equal until there is labelled music to set them from: see docs/pretrained.md.
+        tag_thresholds=dict.fromkeys(preset["labels"], threshold),
+        embedding_layer=musicnn.EMBEDDING_OUTPUT,
+        embedding_dim=int(outputs[musicnn.EMBEDDING_OUTPUT].shape[-1]),
+        feature_version=cfg.version,
+        feature_config=cfg.to_dict(),
+        source=preset["source"],
+        licence=preset["licence"],
+        model_version=version,
+        signatures=SIGNATURES,
+    )
     _write(serving, model_dir=model_dir, cfg=cfg, labels=preset["labels"], card=card)
     return version
 
@@ -82,7 +85,7 @@ SIGNATURES = {"serve": "mel float32 [batch, frames, n_mels] -> probabilities, em
               "serve_examples": "serialized tf.Example [batch] -> probabilities, embedding, track_id, segment_index"}
 
 
-def _write(serving: keras.Model, *, model_dir: str, cfg: FeatureConfig, labels: list[str], card: dict) -> None:
+def _write(serving: keras.Model, *, model_dir: str, cfg: FeatureConfig, labels: list[str], card: ModelCard) -> None:
     """The SavedModel of a model returning {probabilities, embedding}, its assets and card."""
     archive = keras.export.ExportArchive()
     archive.track(serving)
@@ -103,7 +106,7 @@ def _write(serving: keras.Model, *, model_dir: str, cfg: FeatureConfig, labels: 
     (root / "assets").mkdir(exist_ok=True)
     (root / LABELS_ASSET).write_text("".join(f"{label}\n" for label in labels))
     (root / CONFIG_ASSET).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-    (root / MODEL_CARD).write_text(json.dumps(card, indent=2) + "\n")
+    (root / MODEL_CARD).write_text(card.to_json())
 
 
 def write_typicality(model_dir: str, reference: dict) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import json
 import logging
 import math
 import pathlib
@@ -23,12 +22,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from schemas import examples
+from schemas import examples, presets
 from schemas.features import FeatureConfigMismatch
 from schemas.model_assets import MODEL_CARD
-from schemas import presets
+from schemas.model_card import ModelCard, ModelCardError
 from trainer import evaluate, export, models, transfer
-from trainer.data import Augment, DataInfo, make_dataset, read_data_info
+from trainer.data import Augment, DataInfo, labelled_segments, make_dataset, read_data_info
 from transforms import aggregate
 
 _LOG = logging.getLogger(__name__)
@@ -103,30 +102,21 @@ class _Throughput(keras.callbacks.Callback):
                 "epoch_s": seconds}
 
 
-def _eval_pairs(data_dir: str, split: str, info: DataInfo, batch_size: int) -> tf.data.Dataset:
-    n_classes = len(info.labels)
-
-    def labelled(batch):
-        keep = batch[examples.LABEL_ID] >= 0
-        return (tf.boolean_mask(batch[examples.MEL], keep),
-                tf.one_hot(tf.boolean_mask(batch[examples.LABEL_ID], keep), n_classes))
-
-    batches = math.ceil(info.segments(split) / batch_size)
-    return (make_dataset(data_dir, split, info=info, batch_size=batch_size, training=False).map(labelled)
-            .apply(tf.data.experimental.assert_cardinality(batches)))
-
-
 def _refuse_other_model(model_dir: pathlib.Path, info: DataInfo) -> None:
     card_path = model_dir / MODEL_CARD
     if card_path.exists():
-        card = json.loads(card_path.read_text())
-        if card.get("feature_version") != info.cfg.version:
+        try:
+            held = ModelCard.from_json(card_path.read_text()).feature_version
+        except ModelCardError as err:
+            raise ValueError(f"{model_dir} holds something that is not a cattag model ({err}); choose another "
+                             "--model-dir") from err
+        if held != info.cfg.version:
             raise FeatureConfigMismatch(
-                f"{model_dir} holds a model for feature config {card.get('feature_version')}, but the data was "
+                f"{model_dir} holds a model for feature config {held}, but the data was "
                 f"featurized with {info.cfg.version}; choose another --model-dir")
 
 
-def run(cfg: TrainConfig) -> dict:
+def run(cfg: TrainConfig) -> ModelCard:
     """Trains, exports and evaluates; returns the model card."""
     keras.utils.set_random_seed(cfg.seed)
     info = read_data_info(cfg.data_dir)
@@ -159,21 +149,21 @@ def run(cfg: TrainConfig) -> dict:
     epochs_run = len(fitted.history["loss"])
     best_epoch = int(np.argmin(fitted.history[monitor])) + 1
 
-    card = {
-        "name": f"cattag genre model ({arch})",
-        "arch": arch,
-        "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "feature_version": info.cfg.version,
-        "feature_config": info.cfg.to_dict(),
-        "labels": info.labels,
-        "embedding_dim": fitted.embedding_dim,
-        "data": {
+    card = ModelCard(
+        name=f"cattag genre model ({arch})",
+        arch=arch,
+        created_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        feature_version=info.cfg.version,
+        feature_config=info.cfg.to_dict(),
+        labels=info.labels,
+        embedding_dim=fitted.embedding_dim,
+        data={
             "dir": str(pathlib.Path(cfg.data_dir).resolve()),
-            "splits": info.raw.get("splits"),
-            "split_key": info.raw.get("split_key"),
+            "splits": info.metadata.splits,
+            "split_key": info.metadata.split_key,
             "segments": {split: info.segments(split) for split in examples.SPLITS},
         },
-        "training": {
+        training={
             **{k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("data_dir", "model_dir", "verbose")},
             "epochs_run": epochs_run,
             "best_epoch": best_epoch,
@@ -189,8 +179,8 @@ def run(cfg: TrainConfig) -> dict:
             **{k: round(v, 3) for k, v in fitted.throughput.items()},
         },
         **fitted.card,
-        "signatures": export.SIGNATURES,
-    }
+        signatures=export.SIGNATURES,
+    )
     version = export.export(model, model_dir=str(model_dir), cfg=info.cfg, labels=info.labels, card=card,
                             serving=fitted.serving)
     _LOG.info("train: exported %s to %s after %d epochs (best %d)", version, model_dir, epochs_run, best_epoch)
@@ -204,9 +194,9 @@ def run(cfg: TrainConfig) -> dict:
 
     split = "test" if info.segments("test") else "validation" if info.segments("validation") else "train"
     metrics = evaluate.evaluate_model(str(model_dir), cfg.data_dir, split=split, model=exported)
-    card.update(model_version=version, metrics={k: metrics[k] for k in
-                ("segment_accuracy", "track_accuracy", "macro_f1", "tracks", "segments", "split")})
-    (model_dir / MODEL_CARD).write_text(json.dumps(card, indent=2) + "\n")
+    card = dataclasses.replace(card, model_version=version, metrics={k: metrics[k] for k in (
+        "segment_accuracy", "track_accuracy", "macro_f1", "tracks", "segments", "split")})
+    (model_dir / MODEL_CARD).write_text(card.to_json())
     keras.mixed_precision.set_global_policy("float32")
     return card
 
@@ -218,11 +208,8 @@ def _fit_from_scratch(cfg: TrainConfig, info: DataInfo, device: Device, model_di
     steps_per_epoch = math.ceil(info.segments("train") / global_batch)
     train = make_dataset(cfg.data_dir, "train", info=info, batch_size=global_batch, training=True, seed=cfg.seed,
                          augment=Augment() if cfg.augment else None)
-    # Labels are masked inside batches, so the batch count is known: telling tf.data lets Keras
-    # show a real progress bar and stops it warning that the input "ran out of data".
-    train = train.apply(tf.data.experimental.assert_cardinality(steps_per_epoch))
     has_validation = info.segments("validation") > 0
-    validation = _eval_pairs(cfg.data_dir, "validation", info, global_batch) if has_validation else None
+    validation = labelled_segments(cfg.data_dir, "validation", info=info, batch_size=global_batch) if has_validation else None
     monitor = "val_loss" if has_validation else "loss"
 
     with device.strategy.scope():

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 
 import keras
@@ -27,7 +26,7 @@ from keras import layers
 from schemas import examples
 from schemas.features import FeatureConfig, FeatureConfigMismatch, check_compatible
 from trainer import models, musicnn, pretrained
-from trainer.data import Augment, DataInfo, make_dataset
+from trainer.data import Augment, DataInfo, labelled_segments, make_dataset
 
 _LOG = logging.getLogger(__name__)
 
@@ -209,16 +208,9 @@ def _fine_tune(model: keras.Model, backbone: keras.Model, cfg, info: DataInfo, s
                       loss=keras.losses.CategoricalCrossentropy(), metrics=["accuracy"])
     train = make_dataset(cfg.data_dir, "train", info=info, batch_size=cfg.batch_size, training=True, seed=cfg.seed,
                          augment=Augment(gain_db=0.0) if cfg.augment else None)  # musicnn's log scale is not dB
-    # The batch count is known (labels are masked inside batches): tell tf.data, as task.py does.
-    train = train.apply(tf.data.experimental.assert_cardinality(math.ceil(info.segments("train") / cfg.batch_size)))
     has_validation = info.segments("validation") > 0
-    validation = None
-    if has_validation:
-        n_classes = len(info.labels)
-        validation = make_dataset(cfg.data_dir, "validation", info=info, batch_size=cfg.batch_size,
-                                  training=False).map(
-            lambda b: (tf.boolean_mask(b[examples.MEL], b[examples.LABEL_ID] >= 0),
-                       tf.one_hot(tf.boolean_mask(b[examples.LABEL_ID], b[examples.LABEL_ID] >= 0), n_classes)))
+    validation = (labelled_segments(cfg.data_dir, "validation", info=info, batch_size=cfg.batch_size)
+                  if has_validation else None)
     stopper = keras.callbacks.EarlyStopping(monitor="val_loss" if has_validation else "loss", patience=2,
                                             restore_best_weights=True)
     done = model.fit(train, validation_data=validation, epochs=cfg.fine_tune_epochs, callbacks=[stopper],

@@ -11,10 +11,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from schemas.model_card import ModelCard
+
 AGGREGATIONS = ("mean", "max", "vote")
-# A model card's "task": one genre per track (softmax, the default), or independent tags (sigmoid
-# scores, musicnn's 50 tags): a track carries every tag whose score reaches that tag's threshold.
-GENRE, MULTILABEL = "genre", "multilabel"
 DEFAULT_TAG_THRESHOLD = 0.2
 
 
@@ -117,18 +116,19 @@ class TrackTags:
 
 @dataclasses.dataclass(frozen=True)
 class MultiLabel:
-    """How a multi-label model's scores become tags: per-label thresholds, and which labels are
+    """How a multi-label model's scores become tags (a model card's task "multilabel", as musicnn's 50 tags: a
+    track carries every tag whose score reaches that tag's threshold): per-label thresholds, and which labels are
     genres (the `genre` column is the best-scoring genre label, its score the `confidence`)."""
 
     thresholds: np.ndarray  # float32 [n_labels]
     genre_mask: np.ndarray  # bool [n_labels]
 
     @classmethod
-    def from_card(cls, card: dict, labels: Sequence[str], *, threshold: float | None = None) -> MultiLabel:
+    def from_card(cls, card: ModelCard, labels: Sequence[str], *, threshold: float | None = None) -> MultiLabel:
         """From a model card's tag_thresholds and genre_labels; `threshold` overrides every label's."""
-        known = card.get("tag_thresholds", {})
+        known = card.tag_thresholds or {}
         thresholds = [threshold if threshold is not None else known.get(label, DEFAULT_TAG_THRESHOLD) for label in labels]
-        genres = set(card.get("genre_labels") or labels)
+        genres = set(card.genre_labels or labels)
         return cls(np.asarray(thresholds, np.float32), np.array([label in genres for label in labels]))
 
 

@@ -26,6 +26,7 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from schemas import tags
 from schemas.failure import Failure
+from schemas.tag_output import TagOutput
 from transforms import counters
 from transforms.catalogue import CatalogueEntry
 from transforms.progress import EventLog
@@ -54,8 +55,8 @@ def content_fingerprint(uri: str) -> str:
 def held_rows(output: str, model_version: str) -> dict[str, set[str | None]]:
     """track_id -> the fingerprints OUT holds rows of for `model_version` (None: a row without one)."""
     held: dict[str, set[str | None]] = {}
-    for metadata in FileSystems.match([FileSystems.join(output, tags.TAGS_GLOB)])[0].metadata_list:
-        with FileSystems.open(metadata.path) as handle:
+    for path in TagOutput(output).tag_files():
+        with FileSystems.open(path) as handle:
             parquet = pq.ParquetFile(handle)
             names = set(parquet.schema_arrow.names)
             columns = ["track_id", "model_version"] + (
@@ -88,6 +89,11 @@ class FingerprintInputs(beam.DoFn):
             yield beam.pvalue.TaggedOutput(self.FAILED, Failure(entry.uri, entry.track_id, "read", str(err)))
             return
         yield CatalogueEntry(entry.uri, entry.track_id, entry.label, entry.artist, fingerprint)
+
+
+def keyed_by_track(entry: CatalogueEntry) -> tuple[str, CatalogueEntry]:
+    """(track id, entry): SkipUnchanged's input, keyed by a str so that its state has a deterministic coder."""
+    return entry.track_id, entry
 
 
 class SkipUnchanged(beam.DoFn):
@@ -140,7 +146,7 @@ class SkipHeld(beam.PTransform):
         version = self._model_version
         held = (
             entries.pipeline
-            | "ReadHeld" >> beam.io.ReadFromParquet(FileSystems.join(self._output, tags.TAGS_GLOB),
+            | "ReadHeld" >> beam.io.ReadFromParquet(TagOutput(self._output).tags_pattern,
                                                     columns=["track_id", "model_version", tags.FINGERPRINT])
             | "OfThisModel" >> beam.Filter(lambda row: row["model_version"] == version)
             | "HeldById" >> beam.Map(lambda row: (row["track_id"], row.get(tags.FINGERPRINT)))

@@ -1,4 +1,7 @@
-"""The tag pipeline's Beam steps: log-mel segments -> RunInference -> one tag row per track.
+"""The tag pipeline's Beam steps: catalogue entries -> log-mel segments -> RunInference -> one tag row per track.
+
+TagEntries is the one composite that batch tagging and the watch share (only their sources, windows
+and sinks differ): FeaturizeTracks (the same log-mels the model trained on), then TagTracks:
 
     MelSegment --KeyBySegment--> RunInference(SavedModelHandler) --ByTrack--.
     TrackSummary --ByTrack-------------------------------------------------+-> CoGroupByKey -> AggregateTrack -> rows
@@ -12,15 +15,19 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
 from schemas import tags as tags_schema
 from schemas.failure import Failure
+from schemas.features import FeatureConfig, SegmentPolicy
+from schemas.model_card import ModelCard
 from transforms import aggregate, counters
+from transforms.featurize_steps import FeaturizeTracks
 from transforms.inference import DEFAULT_BATCH_SIZE, SavedModelHandler
 from transforms.records import TrackSummary
 
@@ -45,6 +52,28 @@ class TagSettings:
     top_k: int = 3
     policy: aggregate.ConfidencePolicy = dataclasses.field(default_factory=aggregate.ConfidencePolicy)
     multilabel: aggregate.MultiLabel | None = None  # a multi-label tagger's thresholds; None: a genre model
+
+    @classmethod
+    def for_model(cls, *, labels: Sequence[str], card: ModelCard, feature_version: str,
+                  typicality: dict | None, tagged_at: datetime.datetime | None, aggregation: str = "mean",
+                  top_k: int = 3, min_confidence: float | None = None, min_margin: float | None = None,
+                  tag_threshold: float | None = None) -> TagSettings:
+        """The settings of a model (its card, labels and typicality reference) with the user's choices."""
+        defaults = aggregate.ConfidencePolicy()
+        return cls(
+            labels=tuple(labels), embedding_dim=card.require_embedding_dim(), model_version=card.model_version,
+            feature_version=feature_version, tagged_at=tagged_at, aggregation=aggregation, top_k=top_k,
+            policy=aggregate.ConfidencePolicy(
+                defaults.min_confidence if min_confidence is None else min_confidence,
+                defaults.min_margin if min_margin is None else min_margin,
+                aggregate.Typicality.from_dict(typicality) if typicality else None),
+            multilabel=aggregate.MultiLabel.from_card(card, labels, threshold=tag_threshold)
+            if card.multilabel else None)
+
+    def schema(self) -> pa.Schema:
+        """The Arrow schema of the rows these settings produce."""
+        return tags_schema.tags_schema(labels=self.labels, embedding_dim=self.embedding_dim,
+                                       model_version=self.model_version, feature_version=self.feature_version)
 
 
 def tag_row(summary: TrackSummary, tags: aggregate.TrackTags | None, settings: TagSettings) -> dict:
@@ -151,3 +180,31 @@ def _segment_output(keyed_prediction) -> tuple[str, SegmentOutput]:
     inference = prediction.inference  # the mel (prediction.example) is dropped here, before the shuffle
     return track_id, SegmentOutput(index, inference["probabilities"], inference["embedding"])
 
+
+class TagEntries(beam.PTransform):
+    """Fingerprinted CatalogueEntry -> {'rows': tag rows, 'failures': Failure of every stage}.
+
+    The steps batch tagging and the watch share: decode, segment and log-mel with the model's own
+    feature config (a track with no audible segment still gets a row, flagged "silent"), then the model.
+    """
+
+    def __init__(self, model_dir: str, settings: TagSettings, cfg: FeatureConfig, policy: SegmentPolicy, *,
+                 inference_batch_size: int = DEFAULT_BATCH_SIZE, inference_threads: int = 0,
+                 progress_dir: str | None = None):
+        super().__init__()
+        self._model_dir = model_dir
+        self._settings = settings
+        self._cfg = cfg
+        self._policy = policy
+        self._batch_size = inference_batch_size
+        self._threads = inference_threads
+        self._progress_dir = progress_dir
+
+    def expand(self, entries):
+        features = entries | "FeaturizeTracks" >> FeaturizeTracks(self._cfg, self._policy, self._progress_dir,
+                                                                  keep_silent_tracks=True)
+        tagged = features | "TagTracks" >> TagTracks(self._model_dir, self._settings,
+                                                     inference_batch_size=self._batch_size,
+                                                     inference_threads=self._threads)
+        failures = (features["failures"], tagged["failures"]) | "TagFailures" >> beam.Flatten()
+        return {"rows": tagged["rows"], "failures": failures}
