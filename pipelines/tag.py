@@ -74,8 +74,6 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         raise ValueError("--db goes with --watch; after a batch run, `cattag load --tags OUT --db URL` loads it")
     catalogue_options = options.view_as(CatalogueOptions)
     tag_options = options.view_as(TagOptions)
-    if tag_options.skip_existing and catalogue_options.overwrite:
-        raise ValueError("--skip-existing keeps earlier tags and --overwrite deletes them: choose one")
     tagged_at = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
     tag_plan = TagPlan.from_options(options, tagged_at=tagged_at)
     output = tag_plan.output
