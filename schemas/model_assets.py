@@ -5,6 +5,10 @@ MDIR/assets/labels.txt            the label vocabulary, one per line, in output 
 MDIR/assets/feature_config.json   the FeatureConfig the model expects, with its version
 MDIR/assets/typicality.json       how close a track's embedding comes to the training music's
                                   (class centroids and the flagging threshold; see transforms/aggregate.py)
+MDIR/assets/calibration.json      how `confidence` is computed from the top posterior and typicality, and
+                                  the review threshold (transforms/calibration.py); models trained before lack it
+MDIR/assets/reviews.json          reviewers' labels the model was trained with, by track id (pipelines/train.py);
+                                  `cattag tag` gives those tracks the reviewed label
 MDIR/model.json                   the model card (schemas/model_card.py): data, training, metrics, model_version
 
 Read through Beam's filesystems, so a model on gs:// works, and without TensorFlow, so a launcher
@@ -24,6 +28,8 @@ from schemas.model_card import ModelCard, ModelCardError
 LABELS_ASSET = "assets/labels.txt"
 CONFIG_ASSET = "assets/feature_config.json"
 TYPICALITY_ASSET = "assets/typicality.json"
+CALIBRATION_ASSET = "assets/calibration.json"
+REVIEWS_ASSET = "assets/reviews.json"
 MODEL_CARD = "model.json"
 
 
@@ -33,6 +39,8 @@ class ModelAssets:
     labels: list[str]
     card: ModelCard
     typicality: dict | None = None  # {"centroids": [[...]], "threshold": float, ...}; older models lack it
+    calibration: dict | None = None  # transforms.calibration.Calibration.to_dict() and more; older models lack it
+    reviews: dict | None = None  # track_id -> {"label": str | None (not music), "model_genre": str | None}
 
     @property
     def model_version(self) -> str:
@@ -65,9 +73,14 @@ def read_model_assets(model_dir: str) -> ModelAssets:
         raise FeatureConfigMismatch(
             f"{model_dir}: its card says feature config {card.feature_version} but its "
             f"{CONFIG_ASSET} is {cfg.version}; the model directory was assembled from two exports")
-    typicality_path = FileSystems.join(root, TYPICALITY_ASSET)
-    typicality = json.loads(_read(typicality_path)) if FileSystems.exists(typicality_path) else None
-    return ModelAssets(cfg, labels, card, typicality)
+    typicality, calibration, reviews = (_optional_json(root, name)
+                                        for name in (TYPICALITY_ASSET, CALIBRATION_ASSET, REVIEWS_ASSET))
+    return ModelAssets(cfg, labels, card, typicality, calibration, reviews)
+
+
+def _optional_json(root: str, name: str) -> dict | None:
+    path = FileSystems.join(root, name)
+    return json.loads(_read(path)) if FileSystems.exists(path) else None
 
 
 def _read(path: str) -> str:

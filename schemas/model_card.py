@@ -43,6 +43,11 @@ class ModelCard:
     # A head on a pretrained backbone: which backbone, and the head's shape.
     backbone: dict[str, Any] | None = None
     head: dict[str, Any] | None = None
+    # A calibrated genre model: how `confidence` is computed and the review threshold
+    # (transforms/calibration.py), with the reliability of held-out tracks before and after.
+    calibration: dict[str, Any] | None = None
+    # A model trained with reviewers' corrections (`cattag train --add-labels`): how many, from where.
+    corrections: dict[str, Any] | None = None
     # A pretrained tagger (task multilabel): its preset, the tags that are genres, a threshold per tag,
     # the layer its embedding comes from, and where its weights came from under which licence.
     preset: str | None = None
@@ -120,6 +125,8 @@ def _check(card: ModelCard) -> None:
         problems.append("feature_config (an object)")
     if card.genre_labels is not None and not isinstance(card.genre_labels, list):
         problems.append("genre_labels (a list)")
+    if card.calibration is not None and not isinstance(card.calibration, dict):
+        problems.append("calibration (an object)")
     if card.tag_thresholds is not None and not (
             isinstance(card.tag_thresholds, dict)
             and all(isinstance(v, int | float) and 0.0 <= v <= 1.0 for v in card.tag_thresholds.values())):

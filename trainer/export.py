@@ -21,6 +21,7 @@ import tensorflow as tf
 from schemas import examples
 from schemas.features import FeatureConfig
 from schemas.model_assets import (
+    CALIBRATION_ASSET,
     CONFIG_ASSET,
     LABELS_ASSET,
     MODEL_CARD,
@@ -112,3 +113,8 @@ def _write(serving: keras.Model, *, model_dir: str, cfg: FeatureConfig, labels: 
 def write_typicality(model_dir: str, reference: dict) -> None:
     """Adds the typicality reference (transforms.aggregate.typicality_reference) to the assets."""
     (pathlib.Path(model_dir) / TYPICALITY_ASSET).write_text(json.dumps(reference) + "\n")
+
+
+def write_calibration(model_dir: str, calibration: dict) -> None:
+    """Adds the confidence calibrator (transforms.calibration.Calibration, with its held-out reliability)."""
+    (pathlib.Path(model_dir) / CALIBRATION_ASSET).write_text(json.dumps(calibration) + "\n")

@@ -20,7 +20,7 @@ def training_curves(history_csv: pathlib.Path, path: pathlib.Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for axis, metric in zip(axes, ("accuracy", "loss"), strict=True):
         axis.plot(epochs, [float(r[metric]) for r in rows], label=f"training (augmented) {metric}")
-        if f"val_{metric}" in rows[0]:
+        if rows[0].get(f"val_{metric}", "NA") != "NA":  # Keras writes NA when there was no validation data
             axis.plot(epochs, [float(r[f"val_{metric}"]) for r in rows], label=f"validation {metric}")
         axis.set_xlabel("epoch")
         axis.set_title(metric)
@@ -62,6 +62,28 @@ def embedding_map(embeddings: np.ndarray, labels: Sequence[str], path: pathlib.P
     axis.set_xlabel("PC 1")
     axis.set_ylabel("PC 2")
     axis.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def reliability_diagram(calibration: dict, path: pathlib.Path, *, title: str) -> None:
+    """Accuracy against mean confidence per confidence bin (transforms.calibration.reliability), the
+    diagonal being a confidence that means what it says; bar widths follow the bins, labels count tracks."""
+    curve = calibration["reliability"]
+    fig, axis = plt.subplots(figsize=(5, 5))
+    axis.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
+    axis.bar([b["low"] for b in curve], [b["accuracy"] for b in curve], width=[b["high"] - b["low"] for b in curve],
+             align="edge", alpha=0.5, edgecolor="black", label="accuracy in bin")
+    axis.plot([b["confidence"] for b in curve], [b["accuracy"] for b in curve], "o-", label="mean confidence")
+    for b in curve:
+        axis.text(b["low"] + 0.01, min(b["accuracy"] + 0.02, 0.97), str(b["tracks"]), fontsize=8)
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, 1)
+    axis.set_xlabel("confidence")
+    axis.set_ylabel("share right")
+    axis.set_title(f"{title}\nECE {calibration['ece']:.3f}")
+    axis.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

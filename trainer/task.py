@@ -28,7 +28,7 @@ from schemas.model_assets import MODEL_CARD
 from schemas.model_card import ModelCard, ModelCardError
 from trainer import evaluate, export, models, transfer
 from trainer.data import Augment, DataInfo, labelled_segments, make_dataset, read_data_info
-from transforms import aggregate
+from transforms import aggregate, calibration
 
 _LOG = logging.getLogger(__name__)
 
@@ -50,6 +50,10 @@ class TrainConfig:
     mixed_precision: str = "auto"  # auto (on with a GPU) | on | off
     augment: bool = True
     verbose: str | int = "auto"
+    # Featurize outputs of reviewed tracks whose train split joins the training data (pipelines/train.py
+    # writes them from `--add-labels review.csv`); their labels are matched by name, new ones added.
+    extra_data: tuple[str, ...] = ()
+    corrections: dict | None = None  # what the model card says of them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +143,9 @@ def run(cfg: TrainConfig) -> ModelCard:
     monitor = "val_loss" if info.segments("validation") else "loss"
     callbacks = [keras.callbacks.EarlyStopping(monitor=monitor, patience=cfg.patience, restore_best_weights=True),
                  keras.callbacks.CSVLogger(str(model_dir / "history.csv"))]
+    if cfg.extra_data and cfg.backbone == "none":
+        raise ValueError("--add-labels trains a head on a pretrained backbone; with --backbone none there is no "
+                         "head to add reviewed tracks to (choose a --backbone)")
     started = time.perf_counter()
     if cfg.backbone != "none":
         fitted = transfer.fit(cfg, info, device.strategy, callbacks=callbacks, verbose=verbose)
@@ -146,6 +153,7 @@ def run(cfg: TrainConfig) -> ModelCard:
         fitted = _fit_from_scratch(cfg, info, device, model_dir, callbacks=callbacks, verbose=verbose)
     train_s = time.perf_counter() - started
     model = fitted.model
+    labels = fitted.labels or info.labels
     epochs_run = len(fitted.history["loss"])
     best_epoch = int(np.argmin(fitted.history[monitor])) + 1
 
@@ -155,7 +163,7 @@ def run(cfg: TrainConfig) -> ModelCard:
         created_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         feature_version=info.cfg.version,
         feature_config=info.cfg.to_dict(),
-        labels=info.labels,
+        labels=labels,
         embedding_dim=fitted.embedding_dim,
         data={
             "dir": str(pathlib.Path(cfg.data_dir).resolve()),
@@ -164,7 +172,8 @@ def run(cfg: TrainConfig) -> ModelCard:
             "segments": {split: info.segments(split) for split in examples.SPLITS},
         },
         training={
-            **{k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("data_dir", "model_dir", "verbose")},
+            **{k: v for k, v in dataclasses.asdict(cfg).items()
+           if k not in ("data_dir", "model_dir", "verbose", "extra_data", "corrections")},
             "epochs_run": epochs_run,
             "best_epoch": best_epoch,
             "monitor": monitor,
@@ -173,20 +182,29 @@ def run(cfg: TrainConfig) -> ModelCard:
             "replicas": device.replicas,
             "mixed_precision": device.mixed_precision,
             "augment": dataclasses.asdict(Augment()) if cfg.augment and cfg.backbone == "none" else None,
-            "class_weights": dict(zip(info.labels, info.class_weights().round(4).tolist(), strict=True)),
+            "class_weights": dict(zip(info.labels, info.class_weights().round(4).tolist(), strict=True))
+            if labels == info.labels else None,
             "parameters": model.count_params(),
             "train_s": round(train_s, 1),
             **{k: round(v, 3) for k, v in fitted.throughput.items()},
         },
         **fitted.card,
+        calibration=_calibration(fitted.heldout) if fitted.heldout is not None else None,
+        corrections=cfg.corrections,
         signatures=export.SIGNATURES,
     )
-    version = export.export(model, model_dir=str(model_dir), cfg=info.cfg, labels=info.labels, card=card,
+    version = export.export(model, model_dir=str(model_dir), cfg=info.cfg, labels=labels, card=card,
                             serving=fitted.serving)
     _LOG.info("train: exported %s to %s after %d epochs (best %d)", version, model_dir, epochs_run, best_epoch)
+    if card.calibration is not None:
+        export.write_calibration(str(model_dir), card.calibration)
+        _LOG.info("train: confidence calibrated on %d held-out tracks: ECE %.3f -> %.3f; flag below %.2f",
+                  card.calibration["heldout"]["tracks"], card.calibration["heldout"]["ece_before"],
+                  card.calibration["heldout"]["ece"], card.calibration["flag_below"])
 
     exported = tf.saved_model.load(str(model_dir))  # loaded once for the typicality reference and evaluation
-    typicality = _typicality_reference(exported, cfg.data_dir, info, offset=fitted.typicality_offset)
+    typicality = fitted.typicality or _typicality_reference(exported, cfg.data_dir, info,
+                                                            offset=fitted.typicality_offset)
     export.write_typicality(str(model_dir), typicality)
     _LOG.info("train: typicality threshold %.3f (%gth percentile of %d held-out and %d left-out training tracks)",
               typicality["threshold"], typicality["percentile"], typicality["heldout_tracks"],
@@ -194,11 +212,36 @@ def run(cfg: TrainConfig) -> ModelCard:
 
     split = "test" if info.segments("test") else "validation" if info.segments("validation") else "train"
     metrics = evaluate.evaluate_model(str(model_dir), cfg.data_dir, split=split, model=exported)
-    card = dataclasses.replace(card, model_version=version, metrics={k: metrics[k] for k in (
-        "segment_accuracy", "track_accuracy", "macro_f1", "tracks", "segments", "split")})
+    card = dataclasses.replace(card, model_version=version, metrics={
+        **{k: metrics[k] for k in ("segment_accuracy", "track_accuracy", "macro_f1", "tracks", "segments", "split")},
+        **({"ece": metrics["calibration"]["ece"], "wrong_flagged": metrics["calibration"]["wrong_flagged"],
+            "flagged_share": metrics["calibration"]["flagged_share"]} if "calibration" in metrics else {})})
     (model_dir / MODEL_CARD).write_text(card.to_json())
     keras.mixed_precision.set_global_policy("float32")
     return card
+
+
+def _calibration(heldout: dict[str, np.ndarray]) -> dict:
+    """The calibrator and review threshold fitted on cross-fitted held-out tracks, with their
+    reliability before (the top posterior as confidence) and after, for the card and the asset."""
+    top = heldout["posterior"].max(axis=1)
+    right = heldout["posterior"].argmax(axis=1) == heldout["label_id"]
+    fitted = calibration.fit(top, heldout["typicality"], right)
+    confidence = fitted.confidence(top, heldout["typicality"])
+    schemes = {}
+    for scheme in sorted(set(heldout["scheme"].tolist())):
+        members = heldout["scheme"] == scheme
+        schemes[scheme] = {**calibration.summary(confidence[members], right[members], fitted.flag_below),
+                           "ece_before": calibration.expected_calibration_error(top[members], right[members]),
+                           "mean_typicality": float(heldout["typicality"][members].mean())}
+    return {**fitted.to_dict(),
+            "heldout": {**calibration.summary(confidence, right, fitted.flag_below),
+                        "ece_before": calibration.expected_calibration_error(top, right),
+                        "how": f"{transfer.CALIBRATION_FOLDS}-fold cross-fitting over the training tracks, stratified "
+                               f"by label and by sound clusters (trainer/transfer.py heldout_predictions)",
+                        "schemes": schemes},
+            "flag_rule": f"flag below the confidence of {calibration.FLAG_RECALL:.0%} of held-out wrong tags, "
+                         f"at most {calibration.FLAG_MAX_SHARE:.0%} of held-out tracks"}
 
 
 def _fit_from_scratch(cfg: TrainConfig, info: DataInfo, device: Device, model_dir: pathlib.Path, *,
@@ -280,14 +323,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """`cattag train`: parses flags only."""
-    parser = argparse.ArgumentParser(prog="cattag train")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    return run(TrainConfig(
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
         data_dir=args.data, model_dir=args.model_dir, backbone=args.backbone, arch=args.arch, fine_tune=args.fine_tune,
         fine_tune_epochs=args.fine_tune_epochs, epochs=args.epochs, batch_size=args.batch_size,
         seed=args.seed, learning_rate=args.learning_rate, patience=args.patience, device=args.device,
-        mixed_precision=args.mixed_precision, augment=not args.no_augment))
+        mixed_precision=args.mixed_precision, augment=not args.no_augment)
+
+
+def main(argv: list[str] | None = None) -> ModelCard:
+    """`cattag train` without the review loop (pipelines/train.py adds --add-labels): parses flags only."""
+    parser = argparse.ArgumentParser(prog="cattag train")
+    add_arguments(parser)
+    return run(config_from_args(parser.parse_args(argv)))
 

@@ -25,8 +25,9 @@ from keras import layers
 
 from schemas import examples
 from schemas.features import FeatureConfig, FeatureConfigMismatch, check_compatible
-from trainer import models, musicnn, pretrained
-from trainer.data import Augment, DataInfo, labelled_segments, make_dataset
+from trainer import models, musicnn, pretrained, tag_profile
+from trainer.data import Augment, DataInfo, labelled_segments, make_dataset, read_data_info
+from transforms import aggregate
 
 _LOG = logging.getLogger(__name__)
 
@@ -40,6 +41,14 @@ SOUND_WEIGHT = 0.5
 # The backbone's only dense hidden layer: what --fine-tune trains besides the head. Its batch norms
 # stay frozen (inference mode): a few hundred segments would drag their statistics off.
 FINE_TUNED_LAYERS = ("penultimate_dense",)
+TAGGRAM_SIZE = 50  # the backbone's tags: the last TAGGRAM_SIZE of the HEAD_INPUTS features
+# The default posterior: this much of the head, the rest the tag profile (trainer/tag_profile.py). The
+# plain mean of two experts, not tuned: it beat either alone away from home and lost nothing at home
+# (bench/RESULTS.md, "Away from home").
+HEAD_WEIGHT = 0.5
+# Cross-fitting for the confidence calibrator: each training track scored by a model of the other folds.
+CALIBRATION_FOLDS = 5
+HEAD_STEPS_PER_EXECUTION = 32
 
 
 @keras.saving.register_keras_serializable(package="cattag")
@@ -64,6 +73,22 @@ class GenreSoundEmbedding(layers.Layer):
         return {**super().get_config(), "weight": self.weight}
 
 
+@keras.saving.register_keras_serializable(package="cattag")
+class WeightedMean(layers.Layer):
+    """[a, b] -> weight x a + (1 - weight) x b: the default model's two posteriors combined."""
+
+    def __init__(self, weight: float = HEAD_WEIGHT, **kwargs):
+        super().__init__(**kwargs)
+        self.weight = weight
+
+    def call(self, inputs):
+        first, second = inputs
+        return self.weight * keras.ops.cast(first, "float32") + (1.0 - self.weight) * keras.ops.cast(second, "float32")
+
+    def get_config(self):
+        return {**super().get_config(), "weight": self.weight}
+
+
 @dataclasses.dataclass(frozen=True)
 class SegmentFeatures:
     x: np.ndarray  # float32 [segments, features]
@@ -83,6 +108,11 @@ class Fitted:
     embedding_dim: int
     serving: keras.Model | None = None  # log-mel -> {probabilities, embedding}; None: models.with_embedding(model)
     typicality_offset: int = 0  # where the embedding's sound part starts (aggregate.Typicality)
+    labels: list[str] | None = None  # the model's labels when they differ from the data's (corrections added some)
+    heldout: dict[str, np.ndarray] | None = None  # cross-fitted track predictions (heldout_predictions)
+    # The typicality reference (aggregate.typicality_reference), when fit computed it from its features;
+    # None: task.run computes it with the export.
+    typicality: dict | None = None
 
 
 def load_backbone(name: str, data_cfg: FeatureConfig) -> tuple[keras.Model, dict]:
@@ -131,7 +161,7 @@ def head_layers(*, train_x: np.ndarray, n_classes: int) -> list[layers.Layer]:
         layers.Dense(HEAD_UNITS, activation="relu", kernel_regularizer=regularizer, name="head_hidden"),
         layers.Dropout(HEAD_DROPOUT, name="head_dropout"),
         layers.Dense(n_classes, activation="softmax", dtype="float32", kernel_regularizer=regularizer,
-                     name=models.PROBABILITIES),
+                     name="head_probabilities"),
     ]
 
 
@@ -141,12 +171,172 @@ def _apply(stack: list[layers.Layer], x):
     return x
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainingSet:
+    """The head's training data in memory: every labelled training segment's backbone features,
+    label ids over `labels` (the data's labels, then any a reviewer added)."""
+
+    features: SegmentFeatures
+    labels: list[str]
+
+    def class_weights(self) -> np.ndarray:
+        """Inverse-frequency weights per label over segments, mean 1 over the present labels ("balanced")."""
+        counts = np.bincount(self.features.label_id, minlength=len(self.labels)).astype(np.float64)
+        present = counts > 0
+        return np.where(present, counts.sum() / (present.sum() * np.maximum(counts, 1)), 0.0).astype(np.float32)
+
+
+def training_set(extractor: keras.Model, cfg, info: DataInfo) -> TrainingSet:
+    """The data's training segments, plus the corrections' (cfg.extra_data: featurize outputs of
+    reviewed tracks, `pipelines/train.py`), whose labels are matched by name and may add new ones.
+    A reviewed track's label outranks the data's: its segments in the data are left out."""
+    train = segment_features(extractor, cfg.data_dir, "train", info=info)
+    labels = list(info.labels)
+    extra = []
+    for extra_dir in cfg.extra_data:
+        extra_info = read_data_info(extra_dir, expected=info.cfg)
+        found = segment_features(extractor, extra_dir, "train", info=extra_info)
+        for label in extra_info.labels:
+            if label not in labels:
+                labels.append(label)
+        remap = np.array([labels.index(label) for label in extra_info.labels], np.int64)
+        extra.append(SegmentFeatures(found.x, remap[found.label_id], found.track_id))
+    if extra:
+        reviewed = set(np.concatenate([e.track_id for e in extra]).tolist())
+        keep = np.array([t not in reviewed for t in train.track_id.tolist()], bool)
+        train = SegmentFeatures(*(np.concatenate([part[keep], *[getattr(e, name) for e in extra]])
+                                  for part, name in ((train.x, "x"), (train.label_id, "label_id"),
+                                                     (train.track_id, "track_id"))))
+    return TrainingSet(train, labels)
+
+
+def _head_model(train_x: np.ndarray, n_classes: int, learning_rate: float) -> tuple[keras.Model, list[layers.Layer]]:
+    stack = head_layers(train_x=train_x, n_classes=n_classes)
+    features_in = keras.Input(shape=(train_x.shape[1],), name="segment_features")
+    head = keras.Model(features_in, _apply(stack, features_in), name="head")
+    # Several steps per call: the head is so small that Keras's per-step overhead was most of its time.
+    head.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=keras.losses.CategoricalCrossentropy(),
+                 metrics=["accuracy"], steps_per_execution=HEAD_STEPS_PER_EXECUTION)
+    return head, stack
+
+
+def _taggram(x: np.ndarray) -> np.ndarray:
+    """The taggram part of the concatenated HEAD_INPUTS features (penultimate first)."""
+    return x[:, -TAGGRAM_SIZE:]
+
+
+def _penultimate(x: np.ndarray) -> np.ndarray:
+    return x[:, :-TAGGRAM_SIZE]
+
+
+def heldout_predictions(data: TrainingSet, cfg, *, folds: int = CALIBRATION_FOLDS) -> dict[str, np.ndarray]:
+    """Cross-fitted track predictions of the default model on its own training tracks, twice over:
+
+    - stratified folds (by label): each track scored by a head and tag profile trained on the other
+      folds: how the model does on music like its training music;
+    - sound clusters (k-means on the tracks' backbone embeddings): each cluster scored by a model
+      trained without it: music unlike anything it trained on, as a catalogue from other sources is
+      (held-out accuracy falls with typicality here much as it does on music from elsewhere).
+
+    The confidence calibrator and the review threshold are fitted on both, so that typicality
+    carries its weight. Returns, per scored (track, scheme): label_id, combined posterior, typicality
+    against the centroids of the tracks its model trained on, and the scheme."""
+    _, inverse = np.unique(data.features.track_id, return_inverse=True)
+    sounds, track_label = _track_sounds_of(data.features)
+    track_ids = np.unique(data.features.track_id)
+    schemes = {"stratified": stratified_folds(track_ids, track_label, folds),
+               "sound clusters": sound_clusters(sounds, folds)}
+    parts = [_cross_fit(data, cfg, fold_of_track, inverse, sounds, track_label) | {"scheme": name}
+             for name, fold_of_track in schemes.items()]
+    merged = {key: np.concatenate([part[key] for part in parts]) for key in ("label_id", "posterior", "typicality")}
+    merged["scheme"] = np.concatenate([[part["scheme"]] * len(part["label_id"]) for part in parts])
+    return merged
+
+
+def _cross_fit(data: TrainingSet, cfg, fold_of_track: np.ndarray, inverse: np.ndarray, sounds: np.ndarray,
+               track_label: np.ndarray) -> dict[str, np.ndarray]:
+    """Per fold: train on the other folds' tracks, score this fold's (a fold whose rest has fewer than two
+    labels stays unscored)."""
+    x, y = data.features.x, data.features.label_id
+    n_classes = len(data.labels)
+    fold = fold_of_track[inverse]
+    posterior = np.zeros((len(x), n_classes), np.float32)
+    typicality = np.zeros(len(sounds))
+    scored = np.zeros(len(sounds), bool)
+    weights = data.class_weights()
+    for k in np.unique(fold_of_track):
+        test, train = fold == k, fold != k
+        if len(np.unique(y[train])) < 2:
+            continue
+        head, _ = _head_model(x[train], n_classes, cfg.learning_rate)
+        head.fit(x[train], keras.utils.to_categorical(y[train], n_classes), sample_weight=weights[y[train]],
+                 batch_size=cfg.batch_size, epochs=cfg.epochs, verbose=0, shuffle=True)
+        profile = tag_profile.fit(_taggram(x[train]), y[train], n_classes)
+        posterior[test] = combine(head.predict(x[test], batch_size=256, verbose=0),
+                                  tag_profile.probabilities(profile, _taggram(x[test])))
+        in_fold = fold_of_track == k
+        centroids = aggregate.class_centroids(sounds[~in_fold], track_label[~in_fold], n_classes)
+        typicality[in_fold] = (sounds[in_fold] @ centroids.T).max(axis=1)
+        scored |= in_fold
+    track_posterior = np.zeros((len(sounds), n_classes))
+    np.add.at(track_posterior, inverse, posterior)
+    track_posterior /= np.bincount(inverse).astype(np.float64)[:, None]
+    return {"label_id": track_label[scored], "posterior": track_posterior[scored], "typicality": typicality[scored]}
+
+
+def sound_clusters(sounds: np.ndarray, k: int, *, iterations: int = 50) -> np.ndarray:
+    """Cluster per track: spherical k-means on unit embeddings, seeded deterministically by farthest
+    points from the first track (no randomness: the same tracks give the same clusters)."""
+    k = min(k, len(sounds))
+    centres = [sounds[0]]
+    for _ in range(1, k):
+        similarity = np.max(np.stack(centres) @ sounds.T, axis=0)
+        centres.append(sounds[int(np.argmin(similarity))])
+    centres = np.stack(centres)
+    assignment = np.zeros(len(sounds), np.int64)
+    for _ in range(iterations):
+        new = np.argmax(sounds @ centres.T, axis=1)
+        if _ and np.array_equal(new, assignment):
+            break
+        assignment = new
+        centres = np.stack([aggregate.unit_rows(sounds[assignment == c].sum(axis=0)) if (assignment == c).any()
+                            else centres[c] for c in range(k)])
+    return assignment
+
+
+def _track_sounds(penultimate: np.ndarray, inverse: np.ndarray, n_tracks: int) -> np.ndarray:
+    """Each track's typicality embedding as the tagger computes it from the export's sound part: the unit
+    mean of its segments' unit penultimate vectors."""
+    sums = np.zeros((n_tracks, penultimate.shape[1]))
+    np.add.at(sums, inverse, aggregate.unit_rows(penultimate.astype(np.float64)))
+    return aggregate.unit_rows(sums)
+
+
+def stratified_folds(track_ids: np.ndarray, track_label: np.ndarray, folds: int) -> np.ndarray:
+    """Fold per track: within each label, tracks in id order go round-robin (deterministic)."""
+    fold = np.zeros(len(track_ids), np.int64)
+    offset = 0
+    for label in np.unique(track_label):
+        members = np.flatnonzero(track_label == label)
+        members = members[np.argsort(track_ids[members], kind="stable")]
+        fold[members] = (np.arange(len(members)) + offset) % folds
+        offset += 1
+    return fold
+
+
+def combine(head: np.ndarray, profile: np.ndarray) -> np.ndarray:
+    """The default model's posterior: the mean of its two experts' (bench/RESULTS.md, "Away from home")."""
+    return (HEAD_WEIGHT * head + (1.0 - HEAD_WEIGHT) * profile).astype(np.float32)
+
+
 def fit(cfg, info: DataInfo, strategy: tf.distribute.Strategy, *, callbacks: list, verbose) -> Fitted:
-    """Trains a head (and with cfg.fine_tune the backbone's top) on `info`'s data. `cfg`: task.TrainConfig."""
+    """Trains the head and tag profile (and with cfg.fine_tune the backbone's top) on `info`'s data and
+    any corrections, and fits the confidence calibrator on cross-fitted held-out tracks. `cfg`: task.TrainConfig."""
     backbone, preset = load_backbone(cfg.backbone, info.cfg)
     extractor = feature_extractor(backbone)
     started = time.perf_counter()
-    train = segment_features(extractor, cfg.data_dir, "train", info=info)
+    data = training_set(extractor, cfg, info)
+    train = data.features
     validation = segment_features(extractor, cfg.data_dir, "validation", info=info) \
         if info.segments("validation") else None
     feature_s = time.perf_counter() - started
@@ -154,14 +344,13 @@ def fit(cfg, info: DataInfo, strategy: tf.distribute.Strategy, *, callbacks: lis
     _LOG.info("train: %s features of %d segments in %.1f s (%.0f segments/s)", cfg.backbone, segments, feature_s,
               segments / max(feature_s, 1e-9))
 
-    n_classes = len(info.labels)
-    weights = info.class_weights()
+    n_classes = len(data.labels)
+    weights = data.class_weights()
+    started = time.perf_counter()
+    heldout = heldout_predictions(data, cfg)
+    calibration_s = time.perf_counter() - started
     with strategy.scope():
-        stack = head_layers(train_x=train.x, n_classes=n_classes)
-        features_in = keras.Input(shape=(train.x.shape[1],), name="segment_features")
-        head = keras.Model(features_in, _apply(stack, features_in), name="head")
-        head.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
-                     loss=keras.losses.CategoricalCrossentropy(), metrics=["accuracy"])
+        head, stack = _head_model(train.x, n_classes, cfg.learning_rate)
     has_validation = validation is not None and len(validation.x) > 0
     monitor = "val_loss" if has_validation else "loss"
     # No early stopping: on a small catalogue the validation split is a track or two a genre, and
@@ -176,10 +365,15 @@ def fit(cfg, info: DataInfo, strategy: tf.distribute.Strategy, *, callbacks: lis
         batch_size=cfg.batch_size, epochs=cfg.epochs, callbacks=callbacks, verbose=verbose, shuffle=True)
     head_s = time.perf_counter() - started
     history = dict(history.history)
+    profile = tag_profile.fit(_taggram(train.x), train.label_id, n_classes)
 
-    # The exported model: the backbone's own layers, then the same head layer objects (shared weights).
+    # The exported model: the backbone's own layers, then the same head layer objects (shared weights)
+    # beside the tag profile on the backbone's taggram, averaged.
     with strategy.scope():
-        probabilities = _apply(stack, extractor.output)
+        head_probabilities = _apply(stack, extractor.output)
+        profile_probabilities = tag_profile.TagProfile.of(profile, name="tag_profile")(backbone.output[musicnn.TAGGRAM])
+        probabilities = WeightedMean(HEAD_WEIGHT, dtype="float32", name=models.PROBABILITIES)(
+            [head_probabilities, profile_probabilities])
         model = keras.Model(backbone.input, probabilities, name=f"{cfg.backbone}_head".replace("-", "_"))
         embedding = GenreSoundEmbedding(dtype="float32", name=models.EMBEDDING)(
             [probabilities, backbone.output[musicnn.EMBEDDING_OUTPUT]])
@@ -188,13 +382,32 @@ def fit(cfg, info: DataInfo, strategy: tf.distribute.Strategy, *, callbacks: lis
         history = _fine_tune(model, backbone, cfg, info, strategy, verbose=verbose)
     epochs = len(history["loss"])
     throughput = {"feature_s": round(feature_s, 2), "feature_segments_per_s": segments / max(feature_s, 1e-9),
-                  "head_s": round(head_s, 2), "examples_per_s": len(train.x) * epochs / max(head_s, 1e-9)}
+                  "head_s": round(head_s, 2), "calibration_s": round(calibration_s, 2),
+                  "examples_per_s": len(train.x) * epochs / max(head_s, 1e-9)}
     card = {"backbone": {"name": cfg.backbone, "source": preset["source"], "licence": preset["licence"],
                          "head_inputs": list(HEAD_INPUTS), "fine_tuned": list(FINE_TUNED_LAYERS) if cfg.fine_tune else []},
             "head": {"units": HEAD_UNITS, "dropout": HEAD_DROPOUT, "l2": HEAD_L2,
+                     "combined_with": {
+                         "expert": "tag profile: per label, the mean standardized log-odds of the backbone's "
+                                   f"{TAGGRAM_SIZE} tags over its training segments; cosine x scale, softmax",
+                         "scale": round(profile.scale, 3),
+                         "top_tags": profile.top_tags(preset["labels"], data.labels),
+                         "rule": f"probabilities = {HEAD_WEIGHT} x head + {1 - HEAD_WEIGHT:g} x tag profile"},
                      "embedding": f"[probabilities, {SOUND_WEIGHT} x unit({musicnn.EMBEDDING_OUTPUT})]"}}
+    reference = aggregate.typicality_reference(
+        *_track_sounds_of(train), _track_sounds_of(validation)[0] if has_validation else np.zeros((0, 1)),
+        n_classes=n_classes)
     return Fitted(model, history, monitor, throughput, card, int(embedding.shape[-1]), serving,
-                  typicality_offset=n_classes)
+                  typicality_offset=n_classes, labels=data.labels, heldout=heldout,
+                  typicality={**reference, "offset": n_classes})
+
+
+def _track_sounds_of(features: SegmentFeatures) -> tuple[np.ndarray, np.ndarray]:
+    """Each track's typicality embedding (the sound part of the export's track embedding) and label."""
+    track_ids, inverse = np.unique(features.track_id, return_inverse=True)
+    labels = np.zeros(len(track_ids), np.int64)
+    labels[inverse] = features.label_id
+    return _track_sounds(_penultimate(features.x), inverse, len(track_ids)), labels
 
 
 def _fine_tune(model: keras.Model, backbone: keras.Model, cfg, info: DataInfo, strategy, *, verbose) -> dict:

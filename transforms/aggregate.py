@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from schemas.model_card import ModelCard
+from transforms.calibration import Calibration
 
 AGGREGATIONS = ("mean", "max", "vote")
 DEFAULT_TAG_THRESHOLD = 0.2
@@ -51,6 +52,13 @@ def sound_part(embeddings: np.ndarray, offset: int) -> np.ndarray:
     return embeddings if offset == 0 else unit_rows(np.asarray(embeddings)[..., offset:])
 
 
+def class_centroids(embeddings: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """[n_classes, dim] unit mean of each class's unit embeddings (zero for a class with none)."""
+    sums = np.zeros((n_classes, embeddings.shape[1]))
+    np.add.at(sums, labels, embeddings)
+    return unit_rows(sums)
+
+
 def typicality_reference(train_embeddings: np.ndarray, train_labels: np.ndarray, heldout_embeddings: np.ndarray,
                          *, n_classes: int, percentile: float = 5.0, offset: int = 0) -> dict:
     """The Typicality of a model, as a JSON-able dict, from unit track embeddings of its training
@@ -86,13 +94,19 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class ConfidencePolicy:
-    """When a track is flagged for review: its top score is below `min_confidence`, the runner-up
+    """When a track is flagged for review: its confidence is below `min_confidence`, the runner-up
     is within `min_margin` of it (two genres about equally likely), or (with a Typicality) its
-    embedding is unlike the training music."""
+    embedding is unlike the training music.
+
+    With a Calibration (models trained since calibrated confidence), `confidence` is the calibrated
+    chance that the genre is right, `min_confidence` defaults to the threshold chosen at train time,
+    and that threshold alone flags: typicality and a close runner-up are then reasons given for a
+    flagged track (the calibrated confidence already weighs them)."""
 
     min_confidence: float = 0.6
     min_margin: float = 0.1
     typicality: Typicality | None = None
+    calibration: Calibration | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_confidence <= 1.0:
@@ -167,14 +181,23 @@ def top_k(scores: np.ndarray, labels: Sequence[str], k: int) -> list[tuple[str, 
     return [(labels[i], float(scores[i])) for i in order]
 
 
-def review_reason(scores: np.ndarray, policy: ConfidencePolicy, typicality: float | None = None) -> str | None:
-    """Why a track's tags need a person to look at them, or None."""
+def review_reason(scores: np.ndarray, policy: ConfidencePolicy, typicality: float | None = None,
+                  confidence: float | None = None) -> str | None:
+    """Why a track's tags need a person to look at them, or None. `confidence`: the calibrated one,
+    when the policy has a Calibration: then it alone decides the flag (it already weighs the top score
+    and typicality), and the reason names what drove it down."""
     ranked = np.sort(np.asarray(scores))[::-1]
-    if policy.typicality is not None and typicality is not None and typicality < policy.typicality.threshold:
+    close = len(ranked) > 1 and ranked[0] - ranked[1] < policy.min_margin
+    unlike = policy.typicality is not None and typicality is not None and typicality < policy.typicality.threshold
+    if policy.calibration is not None and confidence is not None:
+        if confidence >= policy.min_confidence:
+            return None
+        return "unlike the training music" if unlike else "close runner-up" if close else "low confidence"
+    if unlike:
         return "unlike the training music"
     if ranked[0] < policy.min_confidence:
         return "low score"
-    if len(ranked) > 1 and ranked[0] - ranked[1] < policy.min_margin:
+    if close:
         return "close runner-up"
     return None
 
@@ -200,17 +223,20 @@ def tag_track(
     best = top_k(scores, labels, max(k, 1))
     embedding = mean_embedding(embeddings)
     typicality = policy.typicality(embedding) if policy.typicality is not None else None
-    reason = review_reason(scores, policy, typicality)
+    confidence = best[0][1]
+    if policy.calibration is not None:
+        confidence = float(policy.calibration.confidence(confidence, typicality))
+    reason = review_reason(scores, policy, typicality, confidence)
     return TrackTags(
         genre=best[0][0],
-        confidence=best[0][1],
+        confidence=confidence,
         top_k=best[:k],
         scores=scores,
         embedding=embedding,
         low_confidence=reason is not None,
         review_reason=reason,
         typicality=typicality,
-        tags=[] if reason is not None else best[:1],
+        tags=[] if reason is not None else [(best[0][0], confidence)],
     )
 
 
