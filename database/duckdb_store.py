@@ -99,8 +99,12 @@ class DuckDB(ClosesOnExit):
         self._con.execute(
             "CREATE OR REPLACE TEMP TABLE incoming AS SELECT * FROM read_parquet(?, union_by_name=true)", [files])
         try:
-            if "tags" not in {c[0] for c in self._con.execute("DESCRIBE incoming").fetchall()}:
-                self._con.execute("ALTER TABLE incoming ADD COLUMN tags STRUCT(label VARCHAR, score FLOAT)[]")
+            present = {c[0] for c in self._con.execute("DESCRIBE incoming").fetchall()}
+            # Columns that tag files written before them lack.
+            for column, kind in (("tags", "STRUCT(label VARCHAR, score FLOAT)[]"), ("genre_source", "VARCHAR"),
+                                 ("model_genre", "VARCHAR")):
+                if column not in present:
+                    self._con.execute(f"ALTER TABLE incoming ADD COLUMN {column} {kind}")
             rows, versions, replaced = self._con.execute(
                 "SELECT count(*), list(DISTINCT model_version ORDER BY model_version), "
                 f"(SELECT count(*) FROM {db.TAGS} t SEMI JOIN incoming i USING (track_id, model_version)) "
@@ -139,9 +143,12 @@ class DuckDB(ClosesOnExit):
             for table in (db.TAGS, db.EMBEDDINGS, db.TRACK_TAGS):
                 self._con.execute(f"DELETE FROM {table} x USING latest l "
                                   "WHERE x.track_id = l.track_id AND x.model_version = l.model_version")
-            self._con.execute(
-                f"INSERT INTO {db.TAGS} SELECT track_id, model_version, genre, confidence, to_json(top_k), "
-                "low_confidence, review_reason, typicality, feature_version, tagged_at FROM latest")
+            # A person's label outranks a model's: the reviews first, then tags rows that follow them.
+            self._con.execute(f"DELETE FROM {db.REVIEWS} WHERE track_id IN "
+                              f"(SELECT track_id FROM latest WHERE genre_source = 'review')")
+            self._con.execute(f"INSERT INTO {db.REVIEWS} {db.REVIEWED_IN_LATEST} "
+                              "QUALIFY row_number() OVER (PARTITION BY track_id ORDER BY tagged_at DESC) = 1")
+            self._con.execute(f"INSERT INTO {db.TAGS} {db.TAGS_FROM_LATEST.replace('l.top_k', 'to_json(l.top_k)')}")
             # A track that is silent now has nothing to be similar by, whatever an older tagging said.
             self._con.execute(
                 f"INSERT INTO {db.EMBEDDINGS} SELECT track_id, model_version, embedding FROM latest "

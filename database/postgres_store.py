@@ -54,8 +54,10 @@ _EF_SEARCH_MIN, _EF_SEARCH_MAX = 100, 1000
 _INDEX_BUILD_MEMORY_MAX_MB = 1024
 BULK_ROWS = 10_000  # a load of at least this many rows of a model version (and a quarter of what it holds) rebuilds its index
 _STAGED_COLUMNS = ("track_id", "uri", "duration_s", "genre", "confidence", "top_k", "low_confidence",
-                   "review_reason", "typicality", "model_version", "feature_version", "tagged_at", "embedding", "tags")
-_OPTIONAL_COLUMNS = {"tags"}  # tag files written before the column existed have none: staged as NULL
+                   "review_reason", "typicality", "model_version", "feature_version", "tagged_at", "embedding", "tags",
+                   "genre_source", "model_genre")
+# Tag files written before these columns existed have none: staged as NULL.
+_OPTIONAL_COLUMNS = {"tags", "genre_source", "model_genre"}
 
 
 class PostgreSQL(ClosesOnExit):
@@ -113,7 +115,8 @@ class PostgreSQL(ClosesOnExit):
             self._con.execute(
                 "CREATE TEMP TABLE incoming (track_id TEXT, uri TEXT, duration_s DOUBLE PRECISION, genre TEXT, "
                 "confidence REAL, top_k JSONB, low_confidence BOOLEAN, review_reason TEXT, typicality REAL, "
-                "model_version TEXT, feature_version TEXT, tagged_at TIMESTAMPTZ, embedding REAL[], tags JSONB) "
+                "model_version TEXT, feature_version TEXT, tagged_at TIMESTAMPTZ, embedding REAL[], tags JSONB, "
+                "genre_source TEXT, model_genre TEXT) "
                 "ON COMMIT DROP")
             with self._con.cursor().copy(f"COPY incoming ({', '.join(_STAGED_COLUMNS)}) FROM STDIN") as copy:
                 for path in files:
@@ -126,14 +129,20 @@ class PostgreSQL(ClosesOnExit):
             self._con.execute(
                 "CREATE TEMP TABLE latest ON COMMIT DROP AS SELECT DISTINCT ON (track_id, model_version) * "
                 "FROM incoming ORDER BY track_id, model_version, tagged_at DESC")
+            # A person's label outranks a model's: the reviews first, then tags rows that follow them.
             self._con.execute(
-                f"""INSERT INTO {db.TAGS} SELECT track_id, model_version, genre, confidence, top_k, low_confidence,
-                        review_reason, typicality, feature_version, tagged_at FROM latest
+                f"""INSERT INTO {db.REVIEWS} SELECT DISTINCT ON (track_id) * FROM ({db.REVIEWED_IN_LATEST}) reviewed
+                    ORDER BY track_id, tagged_at DESC
+                    ON CONFLICT (track_id) DO UPDATE SET genre = EXCLUDED.genre, model_genre = EXCLUDED.model_genre,
+                        model_version = EXCLUDED.model_version, tagged_at = EXCLUDED.tagged_at""")
+            self._con.execute(
+                f"""INSERT INTO {db.TAGS} {db.TAGS_FROM_LATEST}
                     ON CONFLICT (track_id, model_version) DO UPDATE SET genre = EXCLUDED.genre,
                         confidence = EXCLUDED.confidence, top_k = EXCLUDED.top_k,
                         low_confidence = EXCLUDED.low_confidence, review_reason = EXCLUDED.review_reason,
                         typicality = EXCLUDED.typicality, feature_version = EXCLUDED.feature_version,
-                        tagged_at = EXCLUDED.tagged_at""")
+                        tagged_at = EXCLUDED.tagged_at, genre_source = EXCLUDED.genre_source,
+                        model_genre = EXCLUDED.model_genre""")
             self._con.execute(
                 f"DELETE FROM {db.EMBEDDINGS} e USING latest l WHERE e.track_id = l.track_id "
                 "AND e.model_version = l.model_version AND l.genre IS NULL")

@@ -14,12 +14,14 @@ from runners import process_exit, quiet
 # add_arguments(parser) (argparse commands) or OPTIONS (its Beam PipelineOptions classes).
 COMMANDS = {
     "featurize": ("pipelines.featurize", "run", "decode a catalogue into sharded TFRecords of log-mel segments"),
-    "train": ("trainer.task", "main", "train, evaluate and export a genre model from featurize output"),
+    "train": ("pipelines.train", "main", "train, evaluate and export a genre model from featurize output"),
     "evaluate": ("trainer.evaluate", "main", "evaluate an exported model on a featurize output's split"),
     "pretrained": ("trainer.pretrained", "main", "fetch, convert and cache pretrained musicnn weights; list them"),
     "tag": ("pipelines.tag", "run", "tag a catalogue with an exported model: genres, confidences, embeddings"),
     "load": ("pipelines.load", "main", "load tag Parquet into the recommender database (DuckDB or PostgreSQL)"),
     "similar": ("pipelines.similar", "main", "the tracks nearest to a track by embedding, from the database"),
+    "review": ("pipelines.review", "main", "the tracks most worth a person's look first, as a sheet to fill in for "
+                                           "`cattag train --add-labels`"),
     "search": ("pipelines.search", "main", "the tracks carrying given tags (all or any), from the database"),
     "report": ("pipelines.report", "main", "a tag output as one self-contained HTML page: figures, tags, review, failures, map"),
     "demo": ("pipelines.demo", "run", "build a small synthetic catalogue and run the product on it end to end"),

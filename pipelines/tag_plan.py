@@ -32,9 +32,10 @@ class TagOptions(PipelineOptions):
         parser.add_argument("--model", help="a `cattag train` model directory (SavedModel with its assets), or a "
                                             "pretrained name from `cattag pretrained list` (musicnn-msd, musicnn-mtt)")
         parser.add_argument("--top-k", type=int, default=3, help="labels with scores kept per track (default %(default)s)")
-        parser.add_argument("--min-confidence", type=float, default=defaults.min_confidence,
-                            help="tracks whose top score is below this are flagged low_confidence "
-                                 "(default %(default)s)")
+        parser.add_argument("--min-confidence", type=float, default=None,
+                            help="tracks whose confidence is below this are flagged low_confidence (default: the "
+                                 "threshold the model chose on held-out tracks when it was trained, to catch most "
+                                 f"wrong tags; {defaults.min_confidence} for a model without one)")
         parser.add_argument("--min-margin", type=float, default=defaults.min_margin,
                             help="... or whose runner-up is within this of the top score (default %(default)s)")
         parser.add_argument("--tag-threshold", type=float, default=None,
@@ -116,7 +117,7 @@ class TagPlan:
             labels=assets.labels, card=assets.card, feature_version=assets.cfg.version, typicality=assets.typicality,
             tagged_at=tagged_at, aggregation=tag_options.aggregate, top_k=tag_options.top_k,
             min_confidence=tag_options.min_confidence, min_margin=tag_options.min_margin,
-            tag_threshold=tag_options.tag_threshold)
+            tag_threshold=tag_options.tag_threshold, calibration=assets.calibration, reviews=assets.reviews)
         return cls(source=catalogue_options.input, output=TagOutput(catalogue_options.output), model_dir=model_dir,
                    assets=assets, settings=settings, policy=catalogue_options.segment_policy(),
                    inference_batch_size=tag_options.inference_batch_size,

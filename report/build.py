@@ -18,6 +18,7 @@ TOP_TAGS = 30  # bars in the tag chart
 SIMILAR_QUERIES = 3  # sample `similar` lists with a database
 SIMILAR_K = 5
 MODEL_PLOTS = {"training_curves.png": "Training curves", "confusion_matrix.png": "Confusion matrix (held-out split)",
+               "reliability.png": "Reliability of confidence (held-out split)",
                "embeddings_pca.png": "Held-out embeddings, PCA"}
 
 
@@ -115,9 +116,27 @@ def _flagged(tagged: summary.TagSummary) -> str:
             for r in tagged.flagged_rows]
     listed = table(["track", "genre", "confidence", "typicality", "reason", "tags carried"], rows,
                    table_id="flagged", numeric=["confidence", "typicality"])
-    note = (f"{tagged.flagged:,} of {tagged.rows:,} tracks are flagged for review (column low_confidence)"
-            + (f"; the {len(rows):,} least confident are listed" if len(rows) < tagged.flagged else "") + ".")
-    return section("Flagged for review", reasons + listed, section_id="review", note=note)
+    note = (f"{tagged.flagged:,} of {tagged.rows:,} tracks are flagged for review (column low_confidence), listed "
+            "most likely wrong first (lowest confidence: for a calibrated model, the chance the genre is right)"
+            + (f"; the {len(rows):,} least confident are listed" if len(rows) < tagged.flagged else "")
+            + ". `cattag review` picks the ones a correction teaches the model most.")
+    return section("Flagged for review", reasons + _reviews(tagged) + listed, section_id="review", note=note)
+
+
+def _reviews(tagged: summary.TagSummary) -> str:
+    """What people's corrections say: how many tracks were reviewed, how often the model had been right on
+    them, and the share of the catalogue the confidences and reviews imply is right."""
+    music = tagged.reviewed - tagged.reviewed_not_music
+    facts = [("tracks reviewed by a person", f"{tagged.reviewed:,}"),
+             ("of them no music", f"{tagged.reviewed_not_music:,}")]
+    if tagged.reviewed:
+        facts.append(("the model had been right on the reviewed tracks",
+                      f"{tagged.reviewed_model_right:,} of {tagged.reviewed:,} ({tagged.reviewed_model_right / tagged.reviewed:.0%})"
+                      + (" (picked as the doubtful ones: the rest of the catalogue is likelier right)" if music else "")))
+    if tagged.expected_right is not None:
+        facts.append(("share of tracks with audio whose genre is right, as confidences and reviews imply",
+                      f"{tagged.expected_right:.1%}"))
+    return "<h3>Reviews</h3>" + table(["", ""], facts, table_id="reviews", page_size=None)
 
 
 def _failures(errors: summary.ErrorSummary) -> str:
@@ -157,6 +176,17 @@ def _model(model_dir: str) -> str:
     metrics = card.metrics or {}
     facts += [(name.replace("_", " "), metrics[name]) for name in
               ("track_accuracy", "segment_accuracy", "macro_f1", "tracks", "split") if name in metrics]
+    if "ece" in metrics:
+        facts.append(("expected calibration error (held-out split)", round(metrics["ece"], 3)))
+    if card.calibration:
+        heldout = card.calibration["heldout"]
+        facts += [("review flag", f"confidence below {card.calibration['flag_below']:.2f} "
+                                  f"({card.calibration.get('flag_rule', '')})"),
+                  ("calibrated on", f"{heldout['tracks']} cross-fitted held-out tracks, ECE "
+                                    f"{heldout['ece_before']:.3f} before, {heldout['ece']:.3f} after")]
+    if card.corrections:
+        facts.append(("trained with corrections", f"{card.corrections['learned_from']} reviewed tracks learned from, "
+                                                  f"{card.corrections['not_music']} not music"))
     body = table(["", ""], [(name, json.dumps(value) if isinstance(value, dict) else value)
                             for name, value in facts if value is not None], table_id="model-card", page_size=None)
     plots = []

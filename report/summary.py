@@ -27,7 +27,7 @@ MAX_LISTED = 1000
 MAP_SAMPLE = 2000
 CONFIDENCE_BINS = 20
 _COLUMNS = ["track_id", "uri", "genre", "confidence", "tags", "low_confidence", "review_reason", "typicality",
-            "duration_s", "model_version", "tagged_at"]
+            "duration_s", "model_version", "tagged_at", tags.GENRE_SOURCE, "model_genre"]
 
 
 @dataclasses.dataclass
@@ -45,6 +45,19 @@ class TagSummary:
     map_rows: list[dict] = dataclasses.field(default_factory=list)  # the sample for the embedding map
     other_versions: dict[str, int] = dataclasses.field(default_factory=dict)  # rows of other model versions
     labels: list[str] = dataclasses.field(default_factory=list)
+    # Tracks a person labelled (genre_source "review"): how many, how many of those the model had right
+    # (its genre the reviewer's label), how many are no music; and the sum of the others' confidences.
+    reviewed: int = 0
+    reviewed_model_right: int = 0
+    reviewed_not_music: int = 0
+    model_confidence_sum: float = 0.0
+
+    @property
+    def expected_right(self) -> float | None:
+        """The share of tracks with audio whose genre is right, as the confidences and reviews imply: reviewed
+        tracks count as right, the others by their (calibrated) confidence."""
+        with_audio = self.rows - self.silent
+        return (self.reviewed + self.model_confidence_sum) / with_audio if with_audio else None
 
     @property
     def confidence_edges(self) -> np.ndarray:
@@ -139,6 +152,14 @@ def _matrix(column) -> np.ndarray:
 def _count(summary: TagSummary, row: dict) -> None:
     summary.rows += 1
     summary.audio_s += row["duration_s"]
+    if row.get(tags.GENRE_SOURCE) == tags.BY_REVIEW:
+        summary.reviewed += 1
+        summary.reviewed_model_right += int(row.get("model_genre") is not None and row["model_genre"] == row["genre"])
+        if row["genre"] is None:
+            summary.reviewed_not_music += 1
+            return
+    elif row["genre"] is not None:
+        summary.model_confidence_sum += float(row["confidence"])
     if row["low_confidence"]:
         summary.flagged += 1
         summary.reasons[row["review_reason"] or "flagged"] += 1

@@ -4,6 +4,10 @@
     tracks      one row per track id: where it is and how long it lasts (the latest load wins)
     tags        one row per (track_id, model_version): genre, confidence, top-k, review flag
     embeddings  one row per (track_id, model_version): the unit-length track embedding
+    reviews     one row per track a person labelled (`cattag review`, then `cattag train --add-labels`): the
+                label (null: not music), the genre the model had given, and the model version whose tags
+                carried it. A reviewed label outranks any model's: every load gives the track's tags rows
+                that genre, with genre_source "review", whichever model's tags are loaded, now or later.
     track_tags  one row per (track_id, model_version, tag): each label the track carries (the tag
                 file's `tags` column: every tag over its threshold for a multi-label tagger, the
                 genre for a genre classifier) with its score; indexed by (tag, model_version) for
@@ -26,8 +30,8 @@ from __future__ import annotations
 
 import hashlib
 
-TRACKS, TAGS, EMBEDDINGS, TRACK_TAGS = "tracks", "tags", "embeddings", "track_tags"
-TABLES = (TRACKS, TAGS, EMBEDDINGS, TRACK_TAGS)
+TRACKS, TAGS, EMBEDDINGS, TRACK_TAGS, REVIEWS = "tracks", "tags", "embeddings", "track_tags", "reviews"
+TABLES = (TRACKS, TAGS, EMBEDDINGS, TRACK_TAGS, REVIEWS)
 TRACK_TAGS_INDEX = f"{TRACK_TAGS}_tag"  # (tag, model_version): the tracks carrying a tag, a model's vocabulary
 
 
@@ -50,6 +54,17 @@ _COLUMNS = {
         "review_reason": ("VARCHAR", "TEXT", ""),
         "typicality": ("REAL", "REAL", ""),
         "feature_version": ("VARCHAR", "TEXT", "NOT NULL"),
+        "tagged_at": ("TIMESTAMPTZ", "TIMESTAMPTZ", "NOT NULL"),
+        # Added with reviews (MIGRATIONS adds them to older databases): who set `genre`, "model" or "review",
+        # and the genre the model gave.
+        "genre_source": ("VARCHAR", "TEXT", ""),
+        "model_genre": ("VARCHAR", "TEXT", ""),
+    },
+    REVIEWS: {
+        "track_id": ("VARCHAR", "TEXT", "PRIMARY KEY"),
+        "genre": ("VARCHAR", "TEXT", ""),
+        "model_genre": ("VARCHAR", "TEXT", ""),
+        "model_version": ("VARCHAR", "TEXT", "NOT NULL"),
         "tagged_at": ("TIMESTAMPTZ", "TIMESTAMPTZ", "NOT NULL"),
     },
     EMBEDDINGS: {
@@ -78,6 +93,9 @@ def _ddl(dialect: int, embedding_type: str | None = None) -> list[str]:
         statements.append(f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(lines)})")
     for name, (table, columns) in _INDEXES.items():
         statements.append(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({', '.join(columns)})")
+    # Columns added after the first release: a database created before them gets them here.
+    for table, column in ((TAGS, "genre_source"), (TAGS, "model_genre")):
+        statements.append(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {_COLUMNS[table][column][dialect]}")
     return statements
 
 
@@ -110,3 +128,21 @@ REPLACE_TRACK_TAGS = (
         ON CONFLICT (track_id, model_version, tag) DO UPDATE SET score = EXCLUDED.score
         WHERE {TRACK_TAGS}.score IS DISTINCT FROM EXCLUDED.score""",
 )
+
+
+# After a load has put the loaded rows in a temp table `latest` (one per track_id, model_version) and the
+# reviews table is up to date: the tags rows to insert, a reviewed label outranking the row's genre.
+TAGS_FROM_LATEST = f"""
+    SELECT l.track_id, l.model_version,
+        CASE WHEN r.track_id IS NULL THEN l.genre ELSE r.genre END,
+        CASE WHEN r.track_id IS NULL THEN l.confidence ELSE 1.0 END,
+        l.top_k,
+        CASE WHEN r.track_id IS NULL THEN l.low_confidence ELSE false END,
+        CASE WHEN r.track_id IS NULL THEN l.review_reason END,
+        l.typicality, l.feature_version, l.tagged_at,
+        CASE WHEN r.track_id IS NULL THEN coalesce(l.genre_source, 'model') ELSE 'review' END,
+        coalesce(l.model_genre, l.genre)
+    FROM latest l LEFT JOIN {REVIEWS} r USING (track_id)"""
+# The loaded rows a person labelled, newest first per track: what the reviews table takes from a load.
+REVIEWED_IN_LATEST = ("SELECT track_id, genre, model_genre, model_version, tagged_at FROM latest "
+                      "WHERE genre_source = 'review'")

@@ -12,6 +12,9 @@ from collections.abc import Sequence
 import pyarrow as pa
 
 FINGERPRINT = "content_fingerprint"
+GENRE_SOURCE = "genre_source"
+BY_MODEL, BY_REVIEW = "model", "review"
+NOT_MUSIC = "not music"  # what a reviewer writes for a track that is no music; its genre is then null
 
 # Keys of the schema metadata: what a reader needs to interpret `probabilities` and `embedding`.
 META_LABELS = b"cattag.labels"  # JSON list, aligned with `probabilities`
@@ -49,11 +52,17 @@ def tags_schema(*, labels: Sequence[str], embedding_dim: int, model_version: str
         pa.field("n_segments", pa.int32(), nullable=False),
         pa.field("low_confidence", pa.bool_(), nullable=False),
         # Why a track was flagged, for the people reviewing it: "silent", "unlike the training
-        # music", "low score", "close runner-up"; null when not flagged.
+        # music", "low confidence" (calibrated models) or "low score", "close runner-up"; null when not flagged.
         pa.field("review_reason", pa.string()),
         # Cosine of the embedding to the nearest training-class centroid (null: silent track, or
         # a model exported without the reference).
         pa.field("typicality", pa.float32()),
+        # Who set `genre`: "model", or "review" for a track a person labelled (`cattag review`, then
+        # `cattag train --add-labels`); a reviewed track's confidence is 1 and its genre null for "not music".
+        # Null in rows written before cattag recorded it (read as "model").
+        pa.field(GENRE_SOURCE, pa.string()),
+        # The genre a model gave the track: this model's, or for a reviewed track the one the reviewer saw.
+        pa.field("model_genre", pa.string()),
         pa.field("model_version", pa.string(), nullable=False),
         pa.field("feature_version", pa.string(), nullable=False),
         pa.field("tagged_at", pa.timestamp("us", tz="UTC"), nullable=False),

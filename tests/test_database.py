@@ -75,7 +75,7 @@ def test_load_fills_the_three_tables_and_a_reload_changes_nothing(loaded):
     tmp_path, url, result = loaded
     assert result.rows == 6 and result.model_versions == ["m1"]
     # The silent track has no embedding; these rows have no `tags`, so no track_tags.
-    assert result.counts == {"tracks": 6, "tags": 6, "embeddings": 5, "track_tags": 0}
+    assert result.counts == {"tracks": 6, "tags": 6, "embeddings": 5, "track_tags": 0, "reviews": 0}
     again = load.main(["--tags", str(tmp_path / "tags"), "--db", url])
     assert again.counts == result.counts
 
@@ -105,7 +105,7 @@ def test_a_newer_model_sits_beside_the_older_one(loaded):
                version="m2", name="run2")
     result = load.main(["--tags", str(tmp_path / "tags"), "--db", url])
     assert result.model_versions == ["m1", "m2"]
-    assert result.counts == {"tracks": 6, "tags": 11, "embeddings": 10, "track_tags": 0}
+    assert result.counts == {"tracks": 6, "tags": 11, "embeddings": 10, "track_tags": 0, "reviews": 0}
     database = connect(url)
     try:
         assert database.latest_model_version("a") == "m2"
@@ -182,7 +182,7 @@ def test_duckdb_and_postgresql_agree_and_the_hnsw_index_is_used(tmp_path, postgr
     try:
         assert stores["pgvector"].pgvector and not stores["real[]"].pgvector
         for store in stores.values():
-            assert store.load(files).counts == {"tracks": 400, "tags": 400, "embeddings": 400, "track_tags": 0}
+            assert store.load(files).counts == {"tracks": 400, "tags": 400, "embeddings": 400, "track_tags": 0, "reviews": 0}
         recalls = []
         for query in ["t0000", "t0007", "t0123", "t0399"]:
             for genre in (None, "waltz"):
@@ -282,7 +282,7 @@ def tagged(tmp_path, db_url):
 
 def test_load_fills_track_tags_from_the_tags_column_and_a_reload_changes_nothing(tagged):
     tmp_path, url, result = tagged
-    assert result.counts == {"tracks": 6, "tags": 6, "embeddings": 5, "track_tags": 10}  # none for the silent track
+    assert result.counts == {"tracks": 6, "tags": 6, "embeddings": 5, "track_tags": 10, "reviews": 0}  # none for the silent track
     before = track_tags_rows(url)
     assert [r for r in before if r[0] == "a"] == [("a", "m1", "Mellow", f32(0.7)), ("a", "m1", "chill", f32(0.9)),
                                                   ("a", "m1", "female vocalists", f32(0.8))]
@@ -386,7 +386,7 @@ def test_tag_files_without_the_tags_column_still_load(tmp_path, db_url, old_firs
     write_tags(tmp_path / "tags", tagged_rows(), name="b-new" if old_first else "0-new")
     result = load.main(["--tags", str(tmp_path / "tags"), "--db", db_url])
     assert result.model_versions == ["m0", "m1"]
-    assert result.counts == {"tracks": 6, "tags": 8, "embeddings": 7, "track_tags": 10}  # none from the old file
+    assert result.counts == {"tracks": 6, "tags": 8, "embeddings": 7, "track_tags": 10, "reviews": 0}  # none from the old file
     assert {r[1] for r in track_tags_rows(db_url)} == {"m1"}
     database = connect(db_url)
     try:
@@ -400,7 +400,7 @@ def test_tag_files_without_the_tags_column_still_load(tmp_path, db_url, old_firs
 def test_only_old_tag_files_load_and_search_says_there_are_no_tags(tmp_path, db_url):
     old_tag_file(tmp_path / "tags", [row(t, GENRES[t], EMBEDDINGS[t]) for t in EMBEDDINGS], version="m1", name="old")
     assert load.main(["--tags", str(tmp_path / "tags"), "--db", db_url]).counts == {
-        "tracks": 5, "tags": 5, "embeddings": 5, "track_tags": 0}
+        "tracks": 5, "tags": 5, "embeddings": 5, "track_tags": 0, "reviews": 0}
     database = connect(db_url)
     try:
         with pytest.raises(ValueError, match="the database has no track tags"):
@@ -711,5 +711,5 @@ def test_a_duckdb_load_replacing_many_rows_commits_in_parts_with_the_same_result
         assert ("committing in 3 parts" in caplog.text) == (name == "parts")  # 400 replaced, 150 a part
         results[name] = contents(tmp_path / f"{name}.duckdb")
     assert results["parts"] == results["one"]
-    assert result.counts == {"tracks": 420, "tags": 420, "embeddings": 378, "track_tags": 420}
+    assert result.counts == {"tracks": 420, "tags": 420, "embeddings": 378, "track_tags": 420, "reviews": 0}
     assert {r[2] for r in results["parts"][catalogue_db.TAGS]} == {*LABELS, None}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
@@ -27,6 +28,7 @@ from schemas.failure import Failure
 from schemas.features import FeatureConfig, SegmentPolicy
 from schemas.model_card import ModelCard
 from transforms import aggregate, counters
+from transforms.calibration import Calibration
 from transforms.featurize_steps import FeaturizeTracks
 from transforms.inference import DEFAULT_BATCH_SIZE, SavedModelHandler
 from transforms.records import TrackSummary
@@ -52,23 +54,41 @@ class TagSettings:
     top_k: int = 3
     policy: aggregate.ConfidencePolicy = dataclasses.field(default_factory=aggregate.ConfidencePolicy)
     multilabel: aggregate.MultiLabel | None = None  # a multi-label tagger's thresholds; None: a genre model
+    # Reviewers' labels the model was trained with: (track_id, label or None for "not music", the genre the
+    # reviewed model had given). A reviewed track's row carries the reviewed label (genre_source "review").
+    reviews: tuple[tuple[str, str | None, str | None], ...] = ()
+
+    def review_of(self, track_id: str) -> tuple[str | None, str | None] | None:
+        """(label, model_genre) a person gave this track, or None."""
+        return self._reviews_by_track.get(track_id)
+
+    @functools.cached_property
+    def _reviews_by_track(self) -> dict[str, tuple[str | None, str | None]]:
+        return {track: (label, guess) for track, label, guess in self.reviews}
 
     @classmethod
     def for_model(cls, *, labels: Sequence[str], card: ModelCard, feature_version: str,
                   typicality: dict | None, tagged_at: datetime.datetime | None, aggregation: str = "mean",
                   top_k: int = 3, min_confidence: float | None = None, min_margin: float | None = None,
-                  tag_threshold: float | None = None) -> TagSettings:
-        """The settings of a model (its card, labels and typicality reference) with the user's choices."""
+                  tag_threshold: float | None = None, calibration: dict | None = None,
+                  reviews: dict | None = None) -> TagSettings:
+        """The settings of a model (its card, labels, typicality reference, calibration and reviews)
+        with the user's choices."""
         defaults = aggregate.ConfidencePolicy()
+        calibrated = Calibration.from_dict(calibration) if calibration and not card.multilabel else None
         return cls(
             labels=tuple(labels), embedding_dim=card.require_embedding_dim(), model_version=card.model_version,
             feature_version=feature_version, tagged_at=tagged_at, aggregation=aggregation, top_k=top_k,
             policy=aggregate.ConfidencePolicy(
-                defaults.min_confidence if min_confidence is None else min_confidence,
+                min_confidence if min_confidence is not None
+                else calibrated.flag_below if calibrated is not None else defaults.min_confidence,
                 defaults.min_margin if min_margin is None else min_margin,
-                aggregate.Typicality.from_dict(typicality) if typicality else None),
+                aggregate.Typicality.from_dict(typicality) if typicality else None,
+                calibrated),
             multilabel=aggregate.MultiLabel.from_card(card, labels, threshold=tag_threshold)
-            if card.multilabel else None)
+            if card.multilabel else None,
+            reviews=tuple(sorted((track, review.get("label"), review.get("model_genre"))
+                                 for track, review in (reviews or {}).items())))
 
     def schema(self) -> pa.Schema:
         """The Arrow schema of the rows these settings produce."""
@@ -89,21 +109,33 @@ def tag_row(summary: TrackSummary, tags: aggregate.TrackTags | None, settings: T
         "tagged_at": settings.tagged_at or datetime.datetime.now(datetime.UTC),
     }
     if tags is None:
-        return {**row, "genre": None, "confidence": 0.0, "top_k": None, "probabilities": None, "tags": None,
-                "embedding": [0.0] * settings.embedding_dim,
-                "low_confidence": True, "review_reason": "silent", "typicality": None}
-    return {
-        **row,
-        "genre": tags.genre,
-        "confidence": tags.confidence,
-        "top_k": [{"label": label, "score": score} for label, score in tags.top_k],
-        "probabilities": tags.scores.tolist(),
-        "tags": [{"label": label, "score": score} for label, score in tags.tags],
-        "embedding": tags.embedding.tolist(),
-        "low_confidence": tags.low_confidence,
-        "review_reason": tags.review_reason,
-        "typicality": tags.typicality,
-    }
+        row = {**row, "genre": None, "confidence": 0.0, "top_k": None, "probabilities": None, "tags": None,
+               "embedding": [0.0] * settings.embedding_dim, tags_schema.GENRE_SOURCE: tags_schema.BY_MODEL,
+               "model_genre": None, "low_confidence": True, "review_reason": "silent", "typicality": None}
+    else:
+        row = {
+            **row,
+            "genre": tags.genre,
+            "confidence": tags.confidence,
+            "top_k": [{"label": label, "score": score} for label, score in tags.top_k],
+            "probabilities": tags.scores.tolist(),
+            "tags": [{"label": label, "score": score} for label, score in tags.tags],
+            "embedding": tags.embedding.tolist(),
+            tags_schema.GENRE_SOURCE: tags_schema.BY_MODEL,
+            "model_genre": tags.genre,
+            "low_confidence": tags.low_confidence,
+            "review_reason": tags.review_reason,
+            "typicality": tags.typicality,
+        }
+    review = settings.review_of(summary.entry.track_id)
+    return row if review is None else reviewed_row(row, *review)
+
+
+def reviewed_row(row: dict, label: str | None, model_genre: str | None) -> dict:
+    """A tag row for a track a person labelled: the label outranks the model's genre (None: not music)."""
+    return {**row, "genre": label, "confidence": 1.0, tags_schema.GENRE_SOURCE: tags_schema.BY_REVIEW,
+            "model_genre": model_genre, "tags": [{"label": label, "score": 1.0}] if label else [],
+            "low_confidence": False, "review_reason": None}
 
 
 def failed_batch_to_tracks(failed) -> Iterator[tuple[str, str]]:
