@@ -145,10 +145,10 @@ def evaluate_model(model_dir: str, data_dir: str, *, split: str = "test", output
     return metrics
 
 
-def calibration_metrics(tracks: dict[str, np.ndarray], assets) -> dict:
-    """Reliability curve, ECE and review flags of the calibrated confidence on labelled tracks
-    (`tracks`: track_level output with embeddings), computed as `cattag tag` computes them."""
-    from transforms.calibration import Calibration, summary
+def calibrated_tracks(tracks: dict[str, np.ndarray], assets) -> dict[str, np.ndarray]:
+    """Per labelled track (`tracks`: track_level output with embeddings): top posterior, calibrated
+    confidence, whether the genre is right and whether it is flagged, computed as `cattag tag` does."""
+    from transforms.calibration import Calibration
 
     fitted = Calibration.from_dict(assets.calibration)
     typicality = None
@@ -157,9 +157,17 @@ def calibration_metrics(tracks: dict[str, np.ndarray], assets) -> dict:
         typicality = np.array([reference(embedding) for embedding in tracks["embedding"]])
     posterior = tracks["probabilities"]
     confidence = fitted.confidence(posterior.max(axis=1), typicality)
-    right = posterior.argmax(axis=1) == tracks["label_id"]
-    result = summary(confidence, right, fitted.flag_below)
-    result["ece_uncalibrated"] = summary(posterior.max(axis=1), right, fitted.flag_below)["ece"]
+    return {"top": posterior.max(axis=1), "confidence": confidence, "flagged": confidence < fitted.flag_below,
+            "right": posterior.argmax(axis=1) == tracks["label_id"], "flag_below": fitted.flag_below}
+
+
+def calibration_metrics(tracks: dict[str, np.ndarray], assets) -> dict:
+    """Reliability curve, ECE and review flags of the calibrated confidence on labelled tracks."""
+    from transforms.calibration import expected_calibration_error, summary
+
+    scored = calibrated_tracks(tracks, assets)
+    result = summary(scored["confidence"], scored["right"], scored["flag_below"])
+    result["ece_uncalibrated"] = expected_calibration_error(scored["top"], scored["right"])
     return result
 
 

@@ -40,6 +40,7 @@ class TrainConfig:
     backbone: str = presets.DEFAULT_BACKBONE  # or "none": train `arch` from scratch
     arch: str = models.DEFAULT_ARCH
     fine_tune: bool = False  # with a backbone: also train its top dense layer, end to end
+    experts: str = "both"  # with a backbone: which posteriors the model averages (transfer.EXPERTS)
     fine_tune_epochs: int = 5
     epochs: int = 40
     batch_size: int = 32  # per replica
@@ -303,6 +304,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "or none to train --arch from scratch (default %(default)s)")
     parser.add_argument("--arch", default=defaults.arch, choices=sorted(models.ARCHITECTURES),
                         help="with --backbone none: the architecture trained from scratch (default %(default)s)")
+    parser.add_argument("--experts", choices=sorted(transfer.EXPERTS), default=defaults.experts,
+                        help="with a backbone: the genre posterior is the mean of the trained head's and the tag "
+                             "profile's (the labels mapped onto the backbone's own tags; both: the default, best on "
+                             "music unlike the training data), or one of them alone (default %(default)s)")
     parser.add_argument("--fine-tune", action="store_true",
                         help="with a backbone: after the head, train the backbone's top dense layer too, end to end "
                              "on the log-mels (slower; for a few thousand tracks or more)")
@@ -326,6 +331,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         data_dir=args.data, model_dir=args.model_dir, backbone=args.backbone, arch=args.arch, fine_tune=args.fine_tune,
+        experts=args.experts,
         fine_tune_epochs=args.fine_tune_epochs, epochs=args.epochs, batch_size=args.batch_size,
         seed=args.seed, learning_rate=args.learning_rate, patience=args.patience, device=args.device,
         mixed_precision=args.mixed_precision, augment=not args.no_augment)

@@ -46,6 +46,9 @@ TAGGRAM_SIZE = 50  # the backbone's tags: the last TAGGRAM_SIZE of the HEAD_INPU
 # plain mean of two experts, not tuned: it beat either alone away from home and lost nothing at home
 # (bench/RESULTS.md, "Away from home").
 HEAD_WEIGHT = 0.5
+# `cattag train --experts`: which posteriors the model averages (the others, for comparison and for
+# catalogues of the training music's kind only).
+EXPERTS = {"both": HEAD_WEIGHT, "head": 1.0, "tag-profile": 0.0}
 # Cross-fitting for the confidence calibrator: each training track scored by a model of the other folds.
 CALIBRATION_FOLDS = 5
 HEAD_STEPS_PER_EXECUTION = 32
@@ -273,7 +276,7 @@ def _cross_fit(data: TrainingSet, cfg, fold_of_track: np.ndarray, inverse: np.nd
                  batch_size=cfg.batch_size, epochs=cfg.epochs, verbose=0, shuffle=True)
         profile = tag_profile.fit(_taggram(x[train]), y[train], n_classes)
         posterior[test] = combine(head.predict(x[test], batch_size=256, verbose=0),
-                                  tag_profile.probabilities(profile, _taggram(x[test])))
+                                  tag_profile.probabilities(profile, _taggram(x[test])), EXPERTS[cfg.experts])
         in_fold = fold_of_track == k
         centroids = aggregate.class_centroids(sounds[~in_fold], track_label[~in_fold], n_classes)
         typicality[in_fold] = (sounds[in_fold] @ centroids.T).max(axis=1)
@@ -324,9 +327,9 @@ def stratified_folds(track_ids: np.ndarray, track_label: np.ndarray, folds: int)
     return fold
 
 
-def combine(head: np.ndarray, profile: np.ndarray) -> np.ndarray:
-    """The default model's posterior: the mean of its two experts' (bench/RESULTS.md, "Away from home")."""
-    return (HEAD_WEIGHT * head + (1.0 - HEAD_WEIGHT) * profile).astype(np.float32)
+def combine(head: np.ndarray, profile: np.ndarray, head_weight: float = HEAD_WEIGHT) -> np.ndarray:
+    """The model's posterior: by default the mean of its two experts' (bench/RESULTS.md, "Away from home")."""
+    return (head_weight * head + (1.0 - head_weight) * profile).astype(np.float32)
 
 
 def fit(cfg, info: DataInfo, strategy: tf.distribute.Strategy, *, callbacks: list, verbose) -> Fitted:
@@ -372,7 +375,8 @@ def fit(cfg, info: DataInfo, strategy: tf.distribute.Strategy, *, callbacks: lis
     with strategy.scope():
         head_probabilities = _apply(stack, extractor.output)
         profile_probabilities = tag_profile.TagProfile.of(profile, name="tag_profile")(backbone.output[musicnn.TAGGRAM])
-        probabilities = WeightedMean(HEAD_WEIGHT, dtype="float32", name=models.PROBABILITIES)(
+        head_weight = EXPERTS[cfg.experts]
+        probabilities = WeightedMean(head_weight, dtype="float32", name=models.PROBABILITIES)(
             [head_probabilities, profile_probabilities])
         model = keras.Model(backbone.input, probabilities, name=f"{cfg.backbone}_head".replace("-", "_"))
         embedding = GenreSoundEmbedding(dtype="float32", name=models.EMBEDDING)(
@@ -392,7 +396,7 @@ def fit(cfg, info: DataInfo, strategy: tf.distribute.Strategy, *, callbacks: lis
                                    f"{TAGGRAM_SIZE} tags over its training segments; cosine x scale, softmax",
                          "scale": round(profile.scale, 3),
                          "top_tags": profile.top_tags(preset["labels"], data.labels),
-                         "rule": f"probabilities = {HEAD_WEIGHT} x head + {1 - HEAD_WEIGHT:g} x tag profile"},
+                         "rule": f"probabilities = {head_weight:g} x head + {1 - head_weight:g} x tag profile"},
                      "embedding": f"[probabilities, {SOUND_WEIGHT} x unit({musicnn.EMBEDDING_OUTPUT})]"}}
     reference = aggregate.typicality_reference(
         *_track_sounds_of(train), _track_sounds_of(validation)[0] if has_validation else np.zeros((0, 1)),

@@ -68,9 +68,10 @@ def logit(p: float | np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def fit(top: np.ndarray, typicality: np.ndarray, right: np.ndarray, *, l2: float = 1e-2) -> Calibration:
-    """Logistic regression of `right` (bool per held-out track) on standardized FEATURES, with a little
-    L2 on the weights (a few dozen tracks can be separable), then the review threshold from the same tracks."""
+def fit(top: np.ndarray, typicality: np.ndarray, right: np.ndarray, *, l2: float = 1.0) -> Calibration:
+    """Logistic regression of `right` (bool per held-out track) on standardized FEATURES, with an L2
+    penalty of `l2` x |w|^2 on the summed log-loss (a prior worth about one track: a few dozen tracks
+    can be separable), then the review threshold from the same tracks."""
     from scipy.optimize import minimize
 
     raw = features(top, typicality)
@@ -80,6 +81,7 @@ def fit(top: np.ndarray, typicality: np.ndarray, right: np.ndarray, *, l2: float
     center, scale = raw.mean(axis=0), np.maximum(raw.std(axis=0), 1e-6)
     x = (raw - center) / scale
     n = x.shape[1]
+    l2 = l2 / len(y)  # on the mean log-loss
 
     def loss(params):
         z = x @ params[:n] + params[n]
