@@ -3,7 +3,7 @@
 Each label's profile is the mean of its training segments' tag log-odds (the backbone's 50
 `taggram` scores, standardized with the training statistics); a segment's score for a label is the
 cosine of its standardized log-odds to that profile, times a scale fitted by maximum likelihood,
-through a softmax. Eleven numbers a label and one scale: far fewer than the head's, so it learns
+through a softmax. Fifty numbers a label and one scale, against the head's 33,000 weights, so it learns
 less of the training music's quirks, and away from it (music from other sources) it was right more
 often than the head (bench/RESULTS.md, "Away from home"). The default genre model averages the
 two (trainer/transfer.py).

@@ -318,12 +318,10 @@ def _track_sounds(penultimate: np.ndarray, inverse: np.ndarray, n_tracks: int) -
 def stratified_folds(track_ids: np.ndarray, track_label: np.ndarray, folds: int) -> np.ndarray:
     """Fold per track: within each label, tracks in id order go round-robin (deterministic)."""
     fold = np.zeros(len(track_ids), np.int64)
-    offset = 0
-    for label in np.unique(track_label):
+    for offset, label in enumerate(np.unique(track_label)):  # rotated, so that small labels do not all start in fold 0
         members = np.flatnonzero(track_label == label)
         members = members[np.argsort(track_ids[members], kind="stable")]
         fold[members] = (np.arange(len(members)) + offset) % folds
-        offset += 1
     return fold
 
 
