@@ -173,6 +173,8 @@ def _model(model_dir: str) -> str:
         facts += [("epochs", card.training.get("epochs_run")), ("trained on", card.training.get("device"))]
     if card.source:
         facts += [("source", card.source), ("licence", card.licence)]
+    if card.tag_threshold_rule:
+        facts.append(("tag thresholds", card.tag_threshold_rule))
     metrics = card.metrics or {}
     facts += [(name.replace("_", " "), metrics[name]) for name in
               ("track_accuracy", "segment_accuracy", "macro_f1", "tracks", "split") if name in metrics]

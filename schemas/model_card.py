@@ -53,6 +53,7 @@ class ModelCard:
     preset: str | None = None
     genre_labels: list[str] | None = None
     tag_thresholds: dict[str, float] | None = None
+    tag_threshold_rule: str | None = None  # what the thresholds were chosen for (cards written before: absent)
     embedding_layer: str | None = None
     source: dict[str, Any] | None = None
     licence: str | None = None

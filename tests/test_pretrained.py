@@ -44,6 +44,7 @@ def test_fetch_caches_a_preset_with_its_licence_labels_and_config(pretrained_cac
     card = json.loads((folder / presets.MODEL_SUBDIR / "model.json").read_text())
     assert card["task"] == "multilabel" and card["labels"] == info["labels"]
     assert card["embedding_dim"] == 200 and card["model_version"].startswith("musicnn-msd-")
+    assert "chosen for" in card["tag_threshold_rule"] and set(card["tag_thresholds"]) == set(info["labels"])
     assert presets.resolve_model("musicnn-msd") == str(folder / presets.MODEL_SUBDIR)
     assert presets.resolve_model("/some/model/dir") == "/some/model/dir"
 

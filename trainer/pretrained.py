@@ -45,6 +45,9 @@ from schemas.presets import (
 )
 
 _LOG = logging.getLogger(__name__)
+# Bumped when a conversion writes something new (2: the model card states what the tag thresholds are for):
+# a cache of an older one is converted again by the next fetch, from the cached wheel.
+CONVERSION = 2
 
 # ---------------------------------------------------------------------------------------- fetch
 
@@ -54,8 +57,10 @@ def fetch(name: str, *, wheel_file: str | None = None, force: bool = False) -> p
     spec = preset(name)
     folder = preset_dir(name)
     if (folder / PRESET_FILE).exists() and not force:
-        _LOG.info("pretrained: %s is cached in %s", name, folder)
-        return folder
+        if json.loads((folder / PRESET_FILE).read_text()).get("conversion") == CONVERSION:
+            _LOG.info("pretrained: %s is cached in %s", name, folder)
+            return folder
+        _LOG.info("pretrained: %s was converted by an older cattag; converting it again", name)
     with tempfile.TemporaryDirectory(prefix="cattag-pretrained-") as tmp:
         wheel = pathlib.Path(wheel_file) if wheel_file else _download(spec.wheel, _ensure(cache_root() / "wheels"))
         _check_sha256(wheel, spec.wheel)
@@ -152,6 +157,7 @@ def _convert(spec: Preset, wheel: pathlib.Path, tmp: pathlib.Path, out: pathlib.
         "feature_config": spec.cfg.to_dict(),
         "backbone_weights_sha256": hashlib.sha256((out / BACKBONE_WEIGHTS).read_bytes()).hexdigest(),
         "converted_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "conversion": CONVERSION,
     }
     (out / PRESET_FILE).write_text(json.dumps(info, indent=2) + "\n")
     export.export_tagger(backbone, model_dir=str(out / MODEL_SUBDIR), preset=info)

@@ -42,13 +42,12 @@ SOUND_WEIGHT = 0.5
 # stay frozen (inference mode): a few hundred segments would drag their statistics off.
 FINE_TUNED_LAYERS = ("penultimate_dense",)
 TAGGRAM_SIZE = 50  # the backbone's tags: the last TAGGRAM_SIZE of the HEAD_INPUTS features
-# The default posterior: this much of the head, the rest the tag profile (trainer/tag_profile.py). The
-# plain mean of two experts, not tuned: it beat either alone away from home and lost nothing at home
-# (bench/RESULTS.md, "Away from home").
+# The posterior is head_weight x the head's + the rest x the tag profile's (trainer/tag_profile.py).
+# `cattag train --experts both` (the default) chooses the weight on cross-fitted held-out tracks
+# (choose_head_weight), ties going to the plain mean; `head` and `tag-profile` keep one expert.
 HEAD_WEIGHT = 0.5
-# `cattag train --experts`: which posteriors the model averages (the others, for comparison and for
-# catalogues of the training music's kind only).
-EXPERTS = {"both": HEAD_WEIGHT, "head": 1.0, "tag-profile": 0.0}
+EXPERTS = {"both": None, "head": 1.0, "tag-profile": 0.0}
+WEIGHT_GRID = tuple(float(w) for w in np.round(np.linspace(0.0, 1.0, 11), 1))
 # Cross-fitting for the confidence calibrator: each training track scored by a model of the other folds.
 CALIBRATION_FOLDS = 5
 HEAD_STEPS_PER_EXECUTION = 32
@@ -83,10 +82,14 @@ class WeightedMean(layers.Layer):
     def __init__(self, weight: float = HEAD_WEIGHT, **kwargs):
         super().__init__(**kwargs)
         self.weight = weight
+        # A variable, not only config: the model version hashes the weights, and two models that differ
+        # only in how they combine their experts must not share one.
+        self.mix = self.add_weight(shape=(), initializer=keras.initializers.Constant(weight), trainable=False,
+                                   name="mix")
 
     def call(self, inputs):
         first, second = inputs
-        return self.weight * keras.ops.cast(first, "float32") + (1.0 - self.weight) * keras.ops.cast(second, "float32")
+        return self.mix * keras.ops.cast(first, "float32") + (1.0 - self.mix) * keras.ops.cast(second, "float32")
 
     def get_config(self):
         return {**super().get_config(), "weight": self.weight}
@@ -242,8 +245,9 @@ def heldout_predictions(data: TrainingSet, cfg, *, folds: int = CALIBRATION_FOLD
       (held-out accuracy falls with typicality here much as it does on music from elsewhere).
 
     The confidence calibrator and the review threshold are fitted on both, so that typicality
-    carries its weight. Returns, per scored (track, scheme): label_id, combined posterior, typicality
-    against the centroids of the tracks its model trained on, and the scheme."""
+    carries its weight, and with --experts both so is the weight of the head against the tag profile.
+    Returns, per scored (track, scheme): label_id, the head's and the tag profile's posteriors,
+    typicality against the centroids of the tracks its model trained on, and the scheme."""
     _, inverse = np.unique(data.features.track_id, return_inverse=True)
     sounds, track_label = _track_sounds_of(data.features)
     track_ids = np.unique(data.features.track_id)
@@ -251,7 +255,7 @@ def heldout_predictions(data: TrainingSet, cfg, *, folds: int = CALIBRATION_FOLD
                "sound clusters": sound_clusters(sounds, folds)}
     parts = [_cross_fit(data, cfg, fold_of_track, inverse, sounds, track_label) | {"scheme": name}
              for name, fold_of_track in schemes.items()]
-    merged = {key: np.concatenate([part[key] for part in parts]) for key in ("label_id", "posterior", "typicality")}
+    merged = {key: np.concatenate([part[key] for part in parts]) for key in ("label_id", "head", "profile", "typicality")}
     merged["scheme"] = np.concatenate([[part["scheme"]] * len(part["label_id"]) for part in parts])
     return merged
 
@@ -263,7 +267,8 @@ def _cross_fit(data: TrainingSet, cfg, fold_of_track: np.ndarray, inverse: np.nd
     x, y = data.features.x, data.features.label_id
     n_classes = len(data.labels)
     fold = fold_of_track[inverse]
-    posterior = np.zeros((len(x), n_classes), np.float32)
+    head_posterior = np.zeros((len(x), n_classes), np.float32)
+    profile_posterior = np.zeros((len(x), n_classes), np.float32)
     typicality = np.zeros(len(sounds))
     scored = np.zeros(len(sounds), bool)
     weights = data.class_weights()
@@ -275,16 +280,19 @@ def _cross_fit(data: TrainingSet, cfg, fold_of_track: np.ndarray, inverse: np.nd
         head.fit(x[train], keras.utils.to_categorical(y[train], n_classes), sample_weight=weights[y[train]],
                  batch_size=cfg.batch_size, epochs=cfg.epochs, verbose=0, shuffle=True)
         profile = tag_profile.fit(_taggram(x[train]), y[train], n_classes)
-        posterior[test] = combine(head.predict(x[test], batch_size=256, verbose=0),
-                                  tag_profile.probabilities(profile, _taggram(x[test])), EXPERTS[cfg.experts])
+        head_posterior[test] = head.predict(x[test], batch_size=256, verbose=0)
+        profile_posterior[test] = tag_profile.probabilities(profile, _taggram(x[test]))
         in_fold = fold_of_track == k
         centroids = aggregate.class_centroids(sounds[~in_fold], track_label[~in_fold], n_classes)
         typicality[in_fold] = (sounds[in_fold] @ centroids.T).max(axis=1)
         scored |= in_fold
-    track_posterior = np.zeros((len(sounds), n_classes))
-    np.add.at(track_posterior, inverse, posterior)
-    track_posterior /= np.bincount(inverse).astype(np.float64)[:, None]
-    return {"label_id": track_label[scored], "posterior": track_posterior[scored], "typicality": typicality[scored]}
+    def by_track(posterior: np.ndarray) -> np.ndarray:
+        tracks = np.zeros((len(sounds), n_classes))
+        np.add.at(tracks, inverse, posterior)
+        return (tracks / np.bincount(inverse).astype(np.float64)[:, None])[scored]
+
+    return {"label_id": track_label[scored], "head": by_track(head_posterior), "profile": by_track(profile_posterior),
+            "typicality": typicality[scored]}
 
 
 def sound_clusters(sounds: np.ndarray, k: int, *, iterations: int = 50) -> np.ndarray:
@@ -325,6 +333,23 @@ def stratified_folds(track_ids: np.ndarray, track_label: np.ndarray, folds: int)
     return fold
 
 
+def choose_head_weight(heldout: dict[str, np.ndarray]) -> tuple[float, dict[str, dict[str, float]]]:
+    """The head's weight against the tag profile, on a grid of tenths: the one under which the most
+    held-out tracks (both schemes, so music like the training music and music unlike it count alike)
+    get their label right; among equals, the highest mean log-likelihood of the label, then the one
+    nearest the plain mean (0.5). Accuracy first: the log-likelihood alone rewards the softer
+    expert for being unsure, whatever it gets right. Returns the weight and the grid's figures."""
+    truth = np.arange(len(heldout["label_id"])), heldout["label_id"]
+    scores = {}
+    for weight in WEIGHT_GRID:
+        posterior = combine(heldout["head"], heldout["profile"], weight)
+        scores[f"{weight:.1f}"] = {"accuracy": float(np.mean(posterior.argmax(axis=1) == heldout["label_id"])),
+                                   "log_likelihood": float(np.mean(np.log(np.maximum(posterior[truth], 1e-6))))}
+    best = max(WEIGHT_GRID, key=lambda w: (round(scores[f"{w:.1f}"]["accuracy"], 9),
+                                           round(scores[f"{w:.1f}"]["log_likelihood"], 6), -abs(w - HEAD_WEIGHT)))
+    return float(best), scores
+
+
 def combine(head: np.ndarray, profile: np.ndarray, head_weight: float = HEAD_WEIGHT) -> np.ndarray:
     """The model's posterior: by default the mean of its two experts' (bench/RESULTS.md, "Away from home")."""
     return (head_weight * head + (1.0 - head_weight) * profile).astype(np.float32)
@@ -349,6 +374,9 @@ def fit(cfg, info: DataInfo, strategy: tf.distribute.Strategy, *, callbacks: lis
     weights = data.class_weights()
     started = time.perf_counter()
     heldout = heldout_predictions(data, cfg)
+    head_weight, weight_scores = (EXPERTS[cfg.experts], None) if EXPERTS[cfg.experts] is not None \
+        else choose_head_weight(heldout)
+    heldout["posterior"] = combine(heldout["head"], heldout["profile"], head_weight)
     calibration_s = time.perf_counter() - started
     with strategy.scope():
         head, stack = _head_model(train.x, n_classes, cfg.learning_rate)
@@ -373,7 +401,6 @@ def fit(cfg, info: DataInfo, strategy: tf.distribute.Strategy, *, callbacks: lis
     with strategy.scope():
         head_probabilities = _apply(stack, extractor.output)
         profile_probabilities = tag_profile.TagProfile.of(profile, name="tag_profile")(backbone.output[musicnn.TAGGRAM])
-        head_weight = EXPERTS[cfg.experts]
         probabilities = WeightedMean(head_weight, dtype="float32", name=models.PROBABILITIES)(
             [head_probabilities, profile_probabilities])
         model = keras.Model(backbone.input, probabilities, name=f"{cfg.backbone}_head".replace("-", "_"))
@@ -394,7 +421,10 @@ def fit(cfg, info: DataInfo, strategy: tf.distribute.Strategy, *, callbacks: lis
                                    f"{TAGGRAM_SIZE} tags over its training segments; cosine x scale, softmax",
                          "scale": round(profile.scale, 3),
                          "top_tags": profile.top_tags(preset["labels"], data.labels),
-                         "rule": f"probabilities = {head_weight:g} x head + {1 - head_weight:g} x tag profile"},
+                         "rule": f"probabilities = {head_weight:g} x head + {1 - head_weight:g} x tag profile",
+                         "weight": f"--experts {cfg.experts}" if weight_scores is None else
+                         "the most held-out tracks right (both cross-fitting schemes), then their log-likelihood",
+                         "heldout_by_weight": weight_scores},
                      "embedding": f"[probabilities, {SOUND_WEIGHT} x unit({musicnn.EMBEDDING_OUTPUT})]"}}
     reference = aggregate.typicality_reference(
         *_track_sounds_of(train), _track_sounds_of(validation)[0] if has_validation else np.zeros((0, 1)),
