@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps pretrained demo test bench bench-train bench-accuracy bench-embeddings bench-tag bench-tag-pretrained bench-non-music bench-db flink-job-server prism bench-runners bench-watch bench-scale bench-load bench-scale-throughput clean
+.PHONY: install system-deps pretrained demo test bench bench-train bench-accuracy bench-embeddings bench-tag bench-tag-pretrained bench-non-music bench-away bench-db flink-job-server prism bench-runners bench-watch bench-scale bench-load bench-scale-throughput clean
 
 $(STAMP): pyproject.toml constraints.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,10 @@ bench-tag-pretrained: pretrained
 # After bench-accuracy: the default model of each fold tags the catalogue sample.
 bench-non-music: $(STAMP)
 	$(BIN)/python bench/non_music.py $(foreach k,0 1 2 3 4,--model /tmp/cattag-cv/model-musicnn-msd-fold$(k))
+
+# Home (GTZAN-dev CV) and away (dev-cross): accuracy, calibration, flags, and the review loop (about 50 minutes).
+bench-away: pretrained
+	$(BIN)/python bench/away_from_home.py
 
 bench-db: $(STAMP)
 	$(BIN)/python bench/db_bench.py

@@ -713,3 +713,31 @@ def test_a_duckdb_load_replacing_many_rows_commits_in_parts_with_the_same_result
     assert results["parts"] == results["one"]
     assert result.counts == {"tracks": 420, "tags": 420, "embeddings": 378, "track_tags": 420, "reviews": 0}
     assert {r[2] for r in results["parts"][catalogue_db.TAGS]} == {*LABELS, None}
+
+
+def _query(url: str, sql: str) -> list[tuple]:
+    with connect(url) as database:
+        return sorted(database._con.execute(sql).fetchall(), key=str)  # pylint: disable=protected-access
+
+
+def test_a_reviewed_label_outranks_every_models_genre_now_and_later(tmp_path, db_url):
+    reviewed = [row(t, GENRES[t], EMBEDDINGS[t], version="m2", day=2) for t in ("a", "b", "c")]
+    reviewed[0].update(genre="breakbeat", confidence=1.0, genre_source="review", model_genre="waltz")
+    reviewed[1].update(genre=None, confidence=1.0, genre_source="review", model_genre="waltz")  # not music
+    reviewed[2].update(genre_source="model", model_genre=GENRES["c"])
+    write_tags(tmp_path / "tags", reviewed, version="m2", name="run2")
+    write_tags(tmp_path / "tags", [row(t, GENRES[t], EMBEDDINGS[t]) for t in ("a", "b", "c")], name="run1")
+    result = load.main(["--tags", str(tmp_path / "tags"), "--db", db_url])
+    assert result.counts["reviews"] == 2
+    assert _query(db_url, "SELECT track_id, genre, model_genre FROM reviews") == [
+        ("a", "breakbeat", "waltz"), ("b", None, "waltz")]
+    expected = {("a", "breakbeat", "review"), ("b", None, "review"), ("c", "breakbeat", "model")}
+    # M1's rows (written before any review, genre_source absent) follow the review too.
+    assert set(_query(db_url, "SELECT track_id, genre, genre_source FROM tags WHERE model_version = 'm1'")) == expected
+    assert set(_query(db_url, "SELECT track_id, genre, genre_source FROM tags WHERE model_version = 'm2'")) == expected
+    # A later model's tags, loaded on their own, do not undo the review; a reload changes nothing.
+    write_tags(tmp_path / "later", [row("a", "waltz", EMBEDDINGS["a"], version="m3", day=3)], version="m3")
+    later = load.main(["--tags", str(tmp_path / "later"), "--db", db_url])
+    assert _query(db_url, "SELECT genre, genre_source, model_genre, confidence FROM tags WHERE model_version = 'm3'") \
+        == [("breakbeat", "review", "waltz", 1.0)]
+    assert load.main(["--tags", str(tmp_path / "tags"), "--db", db_url]).counts == later.counts
