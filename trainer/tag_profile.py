@@ -6,7 +6,7 @@ cosine of its standardized log-odds to that profile, times a scale fitted by max
 through a softmax. Fifty numbers a label and one scale, against the head's 33,000 weights, so it learns
 less of the training music's quirks, and away from it (music from other sources) it was right more
 often than the head (bench/RESULTS.md, "Away from home"). The default genre model averages the
-two, with a weight chosen on held-out tracks (trainer/transfer.py).
+two (trainer/transfer.py).
 
 The same arithmetic twice: numpy (`probabilities`, for cross-fitting at train time) and a Keras
 layer (`TagProfile`, inside the exported SavedModel); a test holds them equal.

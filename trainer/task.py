@@ -306,8 +306,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --backbone none: the architecture trained from scratch (default %(default)s)")
     parser.add_argument("--experts", choices=sorted(transfer.EXPERTS), default=defaults.experts,
                         help="with a backbone: the genre posterior is the mean of the trained head's and the tag "
-                             "profile's (the labels mapped onto the backbone's own tags; both: the default, best on "
-                             "music unlike the training data), or one of them alone (default %(default)s)")
+                             "profile's (your labels mapped onto the backbone's own tags; both), or one of them "
+                             "alone (head, tag-profile) (default %(default)s)")
     parser.add_argument("--fine-tune", action="store_true",
                         help="with a backbone: after the head, train the backbone's top dense layer too, end to end "
                              "on the log-mels (slower; for a few thousand tracks or more)")
