@@ -15,10 +15,15 @@ import numpy as np
 
 from database.store import (
     ClosesOnExit,
+    DescriptorFilter,
     LoadResult,
     Neighbour,
+    NeighbourFilter,
     Search,
     TagSearch,
+    descriptor_search,
+    descriptor_search_query,
+    descriptors_query,
     matched_tags_query,
     no_embedding,
     no_track_tags,
@@ -101,8 +106,10 @@ class DuckDB(ClosesOnExit):
         try:
             present = {c[0] for c in self._con.execute("DESCRIBE incoming").fetchall()}
             # Columns that tag files written before them lack.
-            for column, kind in (("tags", "STRUCT(label VARCHAR, score FLOAT)[]"), ("genre_source", "VARCHAR"),
-                                 ("model_genre", "VARCHAR")):
+            late = [("tags", "STRUCT(label VARCHAR, score FLOAT)[]"), ("genre_source", "VARCHAR"),
+                    ("model_genre", "VARCHAR"),
+                    *((column, db.duckdb_type(db.DESCRIPTORS, column)) for column in db.DESCRIPTOR_VALUES)]
+            for column, kind in late:
                 if column not in present:
                     self._con.execute(f"ALTER TABLE incoming ADD COLUMN {column} {kind}")
             rows, versions, replaced = self._con.execute(
@@ -149,6 +156,11 @@ class DuckDB(ClosesOnExit):
             self._con.execute(f"INSERT INTO {db.REVIEWS} {db.REVIEWED_IN_LATEST} "
                               "QUALIFY row_number() OVER (PARTITION BY track_id ORDER BY tagged_at DESC) = 1")
             self._con.execute(f"INSERT INTO {db.TAGS} {db.TAGS_FROM_LATEST.replace('l.top_k', 'to_json(l.top_k)')}")
+            # Descriptors are the audio's, whichever model tagged it: the newest loaded row that has them.
+            self._con.execute(f"DELETE FROM {db.DESCRIPTORS} WHERE track_id IN "
+                              f"(SELECT track_id FROM latest WHERE {db.CARRIES_DESCRIPTORS})")
+            self._con.execute(f"INSERT INTO {db.DESCRIPTORS} {db.DESCRIPTORS_FROM_LATEST} "
+                              "QUALIFY row_number() OVER (PARTITION BY track_id ORDER BY tagged_at DESC) = 1")
             # A track that is silent now has nothing to be similar by, whatever an older tagging said.
             self._con.execute(
                 f"INSERT INTO {db.EMBEDDINGS} SELECT track_id, model_version, embedding FROM latest "
@@ -246,12 +258,15 @@ class DuckDB(ClosesOnExit):
         return found[0]
 
     def similar(self, track_id: str, *, k: int, model_version: str, genre: str | None = None,
-                exact: bool = False) -> Search:
+                exact: bool = False, neighbours: NeighbourFilter | None = None) -> Search:
         """The k tracks whose embeddings (from the same model) are closest by cosine similarity,
         excluding the track itself: through the model's vector index when it has a current one and
-        neither exact nor genre is asked for (a filter after an index search could leave fewer than
-        k), otherwise by comparing every embedding of the model."""
-        if not exact and genre is None and self.vector_index == "hnsw":
+        neither exact, genre nor a descriptor filter is asked for (a filter after an index search could
+        leave fewer than k), otherwise by comparing every embedding of the model."""
+        if neighbours:
+            neighbours.check(track_id, self._con.execute(
+                f"SELECT bpm, key FROM {db.DESCRIPTORS} WHERE track_id = ?", [track_id]).fetchone())
+        if not exact and genre is None and not neighbours and self.vector_index == "hnsw":
             searcher = self._indexes.open(model_version, self._state(model_version))
             vector = searcher.vector(track_id) if searcher is not None else None
             if vector is not None:
@@ -262,21 +277,29 @@ class DuckDB(ClosesOnExit):
                              [track_id, model_version]).fetchone() is None:
             raise no_embedding(track_id, model_version)
         genre_filter = "AND t.genre = ?" if genre else ""
+        join, condition, join_params = neighbours.join_where("e.track_id", track_id, "?") if neighbours else ("", "", [])
         rows = self._con.execute(
             f"""SELECT e.track_id, t.genre, t.confidence, list_cosine_similarity(e.embedding, q.embedding) AS similarity
                 FROM {db.EMBEDDINGS} e
                 JOIN {db.TAGS} t USING (track_id, model_version)
                 JOIN (SELECT embedding FROM {db.EMBEDDINGS} WHERE track_id = ? AND model_version = ?) q ON TRUE
-                WHERE e.model_version = ? AND e.track_id <> ? {genre_filter}
+                {join}
+                WHERE e.model_version = ? AND e.track_id <> ? {genre_filter} {'AND ' + condition if condition else ''}
                 ORDER BY similarity DESC, e.track_id
                 LIMIT ?""",
-            [track_id, model_version, model_version, track_id, *([genre] if genre else []), k]).fetchall()
+            [track_id, model_version, *join_params, model_version, track_id, *([genre] if genre else []), k]
+        ).fetchall()
         return Search("exact", [Neighbour(r[0], r[1], float(r[2]), float(r[3])) for r in rows])
 
-    def search(self, tags: list[str], *, k: int, model_version: str | None = None, match: str = "all") -> TagSearch:
+    def search(self, tags: list[str], *, k: int, model_version: str | None = None, match: str = "all",
+               descriptors: DescriptorFilter | None = None) -> TagSearch:
         """The k tracks carrying all (or any) of the tags, by the mean score of the matched tags (ties by
         track id), from model_version or, when None, the latest model version that has those tags
-        (database.pick_model_version)."""
+        (database.pick_model_version); only those matching `descriptors`. With no tags: the k tracks
+        matching `descriptors`."""
+        if not tags:
+            return descriptor_search(self._con.execute(*descriptor_search_query(
+                descriptors or DescriptorFilter(), k=k, placeholder="?")).fetchall())
         latest = model_version is None
         if latest:
             versions = [r[0] for r in self._con.execute(
@@ -292,11 +315,14 @@ class DuckDB(ClosesOnExit):
                 f"SELECT DISTINCT model_version FROM {db.TRACK_TAGS} ORDER BY model_version").fetchall()])
         groups = resolve_tags(tags, vocabulary, model_version)
         rows = self._con.execute(*search_query(groups, match=match, k=k, model_version=model_version,
-                                               placeholder="?")).fetchall()
+                                               placeholder="?", descriptors=descriptors)).fetchall()
         matched = self._con.execute(*matched_tags_query([r[0] for r in rows], [s for g in groups for s in g],
                                                         model_version=model_version, placeholder="?")
                                     ).fetchall() if rows else []
-        return tag_search(rows, matched, groups=groups, model_version=model_version, latest=latest, match=match)
+        described = self._con.execute(*descriptors_query([r[0] for r in rows], placeholder="?")).fetchall() \
+            if rows else []
+        return tag_search(rows, matched, groups=groups, model_version=model_version, latest=latest, match=match,
+                          described=described)
 
 
 def _connect(path: str, *, read_only: bool, timeout_s: float):

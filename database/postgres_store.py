@@ -24,10 +24,15 @@ from psycopg import sql
 from database.store import (
     VECTOR_INDEXES,
     ClosesOnExit,
+    DescriptorFilter,
     LoadResult,
     Neighbour,
+    NeighbourFilter,
     Search,
     TagSearch,
+    descriptor_search,
+    descriptor_search_query,
+    descriptors_query,
     matched_tags_query,
     no_embedding,
     no_track_tags,
@@ -55,9 +60,9 @@ _INDEX_BUILD_MEMORY_MAX_MB = 1024
 BULK_ROWS = 10_000  # a load of at least this many rows of a model version (and a quarter of what it holds) rebuilds its index
 _STAGED_COLUMNS = ("track_id", "uri", "duration_s", "genre", "confidence", "top_k", "low_confidence",
                    "review_reason", "typicality", "model_version", "feature_version", "tagged_at", "embedding", "tags",
-                   "genre_source", "model_genre")
+                   "genre_source", "model_genre", *db.DESCRIPTOR_VALUES)
 # Tag files written before these columns existed have none: staged as NULL.
-_OPTIONAL_COLUMNS = {"tags", "genre_source", "model_genre"}
+_OPTIONAL_COLUMNS = {"tags", "genre_source", "model_genre", *db.DESCRIPTOR_VALUES}
 
 
 class PostgreSQL(ClosesOnExit):
@@ -116,8 +121,9 @@ class PostgreSQL(ClosesOnExit):
                 "CREATE TEMP TABLE incoming (track_id TEXT, uri TEXT, duration_s DOUBLE PRECISION, genre TEXT, "
                 "confidence REAL, top_k JSONB, low_confidence BOOLEAN, review_reason TEXT, typicality REAL, "
                 "model_version TEXT, feature_version TEXT, tagged_at TIMESTAMPTZ, embedding REAL[], tags JSONB, "
-                "genre_source TEXT, model_genre TEXT) "
-                "ON COMMIT DROP")
+                "genre_source TEXT, model_genre TEXT, "
+                + ", ".join(f"{c} {db.postgres_type(db.DESCRIPTORS, c)}" for c in db.DESCRIPTOR_VALUES)
+                + ") ON COMMIT DROP")
             with self._con.cursor().copy(f"COPY incoming ({', '.join(_STAGED_COLUMNS)}) FROM STDIN") as copy:
                 for path in files:
                     for record in _staged_rows(path):
@@ -143,6 +149,12 @@ class PostgreSQL(ClosesOnExit):
                         typicality = EXCLUDED.typicality, feature_version = EXCLUDED.feature_version,
                         tagged_at = EXCLUDED.tagged_at, genre_source = EXCLUDED.genre_source,
                         model_genre = EXCLUDED.model_genre""")
+            # Descriptors are the audio's, whichever model tagged it: the newest loaded row that has them.
+            self._con.execute(
+                f"""INSERT INTO {db.DESCRIPTORS} SELECT DISTINCT ON (track_id) * FROM ({db.DESCRIPTORS_FROM_LATEST}) d
+                    ORDER BY track_id, described_at DESC
+                    ON CONFLICT (track_id) DO UPDATE SET """
+                + ", ".join(f"{c} = EXCLUDED.{c}" for c in (*db.DESCRIPTOR_VALUES, "described_at")))
             self._con.execute(
                 f"DELETE FROM {db.EMBEDDINGS} e USING latest l WHERE e.track_id = l.track_id "
                 "AND e.model_version = l.model_version AND l.genre IS NULL")
@@ -169,7 +181,7 @@ class PostgreSQL(ClosesOnExit):
                     if dim:  # a model version whose tracks were all silent has nothing to index
                         self._create_index(version, int(dim))
             # Fresh statistics, or the planner, guessing a near-empty table, scans it instead of the index.
-            self._con.execute(f"ANALYZE {db.TRACKS}, {db.TAGS}, {db.EMBEDDINGS}, {db.TRACK_TAGS}")
+            self._con.execute(f"ANALYZE {db.TRACKS}, {db.TAGS}, {db.EMBEDDINGS}, {db.TRACK_TAGS}, {db.DESCRIPTORS}")
         counts = {table: self._con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
                   for table in db.TABLES}
         self._con.commit()
@@ -222,32 +234,43 @@ class PostgreSQL(ClosesOnExit):
         return found is not None
 
     def similar(self, track_id: str, *, k: int, model_version: str, genre: str | None = None,
-                exact: bool = False) -> Search:
+                exact: bool = False, neighbours: NeighbourFilter | None = None) -> Search:
         """The k tracks whose embeddings (from the same model) are closest by cosine similarity,
         excluding the track itself: through the model's HNSW index when there is one and neither
-        exact nor genre is asked for, otherwise by comparing every embedding of the model."""
+        exact, genre nor a descriptor filter is asked for, otherwise by comparing every embedding of
+        the model."""
         try:
             with self._con.transaction():
                 found = self._con.execute(f"SELECT embedding FROM {db.EMBEDDINGS} WHERE track_id = %s "
                                           "AND model_version = %s", [track_id, model_version]).fetchone()
                 if found is None:
                     raise no_embedding(track_id, model_version)
+                if neighbours:
+                    neighbours.check(track_id, self._con.execute(
+                        f"SELECT bpm, key FROM {db.DESCRIPTORS} WHERE track_id = %s", [track_id]).fetchone())
                 if not self.pgvector:
-                    return Search("exact", self._exact_arrays(found[0], track_id, k, model_version, genre))
+                    return Search("exact", self._exact_arrays(found[0], track_id, k, model_version, genre, neighbours))
                 query = _parse_vector(found[0])
-                if not exact and genre is None and self.has_index(model_version):
+                if not exact and genre is None and not neighbours and self.has_index(model_version):
                     return Search("approximate (HNSW index)", self._nearest(query, track_id, k, model_version))
                 self._con.execute("SET LOCAL enable_indexscan = off")  # exact: read every embedding
-                return Search("exact", self._nearest(query, track_id, k, model_version, genre, exact=True))
+                return Search("exact", self._nearest(query, track_id, k, model_version, genre, exact=True,
+                                                     neighbours=neighbours))
         finally:
             self._con.rollback()
 
-    def search(self, tags: list[str], *, k: int, model_version: str | None = None, match: str = "all") -> TagSearch:
+    def search(self, tags: list[str], *, k: int, model_version: str | None = None, match: str = "all",
+               descriptors: DescriptorFilter | None = None) -> TagSearch:
         """The k tracks carrying all (or any) of the tags, by the mean score of the matched tags (ties by
         track id), from model_version or, when None, the latest model version that has those tags
-        (database.pick_model_version)."""
+        (database.pick_model_version); only those matching `descriptors`. With no tags: the k tracks
+        matching `descriptors`."""
         try:
             with self._con.transaction():
+                if not tags:
+                    return descriptor_search(self._con.execute(*descriptor_search_query(
+                        descriptors or DescriptorFilter(), k=k, placeholder="%s",
+                        by_id='d.track_id COLLATE "C"')).fetchall())
                 every_tag = self._distinct_tags()
                 latest = model_version is None
 
@@ -273,12 +296,15 @@ class PostgreSQL(ClosesOnExit):
                         f"SELECT DISTINCT model_version FROM {db.TRACK_TAGS}").fetchall()))
                 groups = resolve_tags(tags, vocabulary, model_version)
                 rows = self._con.execute(*search_query(groups, match=match, k=k, model_version=model_version,
-                                                       placeholder="%s", by_id='m.track_id COLLATE "C"')).fetchall()
+                                                       placeholder="%s", by_id='m.track_id COLLATE "C"',
+                                                       descriptors=descriptors)).fetchall()
                 matched = self._con.execute(*matched_tags_query(
                     [r[0] for r in rows], [s for g in groups for s in g], model_version=model_version,
                     placeholder="%s")).fetchall() if rows else []
+                described = self._con.execute(*descriptors_query([r[0] for r in rows], placeholder="%s")
+                                              ).fetchall() if rows else []
                 return tag_search(rows, matched, groups=groups, model_version=model_version, latest=latest,
-                                  match=match)
+                                  match=match, described=described)
         finally:
             self._con.rollback()
 
@@ -294,7 +320,8 @@ class PostgreSQL(ClosesOnExit):
                 SELECT tag FROM vocabulary WHERE tag IS NOT NULL""").fetchall()]
 
     def _nearest(self, query: list[float], track_id: str, k: int, model_version: str,
-                 genre: str | None = None, exact: bool = False) -> list[Neighbour]:
+                 genre: str | None = None, exact: bool = False,
+                 neighbours: NeighbourFilter | None = None) -> list[Neighbour]:
         """pgvector's `<=>` (cosine distance) over embedding::vector(D): the expression the partial
         HNSW index is built on, with the model version as a literal so the planner can match the
         index's predicate."""
@@ -302,10 +329,12 @@ class PostgreSQL(ClosesOnExit):
             sql.Literal(min(max(_EF_SEARCH_MIN, k + 1), _EF_SEARCH_MAX))))
         distance = sql.SQL("e.embedding::vector({dim}) <=> {query}::vector({dim})").format(
             dim=sql.Literal(len(query)), query=sql.Literal(_vector_text(query)))
+        join, condition, join_params = (neighbours.join_where("e.track_id", track_id, "%s") if neighbours
+                                        else ("", "", []))
         rows = self._con.execute(sql.SQL(
             """SELECT n.track_id, t.genre, t.confidence, 1 - n.distance AS similarity FROM (
-                   SELECT e.track_id, {distance} AS distance FROM {embeddings} e {genre_join}
-                   WHERE e.model_version = {version} {genre_filter}
+                   SELECT e.track_id, {distance} AS distance FROM {embeddings} e {genre_join} {descriptor_join}
+                   WHERE e.model_version = {version} {genre_filter} {descriptor_filter}
                    ORDER BY {distance}{tie_break} LIMIT {limit}) n
                JOIN {tags} t ON t.track_id = n.track_id AND t.model_version = {version}
                WHERE n.track_id <> {track} ORDER BY n.distance, n.track_id LIMIT {k}""").format(
@@ -315,20 +344,23 @@ class PostgreSQL(ClosesOnExit):
             # Ties broken by id as DuckDB does; an index scan can only order by the distance itself.
             tie_break=sql.SQL(", e.track_id" if exact else ""),
             version=sql.Literal(model_version), limit=sql.Literal(k + 1), track=sql.Literal(track_id),
-            k=sql.Literal(k))).fetchall()
+            descriptor_join=sql.SQL(join), descriptor_filter=sql.SQL("AND " + condition if condition else ""),
+            k=sql.Literal(k)), join_params).fetchall()
         return [Neighbour(r[0], r[1], float(r[2]), float(r[3])) for r in rows]
 
     def _exact_arrays(self, query: list[float], track_id: str, k: int, model_version: str,
-                      genre: str | None) -> list[Neighbour]:
+                      genre: str | None, neighbours: NeighbourFilter | None = None) -> list[Neighbour]:
         genre_filter = "AND t.genre = %s" if genre else ""
+        join, condition, join_params = (neighbours.join_where("e.track_id", track_id, "%s") if neighbours
+                                        else ("", "", []))
         rows = self._con.execute(
             f"""SELECT e.track_id, t.genre, t.confidence,
                     (SELECT sum(a::float8 * b) / sqrt(sum(a::float8 * a) * sum(b::float8 * b))
                      FROM unnest(e.embedding, %s::real[]) AS u(a, b)) AS similarity
-                FROM {db.EMBEDDINGS} e JOIN {db.TAGS} t USING (track_id, model_version)
-                WHERE e.model_version = %s AND e.track_id <> %s {genre_filter}
+                FROM {db.EMBEDDINGS} e JOIN {db.TAGS} t USING (track_id, model_version) {join}
+                WHERE e.model_version = %s AND e.track_id <> %s {genre_filter} {'AND ' + condition if condition else ''}
                 ORDER BY similarity DESC, e.track_id LIMIT %s""",
-            [list(query), model_version, track_id, *([genre] if genre else []), k]).fetchall()
+            [list(query), *join_params, model_version, track_id, *([genre] if genre else []), k]).fetchall()
         return [Neighbour(r[0], r[1], float(r[2]), float(r[3])) for r in rows]
 
 

@@ -47,9 +47,120 @@ class TagScore:
 class TaggedTrack:
     track_id: str
     genre: str | None
-    confidence: float
-    score: float  # the mean score of the matched tags: the ranking
+    confidence: float | None  # None: found by descriptors alone, with no model's tags asked for
+    score: float | None  # the mean score of the matched tags: the ranking (None: no tags asked for)
     tags: list[TagScore]  # the matched tags, best first
+    bpm: float | None = None
+    key: str | None = None
+    loudness_lufs: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class DescriptorFilter:
+    """What `search` asks of a track's descriptors: a BPM range, one of some keys, a loudness range.
+    Tracks without the descriptor asked about do not match."""
+
+    bpm_min: float | None = None
+    bpm_max: float | None = None
+    keys: tuple[str, ...] = ()
+    loudness_min: float | None = None
+    loudness_max: float | None = None
+
+    def __bool__(self) -> bool:
+        return any(v is not None for v in (self.bpm_min, self.bpm_max, self.loudness_min, self.loudness_max)) \
+            or bool(self.keys)
+
+    def where(self, alias: str, placeholder: str) -> tuple[str, list]:
+        """SQL conditions on the descriptors table under `alias` (joined by AND), and their parameters."""
+        p, conditions, params = placeholder, [], []
+        for column, bound, op in (("bpm", self.bpm_min, ">="), ("bpm", self.bpm_max, "<="),
+                                  ("loudness_lufs", self.loudness_min, ">="), ("loudness_lufs", self.loudness_max, "<=")):
+            if bound is not None:
+                conditions.append(f"{alias}.{column} {op} {p}")
+                params.append(bound)
+        if self.keys:
+            conditions.append(f"{alias}.key IN ({', '.join([p] * len(self.keys))})")
+            params.extend(self.keys)
+        return " AND ".join(conditions) or "TRUE", params
+
+    def ranking(self, alias: str) -> str:
+        """Descriptor-only results, nearest the middle of the BPM range first, then by id."""
+        if self.bpm_min is not None and self.bpm_max is not None:
+            return f"abs({alias}.bpm - {(self.bpm_min + self.bpm_max) / 2!r}), "
+        return ""
+
+
+@dataclasses.dataclass(frozen=True)
+class NeighbourFilter:
+    """What `similar` asks of a neighbour's descriptors against the track's own: the same key, a tempo
+    within a share (0.05 for 5%) or a number of BPM of its tempo."""
+
+    same_key: bool = False
+    bpm_within: float | None = None
+    bpm_within_is_share: bool = True
+
+    def __bool__(self) -> bool:
+        return self.same_key or self.bpm_within is not None
+
+    def join_where(self, neighbour: str, track_id: str, placeholder: str) -> tuple[str, str, list]:
+        """(JOIN clause, condition, parameters) keeping the rows whose track id column is `neighbour`."""
+        p = placeholder
+        join = (f"JOIN {db.DESCRIPTORS} nd ON nd.track_id = {neighbour} "
+                f"JOIN {db.DESCRIPTORS} qd ON qd.track_id = {p}")
+        conditions = []
+        if self.same_key:
+            conditions.append("nd.key = qd.key")
+        if self.bpm_within is not None:
+            reach = "qd.bpm * " + repr(float(self.bpm_within)) if self.bpm_within_is_share else repr(float(self.bpm_within))
+            conditions.append(f"abs(nd.bpm - qd.bpm) <= {reach}")
+        return join, " AND ".join(conditions), [track_id]
+
+    def check(self, track_id: str, descriptors: tuple | None) -> None:
+        """ValueError when the track lacks what the filter compares ((bpm, key) of the track, or None)."""
+        bpm, key = descriptors if descriptors else (None, None)
+        missing = [name for name, wanted, value in (("key", self.same_key, key), ("tempo", self.bpm_within is not None, bpm))
+                   if wanted and value is None]
+        if missing:
+            raise ValueError(f"track {track_id!r} has no {' or '.join(missing)} in the database (silent, too short, "
+                             "or tagged with --descriptors off): drop --same-key / --bpm-within for it")
+
+
+def parse_bpm_range(text: str) -> tuple[float, float]:
+    """'118-126' -> (118.0, 126.0); '120' -> (120.0, 120.0)."""
+    parts = text.replace(" ", "").split("-")
+    try:
+        low, high = (float(parts[0]), float(parts[-1])) if len(parts) in (1, 2) else (None, None)
+    except ValueError:
+        low = high = None
+    if low is None or not 0 < low <= high:
+        raise ValueError(f"--bpm {text!r}: expected a range of beats per minute such as 118-126")
+    return low, high
+
+
+def parse_bpm_within(text: str) -> tuple[float, bool]:
+    """'5%' -> (0.05, True): a share of the track's tempo; '4' -> (4.0, False): BPM."""
+    value = text.strip()
+    share = value.endswith("%")
+    try:
+        number = float(value.rstrip("%"))
+    except ValueError:
+        number = -1.0
+    if number < 0:
+        raise ValueError(f"--bpm-within {text!r}: expected a percentage such as 5% or a number of BPM such as 4")
+    return (number / 100.0, True) if share else (number, False)
+
+
+def descriptor_search_query(found: DescriptorFilter, *, k: int, placeholder: str, by_id: str = "d.track_id"
+                            ) -> tuple[str, list]:
+    """Tracks whose descriptors match, with no tags asked for: nearest the BPM range's middle first."""
+    where, params = found.where("d", placeholder)
+    return (f"SELECT d.track_id, d.bpm, d.key, d.loudness_lufs FROM {db.DESCRIPTORS} d WHERE {where} "
+            f"ORDER BY {found.ranking('d')}{by_id} LIMIT {placeholder}", [*params, k])
+
+
+def descriptors_query(track_ids: Sequence[str], *, placeholder: str) -> tuple[str, list]:
+    return (f"SELECT track_id, bpm, key, loudness_lufs FROM {db.DESCRIPTORS} "
+            f"WHERE track_id IN ({', '.join([placeholder] * len(track_ids))})", list(track_ids))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,11 +200,14 @@ class Store(Protocol):
         """The model version that tagged the track last (ValueError when the track is unknown)."""
 
     def similar(self, track_id: str, *, k: int, model_version: str, genre: str | None = None,
-                exact: bool = False) -> Search:
-        """The k tracks nearest to the track by the cosine similarity of that model's embeddings."""
+                exact: bool = False, neighbours: NeighbourFilter | None = None) -> Search:
+        """The k tracks nearest to the track by the cosine similarity of that model's embeddings (among
+        those with its key, or its tempo, when `neighbours` asks)."""
 
-    def search(self, tags: list[str], *, k: int, model_version: str | None = None, match: str = "all") -> TagSearch:
-        """The k tracks carrying all (or any) of the tags."""
+    def search(self, tags: list[str], *, k: int, model_version: str | None = None, match: str = "all",
+               descriptors: DescriptorFilter | None = None) -> TagSearch:
+        """The k tracks carrying all (or any) of the tags and matching the descriptor filter; with no
+        tags, the k tracks matching the filter."""
 
     def close(self) -> None: ...
 
@@ -171,7 +285,7 @@ def _unknown_tag(tag: str, by_key: dict[str, list[str]], model_version: str) -> 
 
 
 def search_query(groups: Sequence[Sequence[str]], *, match: str, k: int, model_version: str, placeholder: str,
-                 by_id: str = "m.track_id") -> tuple[str, list]:
+                 by_id: str = "m.track_id", descriptors: DescriptorFilter | None = None) -> tuple[str, list]:
     """The SQL (and its parameters) ranking the tracks of a model version that carry all (or any) of
     the tag groups by the mean score of their matched tags, ties by track id, k of them with their
     genre and confidence. The same text runs on DuckDB and PostgreSQL (placeholder "?" or "%s";
@@ -192,13 +306,18 @@ def search_query(groups: Sequence[Sequence[str]], *, match: str, k: int, model_v
         case = " ".join(f"WHEN {p} THEN {i}" for i, group in enumerate(groups) for _ in group)
         having = f"HAVING count(DISTINCT CASE tag {case} END) = {p}"
         having_params = [*spellings, len(groups)]
+    join, where, where_params = "", "", []
+    if descriptors:
+        condition, where_params = descriptors.where("d", p)
+        join, where = f"JOIN {db.DESCRIPTORS} d ON d.track_id = m.track_id", f"WHERE {condition}"
     query = f"""SELECT m.track_id, t.genre, t.confidence, m.score FROM (
                     SELECT track_id, avg(CAST(score AS float8)) AS score FROM {db.TRACK_TAGS}
                     WHERE model_version = {p} AND tag IN ({in_list})
                     GROUP BY track_id {having}) m
                 JOIN {db.TAGS} t ON t.track_id = m.track_id AND t.model_version = {p}
+                {join} {where}
                 ORDER BY m.score DESC, {by_id} LIMIT {p}"""
-    return query, [model_version, *spellings, *having_params, model_version, k]
+    return query, [model_version, *spellings, *having_params, model_version, *where_params, k]
 
 
 def matched_tags_query(track_ids: Sequence[str], spellings: Sequence[str], *, model_version: str,
@@ -210,14 +329,27 @@ def matched_tags_query(track_ids: Sequence[str], spellings: Sequence[str], *, mo
 
 
 def tag_search(rows, matched, *, groups: Sequence[Sequence[str]], model_version: str, latest: bool,
-               match: str) -> TagSearch:
-    """A TagSearch from search_query's rows and matched_tags_query's (track_id, tag, score) rows."""
+               match: str, described=()) -> TagSearch:
+    """A TagSearch from search_query's rows, matched_tags_query's (track_id, tag, score) rows and
+    descriptors_query's (track_id, bpm, key, loudness) rows."""
     by_track: dict[str, list[TagScore]] = {}
     for track_id, tag, score in matched:
         by_track.setdefault(track_id, []).append(TagScore(tag, real(score)))
+    descriptors = {r[0]: _descriptor_values(r) for r in described}
     tracks = [TaggedTrack(r[0], r[1], real(r[2]), float(r[3]),
-                          sorted(by_track.get(r[0], []), key=lambda t: (-t.score, t.tag))) for r in rows]
+                          sorted(by_track.get(r[0], []), key=lambda t: (-t.score, t.tag)),
+                          *descriptors.get(r[0], (None, None, None))) for r in rows]
     return TagSearch(model_version, latest, match, [group[0] for group in groups], tracks)
+
+
+def descriptor_search(rows) -> TagSearch:
+    """A TagSearch of descriptor_search_query's rows (no tags, no model)."""
+    return TagSearch("", False, "all", [], [TaggedTrack(r[0], None, None, None, [], *_descriptor_values(r))
+                                             for r in rows])
+
+
+def _descriptor_values(r) -> tuple:
+    return (None if r[1] is None else real(r[1]), r[2], None if r[3] is None else real(r[3]))
 
 
 def real(value) -> float:

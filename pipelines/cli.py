@@ -18,6 +18,7 @@ COMMANDS = {
     "evaluate": ("trainer.evaluate", "main", "evaluate an exported model on a featurize output's split"),
     "pretrained": ("trainer.pretrained", "main", "fetch, convert and cache pretrained musicnn weights; list them"),
     "tag": ("pipelines.tag", "run", "tag a catalogue with an exported model: genres, confidences, embeddings"),
+    "describe": ("pipelines.describe", "run", "tempo, key and loudness per track of a catalogue, with no model (Parquet)"),
     "load": ("pipelines.load", "main", "load tag Parquet into the recommender database (DuckDB or PostgreSQL)"),
     "similar": ("pipelines.similar", "main", "the tracks nearest to a track by embedding, from the database"),
     "review": ("pipelines.review", "main", "the tracks most worth a person's look first, as a sheet to fill in for "

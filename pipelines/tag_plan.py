@@ -52,6 +52,9 @@ class TagOptions(PipelineOptions):
                             help="TensorFlow intra-op threads per worker process for the model; 0: TensorFlow's "
                                  "choice, which measured faster than one each for 2 local workers on 2 cores "
                                  "(default %(default)s)")
+        parser.add_argument("--descriptors", choices=("on", "off"), default="on",
+                            help="tempo, key and loudness per track from the same decode (docs/descriptors.md); "
+                                 "off leaves those columns null (default %(default)s)")
         parser.add_argument("--skip-existing", action="store_true",
                             help="tag only inputs that --output does not already hold for this model version; "
                                  "rerunning a command with it adds no duplicate rows")
@@ -117,7 +120,8 @@ class TagPlan:
             labels=assets.labels, card=assets.card, feature_version=assets.cfg.version, typicality=assets.typicality,
             tagged_at=tagged_at, aggregation=tag_options.aggregate, top_k=tag_options.top_k,
             min_confidence=tag_options.min_confidence, min_margin=tag_options.min_margin,
-            tag_threshold=tag_options.tag_threshold, calibration=assets.calibration, reviews=assets.reviews)
+            tag_threshold=tag_options.tag_threshold, calibration=assets.calibration, reviews=assets.reviews,
+            descriptors=tag_options.descriptors == "on")
         return cls(source=catalogue_options.input, output=TagOutput(catalogue_options.output), model_dir=model_dir,
                    assets=assets, settings=settings, policy=catalogue_options.segment_policy(),
                    inference_batch_size=tag_options.inference_batch_size,

@@ -57,6 +57,7 @@ def build(tags_dir: str, *, model_dir: str | None = None, db_url: str | None = N
     sections = [
         _figures(facts, tagged, latest),
         _distributions(tagged),
+        _descriptors(tagged),
         _flagged(tagged),
         _failures(errors),
         _map(tagged),
@@ -107,6 +108,23 @@ def _distributions(tagged: summary.TagSummary) -> str:
             f'{tag_chart}</div></div><h3>Confidence (top score per track)</h3>{confidence}')
     note = (f"{tagged.silent:,} silent tracks have no genre and are left out of the charts." if tagged.silent else "")
     return section("What the catalogue was tagged with", body, section_id="distributions", note=note)
+
+
+def _descriptors(tagged: summary.TagSummary) -> str:
+    """Tempo, key and loudness of the tagged tracks (docs/descriptors.md)."""
+    if not (tagged.with_bpm or tagged.with_loudness or tagged.keys):
+        return section("Tempo, key and loudness", "<p>No track of this run has descriptors (tagged with "
+                       "<code>--descriptors off</code>, or before cattag computed them).</p>", section_id="descriptors")
+    tempo = charts.histogram(list(tagged.bpm_counts), list(summary.BPM_EDGES), chart_id="chart-bpm")
+    loudness = charts.histogram(list(tagged.lufs_counts), list(summary.LUFS_EDGES), chart_id="chart-loudness")
+    keys = charts.bars(tagged.keys.most_common(), chart_id="chart-keys")
+    body = (f"<h3>Tempo (BPM; {tagged.with_bpm:,} tracks)</h3>{tempo}"
+            f'<div class="row"><div><h3>Key ({sum(tagged.keys.values()):,} tracks)</h3>{keys}</div>'
+            f"<div><h3>Integrated loudness (LUFS; {tagged.with_loudness:,} tracks)</h3>{loudness}</div></div>")
+    missing = tagged.rows - tagged.with_bpm
+    note = (f"{missing:,} tracks have no tempo (silent, shorter than 10 s, or no recurring pulse: "
+            "their descriptor_notes say which)." if missing else "")
+    return section("Tempo, key and loudness", body, section_id="descriptors", note=note)
 
 
 def _flagged(tagged: summary.TagSummary) -> str:

@@ -27,7 +27,12 @@ MAX_LISTED = 1000
 MAP_SAMPLE = 2000
 CONFIDENCE_BINS = 20
 _COLUMNS = ["track_id", "uri", "genre", "confidence", "tags", "low_confidence", "review_reason", "typicality",
-            "duration_s", "model_version", "tagged_at", tags.GENRE_SOURCE, "model_genre"]
+            "duration_s", "model_version", "tagged_at", tags.GENRE_SOURCE, "model_genre", "bpm", "key",
+            "loudness_lufs"]
+# The descriptor histograms: tempo in 10 BPM bins, integrated loudness in 2 LU bins (values beyond the
+# ends are counted in the end bins).
+BPM_EDGES = np.arange(40.0, 221.0, 10.0)
+LUFS_EDGES = np.arange(-40.0, 0.1, 2.0)
 
 
 @dataclasses.dataclass
@@ -51,6 +56,12 @@ class TagSummary:
     reviewed_model_right: int = 0
     reviewed_not_music: int = 0
     model_confidence_sum: float = 0.0
+    # Descriptors (tracks with each: a tempo, a key, a loudness), as histograms and counts.
+    bpm_counts: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(len(BPM_EDGES) - 1, np.int64))
+    lufs_counts: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(len(LUFS_EDGES) - 1, np.int64))
+    keys: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    with_bpm: int = 0
+    with_loudness: int = 0
 
     @property
     def expected_right(self) -> float | None:
@@ -152,6 +163,7 @@ def _matrix(column) -> np.ndarray:
 def _count(summary: TagSummary, row: dict) -> None:
     summary.rows += 1
     summary.audio_s += row["duration_s"]
+    _count_descriptors(summary, row)
     if row.get(tags.GENRE_SOURCE) == tags.BY_REVIEW:
         summary.reviewed += 1
         summary.reviewed_model_right += int(row.get("model_genre") is not None and row["model_genre"] == row["genre"])
@@ -170,6 +182,21 @@ def _count(summary: TagSummary, row: dict) -> None:
     for entry in row["tags"] or []:
         summary.tags[entry["label"]] += 1
     summary.confidence_counts[min(int(row["confidence"] * CONFIDENCE_BINS), CONFIDENCE_BINS - 1)] += 1
+
+
+def _count_descriptors(summary: TagSummary, row: dict) -> None:
+    if row.get("bpm") is not None:
+        summary.with_bpm += 1
+        summary.bpm_counts[_bin(row["bpm"], BPM_EDGES)] += 1
+    if row.get("loudness_lufs") is not None:
+        summary.with_loudness += 1
+        summary.lufs_counts[_bin(row["loudness_lufs"], LUFS_EDGES)] += 1
+    if row.get("key") is not None:
+        summary.keys[row["key"]] += 1
+
+
+def _bin(value: float, edges: np.ndarray) -> int:
+    return int(np.clip(np.searchsorted(edges, value, side="right") - 1, 0, len(edges) - 2))
 
 
 def _listed(row: dict) -> dict:

@@ -12,6 +12,9 @@
                 file's `tags` column: every tag over its threshold for a multi-label tagger, the
                 genre for a genre classifier) with its score; indexed by (tag, model_version) for
                 `cattag search`
+    descriptors one row per track id: its tempo, key and loudness (schemas/descriptors.py), from the
+                latest loaded row that carries them (a row tagged with --descriptors off, or a silent
+                track's, leaves what is there); indexed by bpm and by key for `search` and `similar`
 
 Keyed by (track_id, model_version), so loading the same tags twice changes nothing and a newer
 model's tags sit beside the older ones, each queryable by its version. A silent track (no genre,
@@ -31,7 +34,8 @@ from __future__ import annotations
 import hashlib
 
 TRACKS, TAGS, EMBEDDINGS, TRACK_TAGS, REVIEWS = "tracks", "tags", "embeddings", "track_tags", "reviews"
-TABLES = (TRACKS, TAGS, EMBEDDINGS, TRACK_TAGS, REVIEWS)
+DESCRIPTORS = "descriptors"
+TABLES = (TRACKS, TAGS, EMBEDDINGS, TRACK_TAGS, REVIEWS, DESCRIPTORS)
 TRACK_TAGS_INDEX = f"{TRACK_TAGS}_tag"  # (tag, model_version): the tracks carrying a tag, a model's vocabulary
 
 
@@ -78,10 +82,31 @@ _COLUMNS = {
         "tag": ("VARCHAR", "TEXT", "NOT NULL"),
         "score": ("REAL", "REAL", "NOT NULL"),
     },
+    DESCRIPTORS: {
+        "track_id": ("VARCHAR", "TEXT", "PRIMARY KEY"),
+        "bpm": ("REAL", "REAL", ""),
+        "bpm_confidence": ("REAL", "REAL", ""),
+        "bpm_alternatives": ("FLOAT[]", "REAL[]", ""),
+        "key": ("VARCHAR", "TEXT", ""),
+        "key_confidence": ("REAL", "REAL", ""),
+        "camelot": ("VARCHAR", "TEXT", ""),
+        "loudness_lufs": ("REAL", "REAL", ""),
+        "loudness_range_lu": ("REAL", "REAL", ""),
+        "true_peak_dbtp": ("REAL", "REAL", ""),
+        "loudness_variation_lu": ("REAL", "REAL", ""),
+        "onset_rate": ("REAL", "REAL", ""),
+        "descriptor_notes": ("VARCHAR", "TEXT", ""),
+        "described_at": ("TIMESTAMPTZ", "TIMESTAMPTZ", "NOT NULL"),
+    },
 }
+# The descriptor columns a load copies from tag files (every column of the table but its key and time).
+DESCRIPTOR_VALUES = tuple(c for c in _COLUMNS[DESCRIPTORS] if c not in ("track_id", "described_at"))
+# A loaded row carries descriptors when any of these is set (not a silent track, not --descriptors off).
+CARRIES_DESCRIPTORS = "(bpm IS NOT NULL OR key IS NOT NULL OR loudness_lufs IS NOT NULL)"
 _KEYS = {TAGS: ("track_id", "model_version"), EMBEDDINGS: ("track_id", "model_version"),
          TRACK_TAGS: ("track_id", "model_version", "tag")}
-_INDEXES = {TRACK_TAGS_INDEX: (TRACK_TAGS, ("tag", "model_version"))}
+_INDEXES = {TRACK_TAGS_INDEX: (TRACK_TAGS, ("tag", "model_version")),
+            f"{DESCRIPTORS}_bpm": (DESCRIPTORS, ("bpm",)), f"{DESCRIPTORS}_key": (DESCRIPTORS, ("key",))}
 
 
 def _ddl(dialect: int, embedding_type: str | None = None) -> list[str]:
@@ -97,6 +122,14 @@ def _ddl(dialect: int, embedding_type: str | None = None) -> list[str]:
     for table, column in ((TAGS, "genre_source"), (TAGS, "model_genre")):
         statements.append(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {_COLUMNS[table][column][dialect]}")
     return statements
+
+
+def duckdb_type(table: str, column: str) -> str:
+    return _COLUMNS[table][column][0]
+
+
+def postgres_type(table: str, column: str) -> str:
+    return _COLUMNS[table][column][1]
 
 
 def duckdb_ddl() -> list[str]:
@@ -143,6 +176,11 @@ TAGS_FROM_LATEST = f"""
         CASE WHEN r.track_id IS NULL THEN coalesce(l.genre_source, 'model') ELSE 'review' END,
         coalesce(l.model_genre, l.genre)
     FROM latest l LEFT JOIN {REVIEWS} r USING (track_id)"""
+# After a load has put the loaded rows in a temp table `latest`: the newest loaded row per track that
+# carries descriptors, as the descriptors table's columns.
+DESCRIPTORS_FROM_LATEST = (f"SELECT track_id, {', '.join(DESCRIPTOR_VALUES)}, tagged_at AS described_at FROM latest "
+                           f"WHERE {CARRIES_DESCRIPTORS}")
+
 # The loaded rows a person labelled, newest first per track: what the reviews table takes from a load.
 REVIEWED_IN_LATEST = ("SELECT track_id, genre, model_genre, model_version, tagged_at FROM latest "
                       "WHERE genre_source = 'review'")

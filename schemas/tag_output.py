@@ -170,14 +170,24 @@ class TagOutput:
 
 
 def read_tables(paths: list[str], columns: list[str] | None = None) -> pa.Table | None:
-    """Parquet files on any Beam filesystem as one table, or None for no files."""
+    """Parquet files on any Beam filesystem as one table, or None for no files.
+
+    Files written before a column existed (descriptors, genre_source) read it as nulls."""
     if not paths:
         return None
     tables = []
     for path in paths:
         with FileSystems.open(path) as handle:
-            tables.append(pq.read_table(handle, columns=columns))
-    return pa.concat_tables(tables)
+            parquet = pq.ParquetFile(handle)
+            present = None if columns is None else [c for c in columns if c in parquet.schema_arrow.names]
+            tables.append(parquet.read(columns=present))
+    table = pa.concat_tables(tables, promote_options="default")
+    if columns is not None:
+        for name in columns:
+            if name not in table.column_names:
+                table = table.append_column(name, pa.nulls(table.num_rows))
+        table = table.select(columns)
+    return table
 
 
 def _match(pattern: str) -> list[str]:

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 
+from schemas.descriptors import DESCRIPTOR_FIELDS
+
 FINGERPRINT = "content_fingerprint"
 GENRE_SOURCE = "genre_source"
 BY_MODEL, BY_REVIEW = "model", "review"
@@ -66,6 +68,8 @@ def tags_schema(*, labels: Sequence[str], embedding_dim: int, model_version: str
         pa.field("model_version", pa.string(), nullable=False),
         pa.field("feature_version", pa.string(), nullable=False),
         pa.field("tagged_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        # Tempo, key and loudness of the same decode (schemas/descriptors.py; null with --descriptors off).
+        *DESCRIPTOR_FIELDS,
     ]
     metadata = {
         META_LABELS: json.dumps(list(labels)).encode(),

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from database import connect, parse_url, redact, vector_index
-from database.store import TagScore
-from pipelines import cli, load, similar
+from database.store import DescriptorFilter, TagScore
+from pipelines import cli, load, search, similar
 from schemas import catalogue_db, tag_output, tags
 from tests import local_postgres
 
@@ -75,7 +75,7 @@ def test_load_fills_the_three_tables_and_a_reload_changes_nothing(loaded):
     tmp_path, url, result = loaded
     assert result.rows == 6 and result.model_versions == ["m1"]
     # The silent track has no embedding; these rows have no `tags`, so no track_tags.
-    assert result.counts == {"tracks": 6, "tags": 6, "embeddings": 5, "track_tags": 0, "reviews": 0}
+    assert result.counts == {"tracks": 6, "tags": 6, "embeddings": 5, "track_tags": 0, "reviews": 0, "descriptors": 0}
     again = load.main(["--tags", str(tmp_path / "tags"), "--db", url])
     assert again.counts == result.counts
 
@@ -105,7 +105,7 @@ def test_a_newer_model_sits_beside_the_older_one(loaded):
                version="m2", name="run2")
     result = load.main(["--tags", str(tmp_path / "tags"), "--db", url])
     assert result.model_versions == ["m1", "m2"]
-    assert result.counts == {"tracks": 6, "tags": 11, "embeddings": 10, "track_tags": 0, "reviews": 0}
+    assert result.counts == {"tracks": 6, "tags": 11, "embeddings": 10, "track_tags": 0, "reviews": 0, "descriptors": 0}
     database = connect(url)
     try:
         assert database.latest_model_version("a") == "m2"
@@ -182,7 +182,7 @@ def test_duckdb_and_postgresql_agree_and_the_hnsw_index_is_used(tmp_path, postgr
     try:
         assert stores["pgvector"].pgvector and not stores["real[]"].pgvector
         for store in stores.values():
-            assert store.load(files).counts == {"tracks": 400, "tags": 400, "embeddings": 400, "track_tags": 0, "reviews": 0}
+            assert store.load(files).counts == {"tracks": 400, "tags": 400, "embeddings": 400, "track_tags": 0, "reviews": 0, "descriptors": 0}
         recalls = []
         for query in ["t0000", "t0007", "t0123", "t0399"]:
             for genre in (None, "waltz"):
@@ -282,7 +282,7 @@ def tagged(tmp_path, db_url):
 
 def test_load_fills_track_tags_from_the_tags_column_and_a_reload_changes_nothing(tagged):
     tmp_path, url, result = tagged
-    assert result.counts == {"tracks": 6, "tags": 6, "embeddings": 5, "track_tags": 10, "reviews": 0}  # none for the silent track
+    assert result.counts == {"tracks": 6, "tags": 6, "embeddings": 5, "track_tags": 10, "reviews": 0, "descriptors": 0}  # none for the silent track
     before = track_tags_rows(url)
     assert [r for r in before if r[0] == "a"] == [("a", "m1", "Mellow", f32(0.7)), ("a", "m1", "chill", f32(0.9)),
                                                   ("a", "m1", "female vocalists", f32(0.8))]
@@ -386,7 +386,7 @@ def test_tag_files_without_the_tags_column_still_load(tmp_path, db_url, old_firs
     write_tags(tmp_path / "tags", tagged_rows(), name="b-new" if old_first else "0-new")
     result = load.main(["--tags", str(tmp_path / "tags"), "--db", db_url])
     assert result.model_versions == ["m0", "m1"]
-    assert result.counts == {"tracks": 6, "tags": 8, "embeddings": 7, "track_tags": 10, "reviews": 0}  # none from the old file
+    assert result.counts == {"tracks": 6, "tags": 8, "embeddings": 7, "track_tags": 10, "reviews": 0, "descriptors": 0}  # none from the old file
     assert {r[1] for r in track_tags_rows(db_url)} == {"m1"}
     database = connect(db_url)
     try:
@@ -400,7 +400,7 @@ def test_tag_files_without_the_tags_column_still_load(tmp_path, db_url, old_firs
 def test_only_old_tag_files_load_and_search_says_there_are_no_tags(tmp_path, db_url):
     old_tag_file(tmp_path / "tags", [row(t, GENRES[t], EMBEDDINGS[t]) for t in EMBEDDINGS], version="m1", name="old")
     assert load.main(["--tags", str(tmp_path / "tags"), "--db", db_url]).counts == {
-        "tracks": 5, "tags": 5, "embeddings": 5, "track_tags": 0, "reviews": 0}
+        "tracks": 5, "tags": 5, "embeddings": 5, "track_tags": 0, "reviews": 0, "descriptors": 0}
     database = connect(db_url)
     try:
         with pytest.raises(ValueError, match="the database has no track tags"):
@@ -455,8 +455,10 @@ def test_search_prints_a_table_or_json(tagged, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == ("Tracks tagged chill and female vocalists (model m1, the latest with these tags; "
                         "ranked by the mean score of the matched tags):")
-    assert lines[1].split() == ["track", "genre", "confidence", "score", "tags"]
-    assert lines[2].split() == ["a", "waltz", "0.90", "0.850", "chill", "0.90,", "female", "vocalists", "0.80"]
+    assert lines[1].split() == ["track", "genre", "confidence", "score", "bpm", "key", "LUFS", "tags"]
+    # No descriptors loaded for these tracks: dashes.
+    assert lines[2].split() == ["a", "waltz", "0.90", "0.850", "-", "-", "-", "chill", "0.90,", "female", "vocalists",
+                                "0.80"]
     assert lines[3].split()[:4] == ["b", "waltz", "0.90", "0.775"] and len(lines) == 4
     assert cli.main(["search", "--db", url, "--tag", "rock", "--tag", "chill", "--any", "-k", "3",
                      "--model-version", "m1", "--json"]) == 0
@@ -711,7 +713,7 @@ def test_a_duckdb_load_replacing_many_rows_commits_in_parts_with_the_same_result
         assert ("committing in 3 parts" in caplog.text) == (name == "parts")  # 400 replaced, 150 a part
         results[name] = contents(tmp_path / f"{name}.duckdb")
     assert results["parts"] == results["one"]
-    assert result.counts == {"tracks": 420, "tags": 420, "embeddings": 378, "track_tags": 420, "reviews": 0}
+    assert result.counts == {"tracks": 420, "tags": 420, "embeddings": 378, "track_tags": 420, "reviews": 0, "descriptors": 0}
     assert {r[2] for r in results["parts"][catalogue_db.TAGS]} == {*LABELS, None}
 
 
@@ -741,3 +743,100 @@ def test_a_reviewed_label_outranks_every_models_genre_now_and_later(tmp_path, db
     assert _query(db_url, "SELECT genre, genre_source, model_genre, confidence FROM tags WHERE model_version = 'm3'") \
         == [("breakbeat", "review", "waltz", 1.0)]
     assert load.main(["--tags", str(tmp_path / "tags"), "--db", db_url]).counts == later.counts
+
+
+# ------------------------------------------------------------------------------------ descriptors in the database
+DESCRIBED = {  # track -> (bpm, key, loudness LUFS)
+    "a": (120.0, "A minor", -8.0), "b": (124.0, "C major", -12.0), "c": (126.5, "E minor", -7.5),
+    "d": (90.0, "A minor", -14.0), "e": (121.0, "F# major", -9.5),
+}
+
+
+def described_rows(version: str = "m1", day: int = 1, *, off: tuple[str, ...] = ()) -> list[dict]:
+    rows = tagged_rows(version, day)
+    for r in rows:
+        if r["track_id"] in DESCRIBED and r["track_id"] not in off:
+            bpm, key, lufs = DESCRIBED[r["track_id"]]
+            r.update(bpm=bpm, bpm_confidence=0.5, bpm_alternatives=[bpm / 2, bpm * 2], key=key, key_confidence=0.8,
+                     camelot="8A", loudness_lufs=lufs, loudness_range_lu=5.0, true_peak_dbtp=-1.0,
+                     loudness_variation_lu=2.0, onset_rate=3.0)
+        elif r["track_id"] in off:
+            r["descriptor_notes"] = "descriptors off"
+        else:  # the silent track
+            r["descriptor_notes"] = "bpm: no onsets (silent or steady sound); key: no pitched content"
+    return rows
+
+
+@pytest.fixture()
+def described(tmp_path, db_url):
+    write_tags(tmp_path / "tags", described_rows())
+    result = load.main(["--tags", str(tmp_path / "tags"), "--db", db_url])
+    return tmp_path, db_url, result
+
+
+def test_load_keeps_descriptors_per_track_and_a_retagging_without_them_leaves_them(described):
+    tmp_path, url, result = described
+    assert result.counts["descriptors"] == 5  # none for the silent track
+    again = load.main(["--tags", str(tmp_path / "tags"), "--db", url])
+    assert again.counts == result.counts
+    # A newer model's tags written with --descriptors off: the audio's descriptors stay as they were.
+    write_tags(tmp_path / "tags", described_rows("m2", day=2, off=("a", "b")), version="m2", name="run2")
+    assert load.main(["--tags", str(tmp_path / "tags"), "--db", url]).counts["descriptors"] == 5
+    with connect(url, read_only=True) as database:
+        found = database.search([], k=10, descriptors=DescriptorFilter(keys=("A minor",)))
+    assert [(t.track_id, t.bpm, t.key, t.loudness_lufs) for t in found.tracks] == [
+        ("a", 120.0, "A minor", -8.0), ("d", 90.0, "A minor", -14.0)]
+
+
+def test_search_filters_by_tempo_key_and_loudness_with_or_without_tags(described, capsys):
+    _, url, _ = described
+    out = search.main(["--db", url, "--bpm", "118-126", "--json"])
+    # Nearest the middle of the range (122) first, ties by id; c (126.5) and d (90) are outside it.
+    assert [t["track_id"] for t in out_json(capsys)["tracks"]] == ["e", "a", "b"] and out.tracks[0].bpm == 121.0
+    search.main(["--db", url, "--key", "a minor", "--key-compatible", "--json"])  # A minor, C major, E minor, D minor
+    assert sorted(t["track_id"] for t in out_json(capsys)["tracks"]) == ["a", "b", "c", "d"]
+    search.main(["--db", url, "--loudness-max", "-9", "--bpm", "100-130", "--json"])
+    assert sorted(t["track_id"] for t in out_json(capsys)["tracks"]) == ["b", "e"]
+    # With tags: the tag ranking, narrowed by the descriptors.
+    search.main(["--db", url, "--tag", "chill", "--json"])
+    assert [t["track_id"] for t in out_json(capsys)["tracks"]] == ["a", "d", "b"]
+    search.main(["--db", url, "--tag", "chill", "--key", "A minor", "--loudness-max", "-9", "--json"])
+    tracks = out_json(capsys)["tracks"]
+    # a is in A minor too but louder than -9 LUFS.
+    assert [t["track_id"] for t in tracks] == ["d"] and tracks[0]["key"] == "A minor" and tracks[0]["bpm"] == 90.0
+    search.main(["--db", url, "--bpm", "118-126"])
+    table = capsys.readouterr().out
+    assert "Tracks with these descriptors" in table and "F# major" in table
+
+
+def test_search_descriptor_flags_are_checked(described):
+    _, url, _ = described
+    with pytest.raises(ValueError, match="give --tag, or a descriptor filter"):
+        search.main(["--db", url])
+    with pytest.raises(ValueError, match="expected a range of beats per minute"):
+        search.main(["--db", url, "--bpm", "fast"])
+    with pytest.raises(ValueError, match="not a key"):
+        search.main(["--db", url, "--key", "H minor"])
+    with pytest.raises(ValueError, match="--key-compatible goes with --key"):
+        search.main(["--db", url, "--bpm", "100-120", "--key-compatible"])
+
+
+def test_similar_narrows_neighbours_to_the_same_key_or_a_close_tempo(described, capsys):
+    _, url, _ = described
+    similar.main(["a", "--db", url, "--json"])
+    assert [n["track_id"] for n in out_json(capsys)["neighbours"]] == ["b", "c", "d", "e"]
+    similar.main(["a", "--db", url, "--same-key", "--json"])
+    assert [n["track_id"] for n in out_json(capsys)["neighbours"]] == ["d"]
+    similar.main(["a", "--db", url, "--bpm-within", "5%", "--json"])  # 114 to 126 BPM
+    assert [n["track_id"] for n in out_json(capsys)["neighbours"]] == ["b", "e"]
+    similar.main(["a", "--db", url, "--bpm-within", "7", "--json"])  # 113 to 127 BPM
+    assert [n["track_id"] for n in out_json(capsys)["neighbours"]] == ["b", "c", "e"]
+    more = described[0] / "more"
+    write_tags(more, [row("nokey", "waltz", [1, 0, 0, 1])], name="x")  # tagged with no descriptors
+    load.main(["--tags", str(more), "--db", url])
+    with pytest.raises(ValueError, match="has no key"):
+        similar.main(["nokey", "--db", url, "--same-key"])
+
+
+def out_json(capsys) -> dict:
+    return json.loads(capsys.readouterr().out)

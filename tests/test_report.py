@@ -58,6 +58,7 @@ def synthetic_tag_output(folder: pathlib.Path, rows: int = 300, failed: int = 40
         "embedding": (centres[g] + 0.1 * rng.normal(size=32)).tolist(), "duration_s": 30.0, "n_segments": 10,
         "low_confidence": bool(flagged[i]), "review_reason": "low score" if flagged[i] else None,
         "typicality": 0.8, "model_version": "genre-test", "feature_version": "f1", "tagged_at": now,
+        "bpm": 60.0 + i % 120, "key": ("A minor", "C major", "F# minor")[i % 3], "loudness_lufs": -30.0 + i % 25,
     } for i, g in enumerate(genre_ids)], schema=schema)
     folder.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, folder / "tags-20261201T000000Z-abc123-00000-of-00001.parquet")
@@ -187,6 +188,13 @@ def test_the_report_in_a_headless_browser(tmp_path):
     shown = [f"{value:.3f}".rstrip("0").rstrip(".") for value in (low, high)]  # as the page writes numbers
     assert f'data-ascending="{shown[0]}"' in dom and f'data-descending="{shown[1]}"' in dom
     assert dom.count('class="point"') == 300 and dom.count('class="bar"') >= len(GENRES)
+    # The descriptors' distributions: every track in one tempo bin and one loudness bin, 100 in each key.
+    for chart in ("chart-bpm", "chart-loudness"):
+        svg = dom.split(f'id="{chart}"')[1].split("</svg>")[0]
+        assert sum(int(v) for v in re.findall(r'class="bin" data-value="(\d+)"', svg)) == 300
+    keys = dom.split('id="chart-keys"')[1].split("</svg>")[0]
+    assert dict(re.findall(r'data-label="([^"]+)" data-value="(\d+)"', keys)) == {
+        "A minor": "100", "C major": "100", "F# minor": "100"}
     # A screenshot for people: a CI artifact, its path printed at the end of the test run.
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "report.png"

@@ -109,6 +109,34 @@ def test_a_silent_track_gets_a_flagged_row_without_a_guess(catalogue, tagged):
     assert row["genre"] is None and row["probabilities"] is None and row["n_segments"] == 0
     assert not any(row["embedding"])
     assert row["duration_s"] == pytest.approx(5.0)
+    assert row["bpm"] is None and row["key"] is None and row["loudness_lufs"] is None
+    assert "silent" in row["descriptor_notes"]
+
+
+def test_rows_carry_tempo_key_and_loudness_of_the_same_decode_or_say_why_not(catalogue, tagged):
+    root, fate = catalogue
+    rows = rows_by_uri(tagged[0])
+    music = [row for uri, row in rows.items() if fate[relative(root, uri)] == "row"]
+    for row in music:
+        assert row["loudness_lufs"] is not None and row["true_peak_dbtp"] is not None, row["uri"]
+        # Every clip here is under 10 s: too short for a tempo, and the row says so rather than guessing.
+        assert row["bpm"] is None and "bpm: shorter than 10 s" in row["descriptor_notes"]
+    keyed = [row for row in music if row["key"] is not None]
+    assert keyed and all(row["camelot"] and row["key_confidence"] > 0 for row in keyed)
+
+
+def test_descriptors_off_leaves_the_columns_null_and_says_so(catalogue, small_model, tmp_path):
+    root, _ = catalogue
+    folder = tmp_path / "two"
+    folder.mkdir()
+    for source in sorted((root / "music").rglob("*.*"))[:2]:
+        shutil.copy(source, folder / source.name)
+    tag.run(["--input", str(folder), "--model", small_model[0], "--output", str(tmp_path / "out"),
+             "--descriptors", "off", "--progress", "off"])
+    rows = rows_by_uri(tmp_path / "out").values()
+    assert len(rows) == 2
+    assert all(row["loudness_lufs"] is None and row["key"] is None and row["descriptor_notes"] == "descriptors off"
+               for row in rows)
 
 
 def test_skip_existing_is_idempotent_and_adds_only_new_inputs(catalogue, small_model, tmp_path):

@@ -18,19 +18,23 @@ from schemas.failure import Failure
 from schemas.features import FeatureConfig, SegmentPolicy
 from transforms import audio, counters, mel, segments, splits
 from transforms.catalogue import CatalogueEntry
+from transforms.descriptors import DescribeTrack
 from transforms.progress import ProgressTicker
 from transforms.records import DecodedTrack, MelSegment, Segment, TrackSummary
 
 
 class DecodeAudio(beam.DoFn):
-    """CatalogueEntry -> DecodedTrack, or a Failure on the FAILED output."""
+    """CatalogueEntry -> DecodedTrack, or a Failure on the FAILED output. With `loudness`, the decode
+    also measures the track's loudness (for the descriptors)."""
 
     FAILED = "failed"
 
-    def __init__(self, cfg: FeatureConfig, policy: SegmentPolicy, progress_dir: str | None = None):
+    def __init__(self, cfg: FeatureConfig, policy: SegmentPolicy, progress_dir: str | None = None, *,
+                 loudness: bool = False):
         self._cfg = cfg
         self._policy = policy
         self._progress_dir = progress_dir
+        self._loudness = loudness
 
     def setup(self) -> None:
         quiet.filter_native_noise()  # libmpg123's notes on damaged MP3 frames (the failures still reach _errors/)
@@ -40,7 +44,8 @@ class DecodeAudio(beam.DoFn):
         counters.INPUTS.inc()
         try:
             decoded = audio.decode(
-                entry.uri, sample_rate_hz=self._cfg.sample_rate_hz, max_duration_s=self._policy.max_track_s
+                entry.uri, sample_rate_hz=self._cfg.sample_rate_hz, max_duration_s=self._policy.max_track_s,
+                loudness=self._loudness,
             )
         except audio.AudioError as err:
             counters.FAILED.inc()
@@ -124,29 +129,34 @@ class ComputeLogMel(beam.DoFn):
 
 
 class FeaturizeTracks(beam.PTransform):
-    """CatalogueEntry -> {'segments': MelSegment, 'tracks': TrackSummary, 'failures': Failure}.
+    """CatalogueEntry -> {'segments': MelSegment, 'tracks': TrackSummary, 'failures': Failure}, and with
+    `descriptors` also {'descriptors': (track_id, schemas.descriptors.Descriptors)} from the same decode.
 
     The one path from audio to log-mels, shared by featurize and tag.
     """
 
     def __init__(self, cfg: FeatureConfig, policy: SegmentPolicy, progress_dir: str | None = None, *,
-                 keep_silent_tracks: bool = False):
+                 keep_silent_tracks: bool = False, descriptors: bool = False):
         super().__init__()
         self._cfg = cfg
         self._policy = policy
         self._progress_dir = progress_dir
         self._keep_silent_tracks = keep_silent_tracks
+        self._descriptors = descriptors
 
     def expand(self, entries):
         decoded = entries | "DecodeAudio" >> beam.ParDo(
-            DecodeAudio(self._cfg, self._policy, self._progress_dir)
+            DecodeAudio(self._cfg, self._policy, self._progress_dir, loudness=self._descriptors)
         ).with_outputs(DecodeAudio.FAILED, main="tracks")
         cut = decoded.tracks | "CutSegments" >> beam.ParDo(
             CutSegments(self._cfg, self._policy, keep_silent_tracks=self._keep_silent_tracks)
         ).with_outputs(CutSegments.FAILED, CutSegments.TRACKS, main="segments")
         mels = cut.segments | "ComputeLogMel" >> beam.ParDo(ComputeLogMel(self._cfg))
         failures = (decoded[DecodeAudio.FAILED], cut[CutSegments.FAILED]) | "FlattenFailures" >> beam.Flatten()
-        return {"segments": mels, "tracks": cut[CutSegments.TRACKS], "failures": failures}
+        outputs = {"segments": mels, "tracks": cut[CutSegments.TRACKS], "failures": failures}
+        if self._descriptors:
+            outputs["descriptors"] = decoded.tracks | "Describe" >> beam.ParDo(DescribeTrack(self._cfg.sample_rate_hz))
+        return outputs
 
 
 def split_of_entry(entry: CatalogueEntry, proportions: tuple[float, float, float]) -> str:

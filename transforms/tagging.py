@@ -5,7 +5,8 @@ and sinks differ): FeaturizeTracks (the same log-mels the model trained on), the
 
     MelSegment --KeyBySegment--> RunInference(SavedModelHandler) --ByTrack--.
     TrackSummary --ByTrack-------------------------------------------------+-> CoGroupByKey -> AggregateTrack -> rows
-    failed inference batches --ByTrack-------------------------------------'                   '-> Failure
+    failed inference batches --ByTrack-------------------------------------+                   '-> Failure
+    descriptors of the decoded track (tempo, key, loudness) ---------------'
 
 A track gets a row only when every one of its segments came back from the model; one failed
 segment sends the whole track to the errors output (stage "inference"), never a partial tag.
@@ -24,6 +25,7 @@ import pyarrow as pa
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
 from schemas import tags as tags_schema
+from schemas.descriptors import Descriptors, not_computed
 from schemas.failure import Failure
 from schemas.features import FeatureConfig, SegmentPolicy
 from schemas.model_card import ModelCard
@@ -57,6 +59,7 @@ class TagSettings:
     # Reviewers' labels the model was trained with: (track_id, label or None for "not music", the genre the
     # reviewed model had given). A reviewed track's row carries the reviewed label (genre_source "review").
     reviews: tuple[tuple[str, str | None, str | None], ...] = ()
+    descriptors: bool = True  # tempo, key and loudness columns computed (False: null, noted "descriptors off")
 
     def review_of(self, track_id: str) -> tuple[str | None, str | None] | None:
         """(label, model_genre) a person gave this track, or None."""
@@ -71,7 +74,7 @@ class TagSettings:
                   typicality: dict | None, tagged_at: datetime.datetime | None, aggregation: str = "mean",
                   top_k: int = 3, min_confidence: float | None = None, min_margin: float | None = None,
                   tag_threshold: float | None = None, calibration: dict | None = None,
-                  reviews: dict | None = None) -> TagSettings:
+                  reviews: dict | None = None, descriptors: bool = True) -> TagSettings:
         """The settings of a model (its card, labels, typicality reference, calibration and reviews)
         with the user's choices."""
         defaults = aggregate.ConfidencePolicy()
@@ -88,7 +91,8 @@ class TagSettings:
             multilabel=aggregate.MultiLabel.from_card(card, labels, threshold=tag_threshold)
             if card.multilabel else None,
             reviews=tuple(sorted((track, review.get("label"), review.get("model_genre"))
-                                 for track, review in (reviews or {}).items())))
+                                 for track, review in (reviews or {}).items())),
+            descriptors=descriptors)
 
     def schema(self) -> pa.Schema:
         """The Arrow schema of the rows these settings produce."""
@@ -96,9 +100,12 @@ class TagSettings:
                                        model_version=self.model_version, feature_version=self.feature_version)
 
 
-def tag_row(summary: TrackSummary, tags: aggregate.TrackTags | None, settings: TagSettings) -> dict:
-    """A row of schemas.tags.tags_schema; `tags` is None for a track with no audible segment."""
+def tag_row(summary: TrackSummary, tags: aggregate.TrackTags | None, settings: TagSettings,
+            descriptors: Descriptors | None = None) -> dict:
+    """A row of schemas.tags.tags_schema; `tags` is None for a track with no audible segment,
+    `descriptors` None when they were not computed."""
     row = {
+        **(descriptors or not_computed()).columns(),
         "track_id": summary.entry.track_id,
         "uri": summary.entry.uri,
         tags_schema.FINGERPRINT: summary.entry.fingerprint,
@@ -159,6 +166,7 @@ class AggregateTrack(beam.DoFn):
     def process(self, element) -> Iterator[dict | beam.pvalue.TaggedOutput]:
         track_id, grouped = element
         summaries, outputs, failed = list(grouped["summary"]), list(grouped["segments"]), list(grouped["failed"])
+        described = list(grouped.get("descriptors", ()))
         if not summaries:  # cannot happen: segments only exist for summarized tracks
             raise RuntimeError(f"segments of track {track_id!r} arrived without its summary")
         summary = summaries[0]
@@ -174,7 +182,7 @@ class AggregateTrack(beam.DoFn):
                 np.stack([out.probabilities for out in outputs]), np.stack([out.embedding for out in outputs]),
                 self._settings.labels, method=self._settings.aggregation, k=self._settings.top_k,
                 policy=self._settings.policy, multilabel=self._settings.multilabel)
-        row = tag_row(summary, tags, self._settings)
+        row = tag_row(summary, tags, self._settings, described[0] if described else None)
         counters.TAGGED.inc()
         if row["low_confidence"]:
             counters.LOW_CONFIDENCE.inc()
@@ -182,7 +190,8 @@ class AggregateTrack(beam.DoFn):
 
 
 class TagTracks(beam.PTransform):
-    """{'segments': MelSegment, 'tracks': TrackSummary} -> {'rows': dict, 'failures': Failure}."""
+    """{'segments': MelSegment, 'tracks': TrackSummary[, 'descriptors': (track_id, Descriptors)]}
+    -> {'rows': dict, 'failures': Failure}."""
 
     def __init__(self, model_dir: str, settings: TagSettings, *, inference_batch_size: int = DEFAULT_BATCH_SIZE,
                  inference_threads: int = 0):
@@ -198,8 +207,11 @@ class TagTracks(beam.PTransform):
         outputs = predictions | "SegmentOutputs" >> beam.Map(_segment_output)
         failed = dead_letters.failed_inferences | "FailedByTrack" >> beam.FlatMap(failed_batch_to_tracks)
         summaries = features["tracks"] | "SummaryByTrack" >> beam.Map(lambda t: (t.entry.track_id, t))
+        grouped = {"summary": summaries, "segments": outputs, "failed": failed}
+        if "descriptors" in features:
+            grouped["descriptors"] = features["descriptors"]
         tagged = (
-            {"summary": summaries, "segments": outputs, "failed": failed}
+            grouped
             | "GroupByTrack" >> beam.CoGroupByKey()
             | "AggregateTrack" >> beam.ParDo(AggregateTrack(self._settings)).with_outputs(
                 AggregateTrack.FAILED, main="rows")
@@ -234,7 +246,8 @@ class TagEntries(beam.PTransform):
 
     def expand(self, entries):
         features = entries | "FeaturizeTracks" >> FeaturizeTracks(self._cfg, self._policy, self._progress_dir,
-                                                                  keep_silent_tracks=True)
+                                                                  keep_silent_tracks=True,
+                                                                  descriptors=self._settings.descriptors)
         tagged = features | "TagTracks" >> TagTracks(self._model_dir, self._settings,
                                                      inference_batch_size=self._batch_size,
                                                      inference_threads=self._threads)

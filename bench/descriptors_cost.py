@@ -1,0 +1,75 @@
+"""What tempo, key and loudness add to `cattag tag`: the same catalogue tagged with --descriptors on and off,
+side by side in one run, alternating, with the pretrained tagger; and peak memory against catalogue size.
+
+    .venv/bin/python bench/descriptors_cost.py [--copies 10] [--rounds 2] [--workdir /tmp/cattag-descriptors-cost]
+
+Catalogue: ../shared/data/gtzan-dev repeated --copies times under distinct names (600 clips by default,
+bench/featurize_bench.py's catalogue). Each run is `cattag tag --model musicnn-msd` in its own process with
+one worker (bench/tag_bench.py's harness: wall time of the job, the process's peak resident memory); the
+on and off runs alternate --rounds times, so drift on a shared machine falls on both. Memory: one more
+run with descriptors on over the 60 clips alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import statistics
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+GTZAN = REPO.parent / "shared" / "data" / "gtzan-dev"
+
+
+def main() -> None:
+    from tag_bench import child, run
+
+    if len(sys.argv) > 2 and sys.argv[1] == "--child":
+        child(sys.argv[2], sys.argv[3:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--copies", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--workdir", default="/tmp/cattag-descriptors-cost")
+    args = parser.parse_args()
+    from featurize_bench import make_catalogue
+
+    work = pathlib.Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    catalogue, small = work / "catalogue", work / "catalogue-small"
+    paths, small_paths = make_catalogue(catalogue, args.copies), make_catalogue(small, 1)
+    for source in GTZAN.glob("*/*.flac"):  # warm the page cache for every run alike
+        source.read_bytes()
+
+    def flags(source: pathlib.Path, name: str, descriptors: str) -> list[str]:
+        return ["--input", str(source), "--output", str(work / name), "--overwrite", "--model", "musicnn-msd",
+                "--descriptors", descriptors]
+
+    runs: dict[str, list[dict]] = {"on": [], "off": []}
+    for round_ in range(args.rounds):
+        for setting in (("on", "off") if round_ % 2 == 0 else ("off", "on")):
+            result = run("tag", flags(catalogue, f"tags-{setting}", setting), 1)
+            runs[setting].append(result)
+            print(f"round {round_}: descriptors {setting}: {result['wall_s']:.1f} s, peak {result['peak_mb']:.0f} MiB",
+                  flush=True)
+    small_run = run("tag", flags(small, "tags-small", "on"), 1)
+
+    wall = {setting: statistics.median(r["wall_s"] for r in results) for setting, results in runs.items()}
+    audio_s = runs["on"][0]["audio_s"]
+    print(f"\n{len(paths)} tracks ({audio_s / 3600:.2f} audio hours), musicnn-msd, 1 worker, "
+          f"median of {args.rounds} alternating runs each\n")
+    print("| descriptors | wall s | audio-s/s | peak MiB |\n|---|---:|---:|---:|")
+    for setting in ("off", "on"):
+        peak = max(r["peak_mb"] for r in runs[setting])
+        print(f"| {setting} | {wall[setting]:.1f} | {audio_s / wall[setting]:.0f} | {peak:.0f} |")
+    print(f"\nAdded wall time with descriptors on: {100 * (wall['on'] / wall['off'] - 1):+.1f}%")
+    big_peak = max(r["peak_mb"] for r in runs["on"])
+    print(f"Peak memory with descriptors on: {small_run['peak_mb']:.0f} MiB for {len(small_paths)} tracks, "
+          f"{big_peak:.0f} MiB for {len(paths)} ({big_peak / small_run['peak_mb']:.2f}x for "
+          f"{len(paths) / len(small_paths):.0f}x the tracks)")
+
+
+if __name__ == "__main__":
+    main()
