@@ -182,7 +182,8 @@ def test_duckdb_and_postgresql_agree_and_the_hnsw_index_is_used(tmp_path, postgr
     try:
         assert stores["pgvector"].pgvector and not stores["real[]"].pgvector
         for store in stores.values():
-            assert store.load(files).counts == {"tracks": 400, "tags": 400, "embeddings": 400, "track_tags": 0, "reviews": 0, "descriptors": 0}
+            assert store.load(files).counts == {"tracks": 400, "tags": 400, "embeddings": 400, "track_tags": 0,
+                                                "reviews": 0, "descriptors": 0}
         recalls = []
         for query in ["t0000", "t0007", "t0123", "t0399"]:
             for genre in (None, "waltz"):
@@ -273,16 +274,21 @@ def track_tags_rows(url: str) -> list[tuple]:
         database.close()
 
 
+def loaded_rows(tmp_path, db_url, rows: list[dict]) -> tuple:
+    """(folder, url, LoadResult) after `cattag load` of one tag file of `rows`."""
+    write_tags(tmp_path / "tags", rows)
+    return tmp_path, db_url, load.main(["--tags", str(tmp_path / "tags"), "--db", db_url])
+
+
 @pytest.fixture()
 def tagged(tmp_path, db_url):
-    write_tags(tmp_path / "tags", tagged_rows())
-    result = load.main(["--tags", str(tmp_path / "tags"), "--db", db_url])
-    return tmp_path, db_url, result
+    return loaded_rows(tmp_path, db_url, tagged_rows())
 
 
 def test_load_fills_track_tags_from_the_tags_column_and_a_reload_changes_nothing(tagged):
     tmp_path, url, result = tagged
-    assert result.counts == {"tracks": 6, "tags": 6, "embeddings": 5, "track_tags": 10, "reviews": 0, "descriptors": 0}  # none for the silent track
+    # None for the silent track.
+    assert result.counts == {"tracks": 6, "tags": 6, "embeddings": 5, "track_tags": 10, "reviews": 0, "descriptors": 0}
     before = track_tags_rows(url)
     assert [r for r in before if r[0] == "a"] == [("a", "m1", "Mellow", f32(0.7)), ("a", "m1", "chill", f32(0.9)),
                                                   ("a", "m1", "female vocalists", f32(0.8))]
@@ -386,7 +392,8 @@ def test_tag_files_without_the_tags_column_still_load(tmp_path, db_url, old_firs
     write_tags(tmp_path / "tags", tagged_rows(), name="b-new" if old_first else "0-new")
     result = load.main(["--tags", str(tmp_path / "tags"), "--db", db_url])
     assert result.model_versions == ["m0", "m1"]
-    assert result.counts == {"tracks": 6, "tags": 8, "embeddings": 7, "track_tags": 10, "reviews": 0, "descriptors": 0}  # none from the old file
+    # None from the old file.
+    assert result.counts == {"tracks": 6, "tags": 8, "embeddings": 7, "track_tags": 10, "reviews": 0, "descriptors": 0}
     assert {r[1] for r in track_tags_rows(db_url)} == {"m1"}
     database = connect(db_url)
     try:
@@ -713,7 +720,8 @@ def test_a_duckdb_load_replacing_many_rows_commits_in_parts_with_the_same_result
         assert ("committing in 3 parts" in caplog.text) == (name == "parts")  # 400 replaced, 150 a part
         results[name] = contents(tmp_path / f"{name}.duckdb")
     assert results["parts"] == results["one"]
-    assert result.counts == {"tracks": 420, "tags": 420, "embeddings": 378, "track_tags": 420, "reviews": 0, "descriptors": 0}
+    assert result.counts == {"tracks": 420, "tags": 420, "embeddings": 378, "track_tags": 420, "reviews": 0,
+                             "descriptors": 0}
     assert {r[2] for r in results["parts"][catalogue_db.TAGS]} == {*LABELS, None}
 
 
@@ -769,9 +777,7 @@ def described_rows(version: str = "m1", day: int = 1, *, off: tuple[str, ...] = 
 
 @pytest.fixture()
 def described(tmp_path, db_url):
-    write_tags(tmp_path / "tags", described_rows())
-    result = load.main(["--tags", str(tmp_path / "tags"), "--db", db_url])
-    return tmp_path, db_url, result
+    return loaded_rows(tmp_path, db_url, described_rows())
 
 
 def test_load_keeps_descriptors_per_track_and_a_retagging_without_them_leaves_them(described):
