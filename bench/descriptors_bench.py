@@ -168,6 +168,8 @@ def main() -> None:
     parser.add_argument("--essentia-python", help="an interpreter with essentia installed (reference only)")
     parser.add_argument("--output", default="/tmp/cattag-descriptors-bench.json")
     parser.add_argument("--loudness-only", action="store_true", help="only the loudness comparison with FFmpeg")
+    parser.add_argument("--mtt-tags", help="a `cattag tag --model musicnn-mtt` output of GTZAN-dev's manifest: also "
+                                           "measure a tempo prior moved by the tagger's fast / slow tags")
     args = parser.parse_args()
     loudness_against_ffmpeg()
     if args.loudness_only:
@@ -209,6 +211,34 @@ def main() -> None:
             found, speed = timed(comb_variant(multiples, octaves), clips, RATE)
             results[f"tempo: flux comb of {multiples}, prior sd {octaves} octave"] = {
                 "scores": tempo_scores(found, rows), "x_realtime": speed}
+
+    if args.mtt_tags:
+        # A rule declared before measuring: the prior's centre moves by (p_fast - p_slow) octaves.
+        from schemas import tags as tag_schema
+        from schemas.tag_output import TagOutput
+
+        table = TagOutput(args.mtt_tags).read_tags(["track_id", "probabilities"])
+        files = TagOutput(args.mtt_tags).tag_files()
+        labels = tag_schema.labels_of(__import__("pyarrow.parquet").parquet.read_schema(files[0]))
+        fast, slow = labels.index("fast"), labels.index("slow")
+        centre = {row["track_id"]: 120.0 * 2 ** float(np.clip(row["probabilities"][fast] - row["probabilities"][slow],
+                                                               -1, 1)) for row in table.to_pylist()}
+
+        def tag_prior(track: str):
+            def estimate(samples):
+                envelope = tempo_estimation.onset_envelope(samples, onsets)
+                correlation = tempo_estimation.autocorrelation(envelope)
+                candidates = tempo_estimation._CANDIDATES  # pylint: disable=protected-access
+                lags = 60.0 * onsets.frame_rate_hz / candidates
+                comb = sum(tempo_estimation._interpolate(correlation, lags * k)  # pylint: disable=protected-access
+                           for k in range(1, 5))
+                prior = np.exp(-0.5 * np.log2(candidates / centre[track]) ** 2)
+                return float(candidates[np.argmax(np.maximum(comb, 0) * prior)])
+            return estimate
+
+        found = {track: tag_prior(track)(samples) for track, samples in clips.items()}
+        results["tempo: comb of 4, prior centred at 120 x 2^(p_fast - p_slow) of musicnn-mtt"] = {
+            "scores": tempo_scores(found, rows)}
 
     chroma = key_estimation.chroma_basis(RATE)
     found, speed = timed(lambda s: key_estimation.estimate_key(s, chroma).key, clips, RATE)
