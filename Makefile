@@ -20,11 +20,12 @@ $(STAMP): pyproject.toml constraints.txt setup.py
 
 install: $(STAMP)
 
-# ffmpeg (m4a files for the audio tests) and chromium with a font (the report test renders the page headless).
+# ffmpeg (m4a files for the audio tests, and the loudness reference), chromium with a font (the report test
+# renders the page headless) and libchromaprint (the fingerprints of transforms/chromaprint.py).
 system-deps:
-	@{ command -v ffmpeg && command -v chromium; } >/dev/null || { \
+	@{ command -v ffmpeg && command -v chromium && /sbin/ldconfig -p | grep -q libchromaprint.so.1; } >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends ffmpeg chromium fonts-liberation >/dev/null; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends ffmpeg chromium fonts-liberation libchromaprint1 >/dev/null; }
 
 # musicnn's weights, from its PyPI wheel (29 MB, once), converted into ~/.cache/cattag/pretrained.
 pretrained: $(STAMP)

@@ -1,0 +1,70 @@
+"""fingerprint(samples, rate) -> Chromaprint's raw fingerprint: one 32-bit word per ~124 ms of audio.
+
+Through Debian's libchromaprint (LGPL-2.1, loaded with ctypes; `make test` installs libchromaprint1),
+fed the mono samples the pipelines decode anyway: Chromaprint resamples to 11025 Hz itself, so the
+fingerprint does not depend on the file's rate, channels or encoding, and copies of one recording
+give words that mostly agree bit for bit (transforms/duplicates.py compares them).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+
+import numpy as np
+
+ALGORITHM = 1  # CHROMAPRINT_ALGORITHM_TEST2, the library's default and AcoustID's
+ITEM_S = 4096 / 3 / 11025  # seconds of audio per fingerprint word (the algorithm's hop at 11025 Hz)
+_CHUNK = 1 << 16
+
+
+class ChromaprintError(RuntimeError):
+    pass
+
+
+@functools.cache
+def _library() -> ctypes.CDLL:
+    name = ctypes.util.find_library("chromaprint") or "libchromaprint.so.1"
+    try:
+        lib = ctypes.CDLL(name)
+    except OSError as err:
+        raise ChromaprintError("libchromaprint is not installed on this worker (Debian: apt install "
+                               "libchromaprint1)") from err
+    lib.chromaprint_new.restype = ctypes.c_void_p
+    lib.chromaprint_new.argtypes = [ctypes.c_int]
+    lib.chromaprint_free.argtypes = [ctypes.c_void_p]
+    lib.chromaprint_start.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+    lib.chromaprint_feed.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int16), ctypes.c_int]
+    lib.chromaprint_finish.argtypes = [ctypes.c_void_p]
+    lib.chromaprint_get_raw_fingerprint.argtypes = [
+        ctypes.c_void_p, ctypes.POINTER(ctypes.POINTER(ctypes.c_uint32)), ctypes.POINTER(ctypes.c_int)]
+    lib.chromaprint_dealloc.argtypes = [ctypes.c_void_p]
+    return lib
+
+
+def fingerprint(samples: np.ndarray, rate_hz: int) -> np.ndarray:
+    """uint32 [words]: the raw fingerprint of mono float samples in [-1, 1] (empty for under ~3 s)."""
+    lib = _library()
+    pcm = np.ascontiguousarray(np.clip(samples, -1.0, 1.0) * 32767.0, dtype=np.int16)
+    context = lib.chromaprint_new(ALGORITHM)
+    if not context:
+        raise ChromaprintError("chromaprint_new failed")
+    try:
+        if not lib.chromaprint_start(context, int(rate_hz), 1):
+            raise ChromaprintError(f"chromaprint_start refused {rate_hz} Hz")
+        for start in range(0, len(pcm), _CHUNK):
+            chunk = pcm[start:start + _CHUNK]
+            if not lib.chromaprint_feed(context, chunk.ctypes.data_as(ctypes.POINTER(ctypes.c_int16)), len(chunk)):
+                raise ChromaprintError("chromaprint_feed failed")
+        if not lib.chromaprint_finish(context):
+            raise ChromaprintError("chromaprint_finish failed")
+        words, size = ctypes.POINTER(ctypes.c_uint32)(), ctypes.c_int()
+        if not lib.chromaprint_get_raw_fingerprint(context, ctypes.byref(words), ctypes.byref(size)):
+            raise ChromaprintError("chromaprint_get_raw_fingerprint failed")
+        try:
+            return np.ctypeslib.as_array(words, shape=(size.value,)).copy() if size.value else np.zeros(0, np.uint32)
+        finally:
+            lib.chromaprint_dealloc(words)
+    finally:
+        lib.chromaprint_free(context)
