@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import pyarrow as pa
 
 from schemas.descriptors import DESCRIPTOR_FIELDS
+from schemas.health import HEALTH_FIELDS
 
 FINGERPRINT = "content_fingerprint"
 GENRE_SOURCE = "genre_source"
@@ -70,6 +71,8 @@ def tags_schema(*, labels: Sequence[str], embedding_dim: int, model_version: str
         pa.field("tagged_at", pa.timestamp("us", tz="UTC"), nullable=False),
         # Tempo, key and loudness of the same decode (schemas/descriptors.py; null with --descriptors off).
         *DESCRIPTOR_FIELDS,
+        # Technical faults of the file and its Chromaprint fingerprint (schemas/health.py).
+        *HEALTH_FIELDS,
     ]
     metadata = {
         META_LABELS: json.dumps(list(labels)).encode(),

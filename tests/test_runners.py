@@ -26,6 +26,7 @@ import pytest
 from pipelines import featurize, tag
 from schemas import examples
 from schemas.descriptors import DESCRIPTOR_COLUMNS
+from schemas.health import HEALTH_COLUMNS
 from schemas.failure import ERRORS_DIR
 from tests.conftest import GTZAN, make_bad_files
 from tests.test_featurize_pipeline import read_records, read_split
@@ -163,7 +164,7 @@ def assert_same_tag_rows(output: pathlib.Path, direct: tuple[dict, list]) -> Non
         assert got["confidence"] == pytest.approx(expected["confidence"], abs=1e-5)
         np.testing.assert_allclose(got["embedding"], expected["embedding"], atol=1e-5)
         # Tempo, key and loudness: the same pure functions of the same decode on every runner.
-        for column in DESCRIPTOR_COLUMNS:
+        for column in (*DESCRIPTOR_COLUMNS, *HEALTH_COLUMNS):
             assert got[column] == expected[column], (track_id, column)
         assert (got["loudness_lufs"] is None) == (got["review_reason"] == "silent")
         np.testing.assert_allclose(got["probabilities"] or [], expected["probabilities"] or [], atol=1e-5)

@@ -111,6 +111,20 @@ def test_a_silent_track_gets_a_flagged_row_without_a_guess(catalogue, tagged):
     assert row["duration_s"] == pytest.approx(5.0)
     assert row["bpm"] is None and row["key"] is None and row["loudness_lufs"] is None
     assert "silent" in row["descriptor_notes"]
+    assert row["health_flags"] == ["silent"]
+
+
+def test_rows_carry_health_values_flags_and_a_fingerprint(catalogue, tagged):
+    root, fate = catalogue
+    rows = rows_by_uri(tagged[0])
+    music = [row for uri, row in rows.items() if fate[relative(root, uri)] == "row" and row["duration_s"] >= 4.0]
+    assert music
+    for row in music:
+        assert isinstance(row["health_flags"], list) and row["clipped_runs"] is not None, row["uri"]
+        assert row["dc_offset"] < 0.01 and row["longest_gap_s"] is not None
+        assert len(row["fingerprint"]) >= 10  # about 8 words a second (Chromaprint needs ~3 s to start)
+    stereo = [row for row in rows.values() if "ch2" in row["uri"]]
+    assert stereo and all(row["dual_mono"] for row in stereo)  # conftest's multi-channel tones repeat one channel
 
 
 def test_rows_carry_tempo_key_and_loudness_of_the_same_decode_or_say_why_not(catalogue, tagged):

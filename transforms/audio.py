@@ -1,7 +1,8 @@
 """decode(uri) -> mono float32 at the target rate, or an AudioError with a readable reason.
 
-With `loudness=True` the same pass also feeds every block, on the file's own channels and rate, to
-a BS.1770 loudness meter (transforms.loudness): downmixed or resampled audio would measure differently.
+With `loudness=True` (`health=True`) the same pass also feeds every block, on the file's own channels
+and rate, to a BS.1770 loudness meter (transforms.loudness) or the fault checks (transforms.health):
+downmixed or resampled audio would measure differently.
 
 libsndfile (through soundfile) reads wav, flac, ogg/vorbis, opus, mp3, au and aiff. Formats it
 cannot read (m4a/aac and friends) go through FFmpeg when it is installed. Decoding streams block
@@ -24,6 +25,7 @@ import soxr
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.health import Health, HealthMeter
 from transforms.loudness import Loudness, LoudnessMeter
 
 # Extensions libsndfile cannot decode; these need FFmpeg.
@@ -54,15 +56,17 @@ class DecodedAudio:
     source_sample_rate_hz: int  # 0 when FFmpeg decoded the file (it resamples and downmixes itself)
     source_channels: int  # likewise
     loudness: Loudness | None = None  # measured when decode() was asked to
+    health: Health | None = None  # likewise
 
     @property
     def duration_s(self) -> float:
         return len(self.samples) / self.sample_rate_hz
 
 
-def decode(uri: str, *, sample_rate_hz: int, max_duration_s: float, loudness: bool = False) -> DecodedAudio:
+def decode(uri: str, *, sample_rate_hz: int, max_duration_s: float, loudness: bool = False,
+           health: bool = False) -> DecodedAudio:
     """Decodes `uri` (any Beam filesystem path) to mono float32 at `sample_rate_hz`, and with
-    `loudness` measures it (DecodedAudio.loudness).
+    `loudness` measures it (DecodedAudio.loudness), with `health` checks it for faults (DecodedAudio.health).
 
     Raises:
         AudioError: the file is missing, empty, unreadable, not audio, longer than
@@ -71,7 +75,8 @@ def decode(uri: str, *, sample_rate_hz: int, max_duration_s: float, loudness: bo
     if _size_bytes(uri) == 0:
         raise AudioError("read", "the file is empty (0 bytes)")
     if FileSystems.get_scheme(uri) in (None, "file"):
-        return _decode_path(uri, sample_rate_hz=sample_rate_hz, max_duration_s=max_duration_s, loudness=loudness)
+        return _decode_path(uri, sample_rate_hz=sample_rate_hz, max_duration_s=max_duration_s, loudness=loudness,
+                            health=health)
     # Remote objects are streamed to a local file first: libsndfile recognises some formats (MP3
     # behind an ID3 tag) only by the file name, which a file-like object does not have.
     with tempfile.TemporaryDirectory(prefix="cattag-") as folder:
@@ -81,15 +86,18 @@ def decode(uri: str, *, sample_rate_hz: int, max_duration_s: float, loudness: bo
                 shutil.copyfileobj(source, copy, 1 << 20)
         except Exception as err:  # network and permission errors of any filesystem
             raise AudioError("read", f"cannot read: {err}") from err
-        return _decode_path(local, sample_rate_hz=sample_rate_hz, max_duration_s=max_duration_s, loudness=loudness)
+        return _decode_path(local, sample_rate_hz=sample_rate_hz, max_duration_s=max_duration_s, loudness=loudness,
+                            health=health)
 
 
-def _decode_path(path: str, *, sample_rate_hz: int, max_duration_s: float, loudness: bool = False) -> DecodedAudio:
+def _decode_path(path: str, *, sample_rate_hz: int, max_duration_s: float, loudness: bool = False,
+                 health: bool = False) -> DecodedAudio:
     if _suffix(path) in FFMPEG_SUFFIXES:
-        return _decode_ffmpeg(path, sample_rate_hz=sample_rate_hz, max_duration_s=max_duration_s, loudness=loudness)
+        return _decode_ffmpeg(path, sample_rate_hz=sample_rate_hz, max_duration_s=max_duration_s, loudness=loudness,
+                            health=health)
     try:
         return _decode_soundfile(path, sample_rate_hz=sample_rate_hz, max_duration_s=max_duration_s,
-                                 loudness=loudness)
+                                 loudness=loudness, health=health)
     except sf.LibsndfileError as err:
         raise AudioError("decode", f"corrupt or not audio (libsndfile: {_libsndfile_reason(err)})") from err
     except (OSError, RuntimeError) as err:
@@ -101,7 +109,8 @@ def _suffix(path: str) -> str:
     return "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
 
 
-def _decode_soundfile(path, *, sample_rate_hz: int, max_duration_s: float, loudness: bool = False) -> DecodedAudio:
+def _decode_soundfile(path, *, sample_rate_hz: int, max_duration_s: float, loudness: bool = False,
+                      health: bool = False) -> DecodedAudio:
     with sf.SoundFile(path) as audio:
         rate, channels = audio.samplerate, audio.channels
         if rate <= 0 or channels <= 0:
@@ -115,6 +124,7 @@ def _decode_soundfile(path, *, sample_rate_hz: int, max_duration_s: float, loudn
             else soxr.ResampleStream(rate, sample_rate_hz, 1, dtype="float32", quality=_RESAMPLE_QUALITY)
         )
         meter = LoudnessMeter(rate, channels) if loudness else None
+        checks = HealthMeter(rate, channels) if health else None
         pieces, read = [], 0
         for block in audio.blocks(blocksize=_BLOCK_FRAMES, dtype="float32", always_2d=True):
             if not np.isfinite(block).all():
@@ -127,6 +137,8 @@ def _decode_soundfile(path, *, sample_rate_hz: int, max_duration_s: float, loudn
                 raise _too_long(read / rate, max_duration_s)
             if meter:
                 meter.add(block)
+            if checks:
+                checks.add(block)
             mono = block.mean(axis=1, dtype=np.float32) if channels > 1 else block[:, 0]
             pieces.append(resampler.resample_chunk(mono) if resampler else mono.copy())
         if resampler:
@@ -139,10 +151,12 @@ def _decode_soundfile(path, *, sample_rate_hz: int, max_duration_s: float, loudn
             f"truncated: the header declares {declared / rate:.2f} s, only {read / rate:.2f} s decode",
         )
     samples = np.concatenate(pieces).astype(np.float32, copy=False)
-    return DecodedAudio(samples, sample_rate_hz, rate, channels, meter.result() if meter else None)
+    return DecodedAudio(samples, sample_rate_hz, rate, channels, meter.result() if meter else None,
+                        checks.result() if checks else None)
 
 
-def _decode_ffmpeg(path: str, *, sample_rate_hz: int, max_duration_s: float, loudness: bool = False) -> DecodedAudio:
+def _decode_ffmpeg(path: str, *, sample_rate_hz: int, max_duration_s: float, loudness: bool = False,
+                   health: bool = False) -> DecodedAudio:
     ffmpeg = shutil.which("ffmpeg")
     if not ffmpeg:
         raise AudioError(
@@ -150,8 +164,9 @@ def _decode_ffmpeg(path: str, *, sample_rate_hz: int, max_duration_s: float, lou
             f"{_suffix(path)[1:]} files need FFmpeg, which is not installed on this worker "
             "(install the ffmpeg package, or convert the file to FLAC)",
         )
-    if loudness:
-        return _decode_ffmpeg_as_wav(ffmpeg, path, sample_rate_hz=sample_rate_hz, max_duration_s=max_duration_s)
+    if loudness or health:
+        return _decode_ffmpeg_as_wav(ffmpeg, path, sample_rate_hz=sample_rate_hz, max_duration_s=max_duration_s,
+                                     loudness=loudness, health=health)
     # FFmpeg downmixes and resamples itself (-ac 1 -ar), and -t bounds how much it decodes.
     command = [
         ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", path,
@@ -172,7 +187,8 @@ def _decode_ffmpeg(path: str, *, sample_rate_hz: int, max_duration_s: float, lou
     return DecodedAudio(samples, sample_rate_hz, 0, 0)
 
 
-def _decode_ffmpeg_as_wav(ffmpeg: str, path: str, *, sample_rate_hz: int, max_duration_s: float) -> DecodedAudio:
+def _decode_ffmpeg_as_wav(ffmpeg: str, path: str, *, sample_rate_hz: int, max_duration_s: float,
+                          loudness: bool, health: bool) -> DecodedAudio:
     """FFmpeg to a float WAV on its own channels and rate, then the soundfile path: the loudness meter
     needs the channels a downmix would lose."""
     with tempfile.TemporaryDirectory(prefix="cattag-") as folder:
@@ -183,7 +199,8 @@ def _decode_ffmpeg_as_wav(ffmpeg: str, path: str, *, sample_rate_hz: int, max_du
         if done.returncode != 0:
             message = done.stderr.decode(errors="replace").strip().splitlines()
             raise AudioError("decode", f"FFmpeg could not decode it: {message[-1] if message else 'no message'}")
-        decoded = _decode_soundfile(wav, sample_rate_hz=sample_rate_hz, max_duration_s=max_duration_s, loudness=True)
+        decoded = _decode_soundfile(wav, sample_rate_hz=sample_rate_hz, max_duration_s=max_duration_s,
+                                    loudness=loudness, health=health)
     return dataclasses.replace(decoded, source_sample_rate_hz=0, source_channels=0)
 
 

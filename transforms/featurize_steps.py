@@ -19,6 +19,7 @@ from schemas.features import FeatureConfig, SegmentPolicy
 from transforms import audio, counters, mel, segments, splits
 from transforms.catalogue import CatalogueEntry
 from transforms.descriptors import DescribeTrack
+from transforms.track_health import CheckTrack
 from transforms.progress import ProgressTicker
 from transforms.records import DecodedTrack, MelSegment, Segment, TrackSummary
 
@@ -30,11 +31,12 @@ class DecodeAudio(beam.DoFn):
     FAILED = "failed"
 
     def __init__(self, cfg: FeatureConfig, policy: SegmentPolicy, progress_dir: str | None = None, *,
-                 loudness: bool = False):
+                 loudness: bool = False, health: bool = False):
         self._cfg = cfg
         self._policy = policy
         self._progress_dir = progress_dir
         self._loudness = loudness
+        self._health = health
 
     def setup(self) -> None:
         quiet.filter_native_noise()  # libmpg123's notes on damaged MP3 frames (the failures still reach _errors/)
@@ -45,7 +47,7 @@ class DecodeAudio(beam.DoFn):
         try:
             decoded = audio.decode(
                 entry.uri, sample_rate_hz=self._cfg.sample_rate_hz, max_duration_s=self._policy.max_track_s,
-                loudness=self._loudness,
+                loudness=self._loudness, health=self._health,
             )
         except audio.AudioError as err:
             counters.FAILED.inc()
@@ -130,23 +132,25 @@ class ComputeLogMel(beam.DoFn):
 
 class FeaturizeTracks(beam.PTransform):
     """CatalogueEntry -> {'segments': MelSegment, 'tracks': TrackSummary, 'failures': Failure}, and with
-    `descriptors` also {'descriptors': (track_id, schemas.descriptors.Descriptors)} from the same decode.
+    `descriptors` also {'descriptors': (track_id, schemas.descriptors.Descriptors)} and with `health`
+    {'health': (track_id, schemas.health.TrackHealth)}, from the same decode.
 
     The one path from audio to log-mels, shared by featurize and tag.
     """
 
     def __init__(self, cfg: FeatureConfig, policy: SegmentPolicy, progress_dir: str | None = None, *,
-                 keep_silent_tracks: bool = False, descriptors: bool = False):
+                 keep_silent_tracks: bool = False, descriptors: bool = False, health: bool = False):
         super().__init__()
         self._cfg = cfg
         self._policy = policy
         self._progress_dir = progress_dir
         self._keep_silent_tracks = keep_silent_tracks
         self._descriptors = descriptors
+        self._health = health
 
     def expand(self, entries):
         decoded = entries | "DecodeAudio" >> beam.ParDo(
-            DecodeAudio(self._cfg, self._policy, self._progress_dir, loudness=self._descriptors)
+            DecodeAudio(self._cfg, self._policy, self._progress_dir, loudness=self._descriptors, health=self._health)
         ).with_outputs(DecodeAudio.FAILED, main="tracks")
         cut = decoded.tracks | "CutSegments" >> beam.ParDo(
             CutSegments(self._cfg, self._policy, keep_silent_tracks=self._keep_silent_tracks)
@@ -156,6 +160,8 @@ class FeaturizeTracks(beam.PTransform):
         outputs = {"segments": mels, "tracks": cut[CutSegments.TRACKS], "failures": failures}
         if self._descriptors:
             outputs["descriptors"] = decoded.tracks | "Describe" >> beam.ParDo(DescribeTrack(self._cfg.sample_rate_hz))
+        if self._health:
+            outputs["health"] = decoded.tracks | "CheckHealth" >> beam.ParDo(CheckTrack())
         return outputs
 
 

@@ -49,6 +49,7 @@ class Health:
     dual_mono: bool | None  # None: not a two-channel file
     spectral_cutoff_hz: float | None  # None: no cliff found (the spectrum reaches Nyquist)
     nyquist_hz: float
+    silent: bool = False  # below SILENCE_DBFS throughout: one flag, "silent", says it all
 
 
 class HealthMeter:
@@ -137,7 +138,8 @@ class HealthMeter:
             clipped_runs=self._runs, head_silence_s=head * SEGMENT_S, tail_silence_s=tail * SEGMENT_S,
             longest_gap_s=_longest_run(inner) * SEGMENT_S,
             dc_offset=float(np.max(np.abs(self._sum / max(self._frames, 1)))),
-            dual_mono=dual, spectral_cutoff_hz=self._cutoff(), nyquist_hz=self.rate_hz / 2)
+            dual_mono=dual, spectral_cutoff_hz=self._cutoff(), nyquist_hz=self.rate_hz / 2,
+            silent=bool(len(silent) and silent.all()))
 
     def _cutoff(self) -> float | None:
         """The top of the audible spectrum when a cliff ends it: the highest frequency within
@@ -165,6 +167,8 @@ class HealthMeter:
 
 def flags(health: Health) -> list[str]:
     """The faults of one track, by the thresholds above."""
+    if health.silent:
+        return ["silent"]
     found = []
     if health.clipped_runs >= CLIPPED_RUNS:
         found.append("clipping")

@@ -6,7 +6,8 @@ and sinks differ): FeaturizeTracks (the same log-mels the model trained on), the
     MelSegment --KeyBySegment--> RunInference(SavedModelHandler) --ByTrack--.
     TrackSummary --ByTrack-------------------------------------------------+-> CoGroupByKey -> AggregateTrack -> rows
     failed inference batches --ByTrack-------------------------------------+                   '-> Failure
-    descriptors of the decoded track (tempo, key, loudness) ---------------'
+    descriptors of the decoded track (tempo, key, loudness) ---------------+
+    health of the decoded track (faults, fingerprint) ---------------------'
 
 A track gets a row only when every one of its segments came back from the model; one failed
 segment sends the whole track to the errors output (stage "inference"), never a partial tag.
@@ -26,6 +27,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
 from schemas import tags as tags_schema
 from schemas.descriptors import Descriptors, not_computed
+from schemas.health import TrackHealth
 from schemas.failure import Failure
 from schemas.features import FeatureConfig, SegmentPolicy
 from schemas.model_card import ModelCard
@@ -60,6 +62,7 @@ class TagSettings:
     # reviewed model had given). A reviewed track's row carries the reviewed label (genre_source "review").
     reviews: tuple[tuple[str, str | None, str | None], ...] = ()
     descriptors: bool = True  # tempo, key and loudness columns computed (False: null, noted "descriptors off")
+    health: bool = True  # the health columns and fingerprint computed (False: null)
 
     def review_of(self, track_id: str) -> tuple[str | None, str | None] | None:
         """(label, model_genre) a person gave this track, or None."""
@@ -101,11 +104,12 @@ class TagSettings:
 
 
 def tag_row(summary: TrackSummary, tags: aggregate.TrackTags | None, settings: TagSettings,
-            descriptors: Descriptors | None = None) -> dict:
+            descriptors: Descriptors | None = None, health: TrackHealth | None = None) -> dict:
     """A row of schemas.tags.tags_schema; `tags` is None for a track with no audible segment,
-    `descriptors` None when they were not computed."""
+    `descriptors` and `health` None when they were not computed."""
     row = {
         **(descriptors or not_computed()).columns(),
+        **(health or TrackHealth()).columns(),
         "track_id": summary.entry.track_id,
         "uri": summary.entry.uri,
         tags_schema.FINGERPRINT: summary.entry.fingerprint,
@@ -167,6 +171,7 @@ class AggregateTrack(beam.DoFn):
         track_id, grouped = element
         summaries, outputs, failed = list(grouped["summary"]), list(grouped["segments"]), list(grouped["failed"])
         described = list(grouped.get("descriptors", ()))
+        checked = list(grouped.get("health", ()))
         if not summaries:  # cannot happen: segments only exist for summarized tracks
             raise RuntimeError(f"segments of track {track_id!r} arrived without its summary")
         summary = summaries[0]
@@ -182,7 +187,8 @@ class AggregateTrack(beam.DoFn):
                 np.stack([out.probabilities for out in outputs]), np.stack([out.embedding for out in outputs]),
                 self._settings.labels, method=self._settings.aggregation, k=self._settings.top_k,
                 policy=self._settings.policy, multilabel=self._settings.multilabel)
-        row = tag_row(summary, tags, self._settings, described[0] if described else None)
+        row = tag_row(summary, tags, self._settings, described[0] if described else None,
+                      checked[0] if checked else None)
         counters.TAGGED.inc()
         if row["low_confidence"]:
             counters.LOW_CONFIDENCE.inc()
@@ -208,8 +214,9 @@ class TagTracks(beam.PTransform):
         failed = dead_letters.failed_inferences | "FailedByTrack" >> beam.FlatMap(failed_batch_to_tracks)
         summaries = features["tracks"] | "SummaryByTrack" >> beam.Map(lambda t: (t.entry.track_id, t))
         grouped = {"summary": summaries, "segments": outputs, "failed": failed}
-        if "descriptors" in features:
-            grouped["descriptors"] = features["descriptors"]
+        for analysis in ("descriptors", "health"):
+            if analysis in features:
+                grouped[analysis] = features[analysis]
         tagged = (
             grouped
             | "GroupByTrack" >> beam.CoGroupByKey()
@@ -247,7 +254,8 @@ class TagEntries(beam.PTransform):
     def expand(self, entries):
         features = entries | "FeaturizeTracks" >> FeaturizeTracks(self._cfg, self._policy, self._progress_dir,
                                                                   keep_silent_tracks=True,
-                                                                  descriptors=self._settings.descriptors)
+                                                                  descriptors=self._settings.descriptors,
+                                                                  health=self._settings.health)
         tagged = features | "TagTracks" >> TagTracks(self._model_dir, self._settings,
                                                      inference_batch_size=self._batch_size,
                                                      inference_threads=self._threads)
