@@ -1,7 +1,10 @@
 """What tempo, key and loudness add to `cattag tag`: the same catalogue tagged with --descriptors on and off,
 side by side in one run, alternating, with the pretrained tagger; and peak memory against catalogue size.
 
-    .venv/bin/python bench/descriptors_cost.py [--copies 10] [--rounds 2] [--workdir /tmp/cattag-descriptors-cost]
+    .venv/bin/python bench/descriptors_cost.py [--copies 10] [--rounds 2] [--flag descriptors|health]
+                                               [--workdir /tmp/cattag-descriptors-cost]
+
+(--flag health switches the health checks and fingerprint on and off instead, descriptors on in both.)
 
 Catalogue: ../shared/data/gtzan-dev repeated --copies times under distinct names (600 clips by default,
 bench/featurize_bench.py's catalogue). Each run is `cattag tag --model musicnn-msd` in its own process with
@@ -33,6 +36,8 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workdir", default="/tmp/cattag-descriptors-cost")
+    parser.add_argument("--flag", choices=("descriptors", "health"), default="descriptors",
+                        help="which analysis to switch on and off (the other stays on)")
     args = parser.parse_args()
     from featurize_bench import make_catalogue
 
@@ -45,7 +50,7 @@ def main() -> None:
 
     def flags(source: pathlib.Path, name: str, descriptors: str) -> list[str]:
         return ["--input", str(source), "--output", str(work / name), "--overwrite", "--model", "musicnn-msd",
-                "--descriptors", descriptors]
+                f"--{args.flag}", descriptors]
 
     runs: dict[str, list[dict]] = {"on": [], "off": []}
     for round_ in range(args.rounds):
@@ -64,7 +69,7 @@ def main() -> None:
     for setting in ("off", "on"):
         peak = max(r["peak_mb"] for r in runs[setting])
         print(f"| {setting} | {wall[setting]:.1f} | {audio_s / wall[setting]:.0f} | {peak:.0f} |")
-    print(f"\nAdded wall time with descriptors on: {100 * (wall['on'] / wall['off'] - 1):+.1f}%")
+    print(f"\nAdded wall time with --{args.flag} on: {100 * (wall['on'] / wall['off'] - 1):+.1f}%")
     big_peak = max(r["peak_mb"] for r in runs["on"])
     print(f"Peak memory with descriptors on: {small_run['peak_mb']:.0f} MiB for {len(small_paths)} tracks, "
           f"{big_peak:.0f} MiB for {len(paths)} ({big_peak / small_run['peak_mb']:.2f}x for "

@@ -55,6 +55,10 @@ class TagOptions(PipelineOptions):
         parser.add_argument("--descriptors", choices=("on", "off"), default="on",
                             help="tempo, key and loudness per track from the same decode (docs/descriptors.md); "
                                  "off leaves those columns null (default %(default)s)")
+        parser.add_argument("--health", choices=("on", "off"), default="on",
+                            help="faults a distributor rejects (clipping, silence, gaps, DC, dual mono, spectral "
+                                 "cutoff) and the Chromaprint fingerprint, from the same decode; off leaves those "
+                                 "columns null (default %(default)s)")
         parser.add_argument("--skip-existing", action="store_true",
                             help="tag only inputs that --output does not already hold for this model version; "
                                  "rerunning a command with it adds no duplicate rows")
@@ -121,7 +125,7 @@ class TagPlan:
             tagged_at=tagged_at, aggregation=tag_options.aggregate, top_k=tag_options.top_k,
             min_confidence=tag_options.min_confidence, min_margin=tag_options.min_margin,
             tag_threshold=tag_options.tag_threshold, calibration=assets.calibration, reviews=assets.reviews,
-            descriptors=tag_options.descriptors == "on")
+            descriptors=tag_options.descriptors == "on", health=tag_options.health == "on")
         return cls(source=catalogue_options.input, output=TagOutput(catalogue_options.output), model_dir=model_dir,
                    assets=assets, settings=settings, policy=catalogue_options.segment_policy(),
                    inference_batch_size=tag_options.inference_batch_size,

@@ -139,18 +139,19 @@ def test_rows_carry_tempo_key_and_loudness_of_the_same_decode_or_say_why_not(cat
     assert keyed and all(row["camelot"] and row["key_confidence"] > 0 for row in keyed)
 
 
-def test_descriptors_off_leaves_the_columns_null_and_says_so(catalogue, small_model, tmp_path):
+def test_descriptors_and_health_off_leave_their_columns_null(catalogue, small_model, tmp_path):
     root, _ = catalogue
     folder = tmp_path / "two"
     folder.mkdir()
     for source in sorted((root / "music").rglob("*.*"))[:2]:
         shutil.copy(source, folder / source.name)
     tag.run(["--input", str(folder), "--model", small_model[0], "--output", str(tmp_path / "out"),
-             "--descriptors", "off", "--progress", "off"])
+             "--descriptors", "off", "--health", "off", "--progress", "off"])
     rows = rows_by_uri(tmp_path / "out").values()
     assert len(rows) == 2
     assert all(row["loudness_lufs"] is None and row["key"] is None and row["descriptor_notes"] == "descriptors off"
                for row in rows)
+    assert all(row["fingerprint"] is None and row["health_flags"] is None for row in rows)
 
 
 def test_skip_existing_is_idempotent_and_adds_only_new_inputs(catalogue, small_model, tmp_path):

@@ -77,7 +77,7 @@ class TagSettings:
                   typicality: dict | None, tagged_at: datetime.datetime | None, aggregation: str = "mean",
                   top_k: int = 3, min_confidence: float | None = None, min_margin: float | None = None,
                   tag_threshold: float | None = None, calibration: dict | None = None,
-                  reviews: dict | None = None, descriptors: bool = True) -> TagSettings:
+                  reviews: dict | None = None, descriptors: bool = True, health: bool = True) -> TagSettings:
         """The settings of a model (its card, labels, typicality reference, calibration and reviews)
         with the user's choices."""
         defaults = aggregate.ConfidencePolicy()
@@ -95,7 +95,7 @@ class TagSettings:
             if card.multilabel else None,
             reviews=tuple(sorted((track, review.get("label"), review.get("model_genre"))
                                  for track, review in (reviews or {}).items())),
-            descriptors=descriptors)
+            descriptors=descriptors, health=health)
 
     def schema(self) -> pa.Schema:
         """The Arrow schema of the rows these settings produce."""
