@@ -57,7 +57,7 @@ def main() -> None:
         for setting in (("on", "off") if round_ % 2 == 0 else ("off", "on")):
             result = run("tag", flags(catalogue, f"tags-{setting}", setting), 1)
             runs[setting].append(result)
-            print(f"round {round_}: descriptors {setting}: {result['wall_s']:.1f} s, peak {result['peak_mb']:.0f} MiB",
+            print(f"round {round_}: {args.flag} {setting}: {result['wall_s']:.1f} s, peak {result['peak_mb']:.0f} MiB",
                   flush=True)
     small_run = run("tag", flags(small, "tags-small", "on"), 1)
 
@@ -65,13 +65,13 @@ def main() -> None:
     audio_s = runs["on"][0]["audio_s"]
     print(f"\n{len(paths)} tracks ({audio_s / 3600:.2f} audio hours), musicnn-msd, 1 worker, "
           f"median of {args.rounds} alternating runs each\n")
-    print("| descriptors | wall s | audio-s/s | peak MiB |\n|---|---:|---:|---:|")
+    print(f"| {args.flag} | wall s | audio-s/s | peak MiB |\n|---|---:|---:|---:|")
     for setting in ("off", "on"):
         peak = max(r["peak_mb"] for r in runs[setting])
         print(f"| {setting} | {wall[setting]:.1f} | {audio_s / wall[setting]:.0f} | {peak:.0f} |")
     print(f"\nAdded wall time with --{args.flag} on: {100 * (wall['on'] / wall['off'] - 1):+.1f}%")
     big_peak = max(r["peak_mb"] for r in runs["on"])
-    print(f"Peak memory with descriptors on: {small_run['peak_mb']:.0f} MiB for {len(small_paths)} tracks, "
+    print(f"Peak memory with {args.flag} on: {small_run['peak_mb']:.0f} MiB for {len(small_paths)} tracks, "
           f"{big_peak:.0f} MiB for {len(paths)} ({big_peak / small_run['peak_mb']:.2f}x for "
           f"{len(paths) / len(small_paths):.0f}x the tracks)")
 
