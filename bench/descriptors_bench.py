@@ -197,13 +197,7 @@ def main() -> None:
     def comb_variant(multiples: int, octaves: float):
         def estimate(samples):
             envelope = tempo_estimation.onset_envelope(samples, onsets)
-            correlation = tempo_estimation.autocorrelation(envelope)
-            candidates = tempo_estimation._CANDIDATES  # pylint: disable=protected-access
-            lags = 60.0 * onsets.frame_rate_hz / candidates
-            comb = sum(tempo_estimation._interpolate(correlation, lags * k)  # pylint: disable=protected-access
-                       for k in range(1, multiples + 1))
-            prior = np.exp(-0.5 * (np.log2(candidates / 120.0) / octaves) ** 2)
-            return float(candidates[np.argmax(np.maximum(comb, 0) * prior)])
+            return tempo_estimation.best_tempo(envelope, onsets.frame_rate_hz, multiples=multiples, octaves=octaves)[0]
         return estimate
 
     for multiples in (1, 2, 3, 4):
@@ -227,13 +221,7 @@ def main() -> None:
         def tag_prior(track: str):
             def estimate(samples):
                 envelope = tempo_estimation.onset_envelope(samples, onsets)
-                correlation = tempo_estimation.autocorrelation(envelope)
-                candidates = tempo_estimation._CANDIDATES  # pylint: disable=protected-access
-                lags = 60.0 * onsets.frame_rate_hz / candidates
-                comb = sum(tempo_estimation._interpolate(correlation, lags * k)  # pylint: disable=protected-access
-                           for k in range(1, 5))
-                prior = np.exp(-0.5 * np.log2(candidates / centre[track]) ** 2)
-                return float(candidates[np.argmax(np.maximum(comb, 0) * prior)])
+                return tempo_estimation.best_tempo(envelope, onsets.frame_rate_hz, centre_bpm=centre[track])[0]
             return estimate
 
         found = {track: tag_prior(track)(samples) for track, samples in clips.items()}

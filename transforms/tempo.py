@@ -91,17 +91,24 @@ def estimate_tempo(samples: np.ndarray, basis: OnsetBasis) -> Tempo:
     onset_rate = len(onset_peaks(envelope, basis.frame_rate_hz)) / duration
     if not np.any(envelope > 0) or np.ptp(envelope) <= 1e-6 * max(1.0, float(envelope.max())):
         return Tempo(None, None, (), 0.0, "no onsets (silent or steady sound)")
-    correlation = autocorrelation(envelope)
-    lags = 60.0 * basis.frame_rate_hz / _CANDIDATES
-    comb = sum(_interpolate(correlation, lags * k) for k in range(1, COMB_MULTIPLES + 1))
-    prior = np.exp(-0.5 * (np.log2(_CANDIDATES / PRIOR_CENTRE_BPM) / PRIOR_OCTAVES) ** 2)
-    best = int(np.argmax(np.maximum(comb, 0.0) * prior))
-    if comb[best] <= 0:
+    bpm, comb = best_tempo(envelope, basis.frame_rate_hz)
+    if comb <= 0:
         return Tempo(None, 0.0, (), onset_rate, "no recurring pulse")
-    bpm = float(_CANDIDATES[best])
-    confidence = float(np.clip(comb[best] / COMB_MULTIPLES, 0.0, 1.0))
+    confidence = float(np.clip(comb / COMB_MULTIPLES, 0.0, 1.0))
     return Tempo(round(bpm, 2), round(confidence, 4), (round(bpm / 2, 2), round(bpm * 2, 2)),
                  round(onset_rate, 3), "")
+
+
+def best_tempo(envelope: np.ndarray, frame_rate_hz: float, *, multiples: int = COMB_MULTIPLES,
+               centre_bpm: float = PRIOR_CENTRE_BPM, octaves: float = PRIOR_OCTAVES) -> tuple[float, float]:
+    """(bpm, its comb score): the candidate tempo whose comb of `multiples` beat periods, weighted by the
+    log-normal prior, scores best (the benchmark varies the comb and the prior through these arguments)."""
+    correlation = autocorrelation(envelope)
+    lags = 60.0 * frame_rate_hz / _CANDIDATES
+    comb = sum(_interpolate(correlation, lags * k) for k in range(1, multiples + 1))
+    prior = np.exp(-0.5 * (np.log2(_CANDIDATES / centre_bpm) / octaves) ** 2)
+    best = int(np.argmax(np.maximum(comb, 0.0) * prior))
+    return float(_CANDIDATES[best]), float(comb[best])
 
 
 def autocorrelation(envelope: np.ndarray) -> np.ndarray:
