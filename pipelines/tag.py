@@ -30,6 +30,7 @@ from runners.pipeline import make_pipeline, progress_is_local
 from schemas.failure import ERRORS_SCHEMA, Failure
 from schemas.tag_output import RunRecord, TagOutput, read_tables
 from transforms import counters
+from transforms.duplicate_steps import FindCopies
 from transforms.fingerprint import FingerprintInputs, SkipHeld
 from transforms.listing import ListCatalogue, ListingPlan, plan_listing
 from transforms.parquet_shards import WriteToParquetShards
@@ -144,15 +145,18 @@ def build(pipeline: beam.Pipeline, plan: ListingPlan, tag_plan: TagPlan, *, run_
     if skip_held:
         todo = todo | "SkipHeld" >> SkipHeld(output.path, tag_plan.model_version)
     tagged = todo | "TagEntries" >> tag_plan.tag_entries(progress_dir)
-    _ = tagged["rows"] | "WriteTags" >> WriteToParquetShards(output.run_prefix(run_id), tag_plan.schema,
-                                                             file_name_suffix=".parquet")
+    rows = tagged["rows"]
+    if tag_plan.settings.health:  # copies of one recording, by their fingerprints, across the run
+        rows = rows | "FindCopies" >> FindCopies()
+    _ = rows | "WriteTags" >> WriteToParquetShards(output.run_prefix(run_id), tag_plan.schema,
+                                                   file_name_suffix=".parquet")
     _ = (
         (read[FingerprintInputs.FAILED], tagged["failures"], listed["rejected"])
         | "AllFailures" >> beam.Flatten()
         | "FailureRows" >> beam.Map(Failure.to_row)
         | "WriteErrors" >> WriteToParquetShards(output.errors_prefix(), ERRORS_SCHEMA)
     )
-    return tagged["rows"]
+    return rows
 
 
 def read_tags(output: str, columns: list[str] | None = None):

@@ -23,6 +23,11 @@ HEALTH_FIELDS = (
     pa.field("dual_mono", pa.bool_()),  # null: not a two-channel file
     pa.field("spectral_cutoff_hz", pa.float32()),  # null: the spectrum reaches Nyquist
     pa.field("fingerprint", pa.list_(pa.uint32())),  # Chromaprint raw fingerprint (~8 words a second)
+    # Copies of one recording share a recording_id ("rec-" + 16 hex digits); duplicate_of is the track id of
+    # the cluster's preferred copy (lossless, fewest faults, smallest path), null for that copy and for a
+    # track with no copy. Found across one `cattag tag` run (transforms/duplicate_steps.py); null from a watch.
+    pa.field("recording_id", pa.string()),
+    pa.field("duplicate_of", pa.string()),
 )
 HEALTH_COLUMNS = tuple(field.name for field in HEALTH_FIELDS)
 
@@ -38,6 +43,8 @@ class TrackHealth:
     dual_mono: bool | None = None
     spectral_cutoff_hz: float | None = None
     fingerprint: tuple[int, ...] | None = None
+    recording_id: str | None = None
+    duplicate_of: str | None = None
 
     def columns(self) -> dict:
         values = dataclasses.asdict(self)

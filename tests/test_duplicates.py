@@ -94,3 +94,27 @@ def test_silence_and_very_short_audio_have_no_fingerprint_to_match():
     short = fingerprint(np.random.default_rng(0).normal(0, 0.1, RATE // 2).astype(np.float32), RATE)
     assert len(short) == 0
     assert not align(silent, silent[:0]).is_copy(10.0) and align(short, short).overlap_s == 0.0
+
+
+def test_tag_gives_copies_one_recording_id_and_names_the_preferred_copy(tmp_path, gtzan_dir, small_model):
+    from pipelines import tag
+
+    folder = tmp_path / "catalogue"
+    folder.mkdir()
+    original = require(gtzan_dir / "rock" / "rock.00000.flac")
+    shutil.copy(original, folder / "a-master.flac")
+    ffmpeg = shutil.which("ffmpeg")
+    for name, args in (("b-compilation.mp3", ["-b:a", "128k"]), ("c-radio-edit.flac", ["-ss", "3", "-t", "24"])):
+        subprocess.run([ffmpeg, "-loglevel", "error", "-y", "-i", str(original), *args, str(folder / name)], check=True)
+    shutil.copy(require(gtzan_dir / "rock" / "rock.00001.flac"), folder / "d-other-song.flac")
+    tag.run(["--input", str(folder), "--model", small_model[0], "--output", str(tmp_path / "tags"), "--progress", "off"])
+    rows = {row["track_id"]: row for row in tag.read_tags(str(tmp_path / "tags")).to_pylist()}
+    assert set(rows) == {"a-master.flac", "b-compilation.mp3", "c-radio-edit.flac", "d-other-song.flac"}
+    copies = {rows[t]["recording_id"] for t in ("a-master.flac", "b-compilation.mp3", "c-radio-edit.flac")}
+    assert len(copies) == 1 and rows["d-other-song.flac"]["recording_id"] not in copies
+    # The preferred copy: lossless, no faults, then the smallest path: the master.
+    assert rows["a-master.flac"]["duplicate_of"] is None and rows["d-other-song.flac"]["duplicate_of"] is None
+    assert rows["b-compilation.mp3"]["duplicate_of"] == rows["c-radio-edit.flac"]["duplicate_of"] == "a-master.flac"
+    # Deterministic: a track with no copy has the id of its own track id.
+    from transforms.duplicates import own_recording_id
+    assert rows["d-other-song.flac"]["recording_id"] == own_recording_id("d-other-song.flac")

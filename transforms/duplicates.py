@@ -85,7 +85,22 @@ def recording_ids(track_ids: Iterable[str], copies: Iterable[tuple[str, str]]) -
         ra, rb = root(a), root(b)
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)  # the smaller id roots the cluster: order-free
-    return {track: "rec-" + hashlib.blake2b(root(track).encode(), digest_size=8).hexdigest() for track in parent}
+    return {track: own_recording_id(root(track)) for track in parent}
+
+
+LOSSY_SUFFIXES = frozenset({".mp3", ".ogg", ".opus", ".m4a", ".mp4", ".aac", ".wma", ".webm"})
+
+
+def preference(uri: str, flags: Sequence[str] | None) -> tuple:
+    """How a cluster picks its preferred copy, smallest first: lossless before lossy, fewer faults,
+    then the smallest path."""
+    suffix = "." + uri.rsplit(".", 1)[-1].lower() if "." in uri.rsplit("/", 1)[-1] else ""
+    return (suffix in LOSSY_SUFFIXES, len(flags or ()), uri)
+
+
+def own_recording_id(track_id: str) -> str:
+    """The recording id of a track with no copy (and of a cluster, from its smallest track id)."""
+    return "rec-" + hashlib.blake2b(track_id.encode(), digest_size=8).hexdigest()
 
 
 def pairs_sharing_keys(keyed: Sequence[tuple[int, Sequence[str]]]) -> dict[tuple[str, str], int]:
