@@ -25,6 +25,7 @@ from database.store import (
     descriptor_search_query,
     descriptors_query,
     matched_tags_query,
+    recordings_query,
     no_embedding,
     no_track_tags,
     pick_model_version,
@@ -32,6 +33,7 @@ from database.store import (
     search_query,
     tag_search,
     unknown_track,
+    without_copies,
 )
 from database.vector_index import MIN_ROWS, SHARD_ROWS, State, Tracks, VectorIndexes
 from schemas import catalogue_db as db
@@ -108,7 +110,8 @@ class DuckDB(ClosesOnExit):
             # Columns that tag files written before them lack.
             late = [("tags", "STRUCT(label VARCHAR, score FLOAT)[]"), ("genre_source", "VARCHAR"),
                     ("model_genre", "VARCHAR"),
-                    *((column, db.duckdb_type(db.DESCRIPTORS, column)) for column in db.DESCRIPTOR_VALUES)]
+                    *((column, db.duckdb_type(db.DESCRIPTORS, column)) for column in db.DESCRIPTOR_VALUES),
+                    ("recording_id", "VARCHAR"), ("duplicate_of", "VARCHAR"), ("health_flags", "VARCHAR[]")]
             for column, kind in late:
                 if column not in present:
                     self._con.execute(f"ALTER TABLE incoming ADD COLUMN {column} {kind}")
@@ -160,6 +163,12 @@ class DuckDB(ClosesOnExit):
             self._con.execute(f"DELETE FROM {db.DESCRIPTORS} WHERE track_id IN "
                               f"(SELECT track_id FROM latest WHERE {db.CARRIES_DESCRIPTORS})")
             self._con.execute(f"INSERT INTO {db.DESCRIPTORS} {db.DESCRIPTORS_FROM_LATEST} "
+                              "QUALIFY row_number() OVER (PARTITION BY track_id ORDER BY tagged_at DESC) = 1")
+            # Copies and health, likewise the audio's.
+            self._con.execute(f"DELETE FROM {db.RECORDINGS} WHERE track_id IN "
+                              "(SELECT track_id FROM latest WHERE recording_id IS NOT NULL)")
+            flags = "'|' || coalesce(array_to_string(health_flags, '|'), '') || '|'"
+            self._con.execute(f"INSERT INTO {db.RECORDINGS} {db.recordings_from_latest(flags)} "
                               "QUALIFY row_number() OVER (PARTITION BY track_id ORDER BY tagged_at DESC) = 1")
             # A track that is silent now has nothing to be similar by, whatever an older tagging said.
             self._con.execute(
@@ -258,7 +267,23 @@ class DuckDB(ClosesOnExit):
         return found[0]
 
     def similar(self, track_id: str, *, k: int, model_version: str, genre: str | None = None,
-                exact: bool = False, neighbours: NeighbourFilter | None = None) -> Search:
+                exact: bool = False, neighbours: NeighbourFilter | None = None,
+                include_duplicates: bool = False) -> Search:
+        """The k nearest tracks (Store.similar), without the track's copies and one copy per recording
+        unless include_duplicates."""
+        first = self._similar(track_id, k=k, model_version=model_version, genre=genre, exact=exact,
+                              neighbours=neighbours)
+        if include_duplicates:
+            return first
+        return Search(first.method, without_copies(
+            lambda n: self._similar(track_id, k=n, model_version=model_version, genre=genre, exact=exact,
+                                    neighbours=neighbours).neighbours, self._recordings, track_id, k))
+
+    def _recordings(self, track_ids: list[str]) -> dict[str, str]:
+        return dict(self._con.execute(*recordings_query(track_ids, placeholder="?")).fetchall())
+
+    def _similar(self, track_id: str, *, k: int, model_version: str, genre: str | None = None,
+                 exact: bool = False, neighbours: NeighbourFilter | None = None) -> Search:
         """The k tracks whose embeddings (from the same model) are closest by cosine similarity,
         excluding the track itself: through the model's vector index when it has a current one and
         neither exact, genre nor a descriptor filter is asked for (a filter after an index search could

@@ -34,6 +34,7 @@ from database.store import (
     descriptor_search_query,
     descriptors_query,
     matched_tags_query,
+    recordings_query,
     no_embedding,
     no_track_tags,
     pick_model_version,
@@ -42,6 +43,7 @@ from database.store import (
     search_query,
     tag_search,
     unknown_track,
+    without_copies,
 )
 from schemas import catalogue_db as db
 
@@ -60,9 +62,10 @@ _INDEX_BUILD_MEMORY_MAX_MB = 1024
 BULK_ROWS = 10_000  # a load of at least this many rows of a model version (and a quarter of what it holds) rebuilds its index
 _STAGED_COLUMNS = ("track_id", "uri", "duration_s", "genre", "confidence", "top_k", "low_confidence",
                    "review_reason", "typicality", "model_version", "feature_version", "tagged_at", "embedding", "tags",
-                   "genre_source", "model_genre", *db.DESCRIPTOR_VALUES)
+                   "genre_source", "model_genre", *db.DESCRIPTOR_VALUES, "recording_id", "duplicate_of", "health_flags")
 # Tag files written before these columns existed have none: staged as NULL.
-_OPTIONAL_COLUMNS = {"tags", "genre_source", "model_genre", *db.DESCRIPTOR_VALUES}
+_OPTIONAL_COLUMNS = {"tags", "genre_source", "model_genre", *db.DESCRIPTOR_VALUES, "recording_id", "duplicate_of",
+                     "health_flags"}
 
 
 class PostgreSQL(ClosesOnExit):
@@ -123,7 +126,7 @@ class PostgreSQL(ClosesOnExit):
                 "model_version TEXT, feature_version TEXT, tagged_at TIMESTAMPTZ, embedding REAL[], tags JSONB, "
                 "genre_source TEXT, model_genre TEXT, "
                 + ", ".join(f"{c} {db.postgres_type(db.DESCRIPTORS, c)}" for c in db.DESCRIPTOR_VALUES)
-                + ") ON COMMIT DROP")
+                + ", recording_id TEXT, duplicate_of TEXT, health_flags TEXT) ON COMMIT DROP")
             with self._con.cursor().copy(f"COPY incoming ({', '.join(_STAGED_COLUMNS)}) FROM STDIN") as copy:
                 for path in files:
                     for record in _staged_rows(path):
@@ -156,6 +159,12 @@ class PostgreSQL(ClosesOnExit):
                     ON CONFLICT (track_id) DO UPDATE SET """
                 + ", ".join(f"{c} = EXCLUDED.{c}" for c in (*db.DESCRIPTOR_VALUES, "described_at")))
             self._con.execute(
+                f"""INSERT INTO {db.RECORDINGS} SELECT DISTINCT ON (track_id) * FROM
+                    ({db.recordings_from_latest("health_flags")}) r ORDER BY track_id, checked_at DESC
+                    ON CONFLICT (track_id) DO UPDATE SET recording_id = EXCLUDED.recording_id,
+                        duplicate_of = EXCLUDED.duplicate_of, health_flags = EXCLUDED.health_flags,
+                        checked_at = EXCLUDED.checked_at""")
+            self._con.execute(
                 f"DELETE FROM {db.EMBEDDINGS} e USING latest l WHERE e.track_id = l.track_id "
                 "AND e.model_version = l.model_version AND l.genre IS NULL")
             if self.pgvector and self.vector_index == "hnsw":
@@ -181,7 +190,8 @@ class PostgreSQL(ClosesOnExit):
                     if dim:  # a model version whose tracks were all silent has nothing to index
                         self._create_index(version, int(dim))
             # Fresh statistics, or the planner, guessing a near-empty table, scans it instead of the index.
-            self._con.execute(f"ANALYZE {db.TRACKS}, {db.TAGS}, {db.EMBEDDINGS}, {db.TRACK_TAGS}, {db.DESCRIPTORS}")
+            self._con.execute(f"ANALYZE {db.TRACKS}, {db.TAGS}, {db.EMBEDDINGS}, {db.TRACK_TAGS}, {db.DESCRIPTORS}, "
+                              f"{db.RECORDINGS}")
         counts = {table: self._con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
                   for table in db.TABLES}
         self._con.commit()
@@ -234,7 +244,26 @@ class PostgreSQL(ClosesOnExit):
         return found is not None
 
     def similar(self, track_id: str, *, k: int, model_version: str, genre: str | None = None,
-                exact: bool = False, neighbours: NeighbourFilter | None = None) -> Search:
+                exact: bool = False, neighbours: NeighbourFilter | None = None,
+                include_duplicates: bool = False) -> Search:
+        """The k nearest tracks (Store.similar), without the track's copies and one copy per recording
+        unless include_duplicates."""
+        first = self._similar(track_id, k=k, model_version=model_version, genre=genre, exact=exact,
+                              neighbours=neighbours)
+        if include_duplicates:
+            return first
+        return Search(first.method, without_copies(
+            lambda n: self._similar(track_id, k=n, model_version=model_version, genre=genre, exact=exact,
+                                    neighbours=neighbours).neighbours, self._recordings, track_id, k))
+
+    def _recordings(self, track_ids: list[str]) -> dict[str, str]:
+        try:
+            return dict(self._con.execute(*recordings_query(track_ids, placeholder="%s")).fetchall())
+        finally:
+            self._con.rollback()
+
+    def _similar(self, track_id: str, *, k: int, model_version: str, genre: str | None = None,
+                 exact: bool = False, neighbours: NeighbourFilter | None = None) -> Search:
         """The k tracks whose embeddings (from the same model) are closest by cosine similarity,
         excluding the track itself: through the model's HNSW index when there is one and neither
         exact, genre nor a descriptor filter is asked for, otherwise by comparing every embedding of
@@ -375,6 +404,8 @@ def _staged_rows(path: str, batch_rows: int = 20_000):
                    for name in _STAGED_COLUMNS if name != "embedding"}
         for name in ("top_k", "tags"):
             columns[name] = [None if t is None else json.dumps(t) for t in columns[name]]
+        # "|clipping|gap|", as DuckDB writes them (schemas/catalogue_db.py: one LIKE finds a flag).
+        columns["health_flags"] = [None if f is None else "|" + "|".join(f) + "|" for f in columns["health_flags"]]
         columns["embedding"] = _array_literals(batch.column("embedding"))
         yield from zip(*(columns[name] for name in _STAGED_COLUMNS))
 

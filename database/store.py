@@ -65,13 +65,16 @@ class DescriptorFilter:
     keys: tuple[str, ...] = ()
     loudness_min: float | None = None
     loudness_max: float | None = None
+    health: str | None = None  # a health flag the track carries ("clipping")
 
     def __bool__(self) -> bool:
-        return any(v is not None for v in (self.bpm_min, self.bpm_max, self.loudness_min, self.loudness_max)) \
-            or bool(self.keys)
+        return any(v is not None for v in (self.bpm_min, self.bpm_max, self.loudness_min, self.loudness_max,
+                                           self.health)) or bool(self.keys)
 
-    def where(self, alias: str, placeholder: str) -> tuple[str, list]:
-        """SQL conditions on the descriptors table under `alias` (joined by AND), and their parameters."""
+    def where(self, alias: str, placeholder: str, track_id: str | None = None) -> tuple[str, list]:
+        """SQL conditions on the descriptors table under `alias` (joined by AND) and on the recordings
+        of the track id column `track_id` (default: alias.track_id), and their parameters."""
+        track_id = track_id or f"{alias}.track_id"
         p, conditions, params = placeholder, [], []
         for column, bound, op in (("bpm", self.bpm_min, ">="), ("bpm", self.bpm_max, "<="),
                                   ("loudness_lufs", self.loudness_min, ">="), ("loudness_lufs", self.loudness_max, "<=")):
@@ -81,6 +84,10 @@ class DescriptorFilter:
         if self.keys:
             conditions.append(f"{alias}.key IN ({', '.join([p] * len(self.keys))})")
             params.extend(self.keys)
+        if self.health:
+            conditions.append(f"EXISTS (SELECT 1 FROM {db.RECORDINGS} h WHERE h.track_id = {track_id} "
+                              f"AND h.health_flags LIKE {p})")
+            params.append(db.health_pattern(self.health))
         return " AND ".join(conditions) or "TRUE", params
 
     def ranking(self, alias: str) -> str:
@@ -125,6 +132,33 @@ class NeighbourFilter:
                              "or tagged with --descriptors off): drop --same-key / --bpm-within for it")
 
 
+def without_copies(fetch: Callable[[int], list[Neighbour]], recordings: Callable[[list[str]], dict[str, str]],
+                   track_id: str, k: int) -> list[Neighbour]:
+    """The k nearest neighbours with the track's own copies left out and one copy per recording (the
+    nearest): fetches more candidates until k remain or the model has no more."""
+    want = 4 * k + 8
+    while True:
+        found = fetch(want)
+        recording = recordings([track_id, *(n.track_id for n in found)])
+        own, seen, kept = recording.get(track_id), set(), []
+        for neighbour in found:
+            copy_of = recording.get(neighbour.track_id)
+            if copy_of is not None and (copy_of == own or copy_of in seen):
+                continue
+            seen.add(copy_of)
+            kept.append(neighbour)
+            if len(kept) == k:
+                return kept
+        if len(found) < want:
+            return kept
+        want *= 4
+
+
+def recordings_query(track_ids: Sequence[str], *, placeholder: str) -> tuple[str, list]:
+    return (f"SELECT track_id, recording_id FROM {db.RECORDINGS} "
+            f"WHERE track_id IN ({', '.join([placeholder] * len(track_ids))})", list(track_ids))
+
+
 def parse_bpm_range(text: str) -> tuple[float, float]:
     """'118-126' -> (118.0, 126.0); '120' -> (120.0, 120.0)."""
     parts = text.replace(" ", "").split("-")
@@ -150,11 +184,14 @@ def parse_bpm_within(text: str) -> tuple[float, bool]:
     return (number / 100.0, True) if share else (number, False)
 
 
-def descriptor_search_query(found: DescriptorFilter, *, k: int, placeholder: str, by_id: str = "d.track_id"
+def descriptor_search_query(found: DescriptorFilter, *, k: int, placeholder: str, by_id: str = "t.track_id"
                             ) -> tuple[str, list]:
-    """Tracks whose descriptors match, with no tags asked for: nearest the BPM range's middle first."""
-    where, params = found.where("d", placeholder)
-    return (f"SELECT d.track_id, d.bpm, d.key, d.loudness_lufs FROM {db.DESCRIPTORS} d WHERE {where} "
+    """Tracks whose descriptors (and health) match, with no tags asked for: nearest the BPM range's middle
+    first, then by id."""
+    where, params = found.where("d", placeholder, track_id="t.track_id")
+    by_id = by_id.replace("d.track_id", "t.track_id")
+    return (f"SELECT t.track_id, d.bpm, d.key, d.loudness_lufs FROM {db.TRACKS} t "
+            f"LEFT JOIN {db.DESCRIPTORS} d ON d.track_id = t.track_id WHERE {where} "
             f"ORDER BY {found.ranking('d')}{by_id} LIMIT {placeholder}", [*params, k])
 
 
@@ -200,9 +237,11 @@ class Store(Protocol):
         """The model version that tagged the track last (ValueError when the track is unknown)."""
 
     def similar(self, track_id: str, *, k: int, model_version: str, genre: str | None = None,
-                exact: bool = False, neighbours: NeighbourFilter | None = None) -> Search:
+                exact: bool = False, neighbours: NeighbourFilter | None = None,
+                include_duplicates: bool = False) -> Search:
         """The k tracks nearest to the track by the cosine similarity of that model's embeddings (among
-        those with its key, or its tempo, when `neighbours` asks)."""
+        those with its key, or its tempo, when `neighbours` asks); without the track's copies and with one
+        copy per recording unless include_duplicates."""
 
     def search(self, tags: list[str], *, k: int, model_version: str | None = None, match: str = "all",
                descriptors: DescriptorFilter | None = None) -> TagSearch:
@@ -308,8 +347,8 @@ def search_query(groups: Sequence[Sequence[str]], *, match: str, k: int, model_v
         having_params = [*spellings, len(groups)]
     join, where, where_params = "", "", []
     if descriptors:
-        condition, where_params = descriptors.where("d", p)
-        join, where = f"JOIN {db.DESCRIPTORS} d ON d.track_id = m.track_id", f"WHERE {condition}"
+        condition, where_params = descriptors.where("d", p, track_id="m.track_id")
+        join, where = f"LEFT JOIN {db.DESCRIPTORS} d ON d.track_id = m.track_id", f"WHERE {condition}"
     query = f"""SELECT m.track_id, t.genre, t.confidence, m.score FROM (
                     SELECT track_id, avg(CAST(score AS float8)) AS score FROM {db.TRACK_TAGS}
                     WHERE model_version = {p} AND tag IN ({in_list})

@@ -9,6 +9,7 @@ import json
 
 from database import connect
 from database.store import DescriptorFilter, TagSearch, parse_bpm_range
+from transforms.health import FLAGS
 from transforms.key import PITCH_CLASSES, compatible_keys, parse_key
 
 
@@ -22,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --key: also its Camelot neighbours (one step either way, and the relative key)")
     parser.add_argument("--loudness-max", type=float, metavar="LUFS", help="integrated loudness at most this, e.g. -9")
     parser.add_argument("--loudness-min", type=float, metavar="LUFS", help="integrated loudness at least this")
+    parser.add_argument("--health", metavar="FLAG",
+                        help=f"tracks carrying this health flag: {', '.join(f.replace(' ', '-') for f in FLAGS)}")
     parser.add_argument("--any", action="store_true",
                         help="tracks carrying any of the tags (default: all of them)")
     parser.add_argument("-k", type=int, default=10, help="how many tracks (default %(default)s)")
@@ -38,7 +41,7 @@ def main(argv: list[str] | None = None):
         raise ValueError(f"-k {args.k}: expected at least 1")
     descriptors = descriptor_filter(args)
     if not args.tags and not descriptors:
-        raise ValueError("give --tag, or a descriptor filter (--bpm, --key, --loudness-max, --loudness-min), or both")
+        raise ValueError("give --tag, or a filter (--bpm, --key, --loudness-max, --loudness-min, --health), or both")
     with connect(args.db, read_only=True) as database:
         found = database.search(args.tags, k=args.k, model_version=args.model_version,
                                 match="any" if args.any else "all", descriptors=descriptors)
@@ -57,7 +60,12 @@ def descriptor_filter(args: argparse.Namespace) -> DescriptorFilter:
     if args.key:
         tonic, mode = parse_key(args.key)
         keys = tuple(compatible_keys(tonic, mode)) if args.key_compatible else (f"{PITCH_CLASSES[tonic]} {mode}",)
-    return DescriptorFilter(low, high, keys, args.loudness_min, args.loudness_max)
+    health = None
+    if args.health:
+        health = args.health.strip().lower().replace("-", " ")
+        if health not in FLAGS:
+            raise ValueError(f"--health {args.health!r}: expected one of {', '.join(f.replace(' ', '-') for f in FLAGS)}")
+    return DescriptorFilter(low, high, keys, args.loudness_min, args.loudness_max, health)
 
 
 def format_table(found: TagSearch) -> str:
@@ -65,10 +73,10 @@ def format_table(found: TagSearch) -> str:
     width = max([len("track"), *(len(t.track_id) for t in tracks)])
     described = f"  {'bpm':>6} {'key':<9} {'LUFS':>6}"
     if not found.tags:
-        lines = ["Tracks with these descriptors:", f"  {'track':<{width}}{described}"]
+        lines = ["Tracks matching these filters:", f"  {'track':<{width}}{described}"]
         lines += [f"  {t.track_id:<{width}}{_descriptors(t)}" for t in tracks]
         if not tracks:
-            lines.append("  (no track has these descriptors)")
+            lines.append("  (no track matches these filters)")
         return "\n".join(lines)
     joined = (" and " if found.match == "all" else " or ").join(found.tags)
     version = f"model {found.model_version}" + (", the latest with these tags" if found.latest else "")

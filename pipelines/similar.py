@@ -16,6 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-k", type=int, default=10, help="how many neighbours (default %(default)s)")
     parser.add_argument("--genre", help="only neighbours tagged with this genre")
     parser.add_argument("--same-key", action="store_true", help="only neighbours in the track's key")
+    parser.add_argument("--include-duplicates", action="store_true",
+                        help="also the track's own copies, and every copy of a neighbour (default: one copy per "
+                             "recording, none of the track's own)")
     parser.add_argument("--bpm-within", metavar="N%|N",
                         help="only neighbours whose tempo is within this of the track's: a share (5%%) or BPM (4)")
     parser.add_argument("--model-version", help="whose embeddings to compare (default: the track's latest tags)")
@@ -33,7 +36,7 @@ def main(argv: list[str] | None = None):
     with connect(args.db, read_only=True) as database:
         version = args.model_version or database.latest_model_version(args.track_id)
         found = database.similar(args.track_id, k=args.k, model_version=version, genre=args.genre, exact=args.exact,
-                                 neighbours=neighbour_filter(args))
+                                 neighbours=neighbour_filter(args), include_duplicates=args.include_duplicates)
     if args.json:
         print(json.dumps({"track_id": args.track_id, "model_version": version, "search": found.method,
                           "neighbours": [dataclasses.asdict(n) for n in found.neighbours]}, indent=2))

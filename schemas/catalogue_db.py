@@ -15,6 +15,9 @@
     descriptors one row per track id: its tempo, key and loudness (schemas/descriptors.py), from the
                 latest loaded row that carries them (a row tagged with --descriptors off, or a silent
                 track's, leaves what is there); indexed by bpm and by key for `search` and `similar`
+    recordings  one row per track id: the recording it is a copy of (recording_id, duplicate_of: the
+                preferred copy) and its health flags, from the latest loaded row that has them; `similar`
+                leaves out a track's copies and returns one copy per recording, `search --health` filters
 
 Keyed by (track_id, model_version), so loading the same tags twice changes nothing and a newer
 model's tags sit beside the older ones, each queryable by its version. A silent track (no genre,
@@ -34,8 +37,8 @@ from __future__ import annotations
 import hashlib
 
 TRACKS, TAGS, EMBEDDINGS, TRACK_TAGS, REVIEWS = "tracks", "tags", "embeddings", "track_tags", "reviews"
-DESCRIPTORS = "descriptors"
-TABLES = (TRACKS, TAGS, EMBEDDINGS, TRACK_TAGS, REVIEWS, DESCRIPTORS)
+DESCRIPTORS, RECORDINGS = "descriptors", "recordings"
+TABLES = (TRACKS, TAGS, EMBEDDINGS, TRACK_TAGS, REVIEWS, DESCRIPTORS, RECORDINGS)
 TRACK_TAGS_INDEX = f"{TRACK_TAGS}_tag"  # (tag, model_version): the tracks carrying a tag, a model's vocabulary
 
 
@@ -99,6 +102,14 @@ _COLUMNS = {
         "described_at": ("TIMESTAMPTZ", "TIMESTAMPTZ", "NOT NULL"),
     },
 }
+_COLUMNS[RECORDINGS] = {
+    "track_id": ("VARCHAR", "TEXT", "PRIMARY KEY"),
+    "recording_id": ("VARCHAR", "TEXT", "NOT NULL"),
+    "duplicate_of": ("VARCHAR", "TEXT", ""),
+    # The health flags as "|clipping|gap|" ("||": none), so one LIKE finds a flag in either database.
+    "health_flags": ("VARCHAR", "TEXT", ""),
+    "checked_at": ("TIMESTAMPTZ", "TIMESTAMPTZ", "NOT NULL"),
+}
 # The descriptor columns a load copies from tag files (every column of the table but its key and time).
 DESCRIPTOR_VALUES = tuple(c for c in _COLUMNS[DESCRIPTORS] if c not in ("track_id", "described_at"))
 # A loaded row carries descriptors when any of these is set (not a silent track, not --descriptors off).
@@ -106,7 +117,8 @@ CARRIES_DESCRIPTORS = "(bpm IS NOT NULL OR key IS NOT NULL OR loudness_lufs IS N
 _KEYS = {TAGS: ("track_id", "model_version"), EMBEDDINGS: ("track_id", "model_version"),
          TRACK_TAGS: ("track_id", "model_version", "tag")}
 _INDEXES = {TRACK_TAGS_INDEX: (TRACK_TAGS, ("tag", "model_version")),
-            f"{DESCRIPTORS}_bpm": (DESCRIPTORS, ("bpm",)), f"{DESCRIPTORS}_key": (DESCRIPTORS, ("key",))}
+            f"{DESCRIPTORS}_bpm": (DESCRIPTORS, ("bpm",)), f"{DESCRIPTORS}_key": (DESCRIPTORS, ("key",)),
+            f"{RECORDINGS}_recording": (RECORDINGS, ("recording_id",))}
 
 
 def _ddl(dialect: int, embedding_type: str | None = None) -> list[str]:
@@ -180,6 +192,18 @@ TAGS_FROM_LATEST = f"""
 # carries descriptors, as the descriptors table's columns.
 DESCRIPTORS_FROM_LATEST = (f"SELECT track_id, {', '.join(DESCRIPTOR_VALUES)}, tagged_at AS described_at FROM latest "
                            f"WHERE {CARRIES_DESCRIPTORS}")
+
+# ... and its copies and health: the rows a run clustered (recording_id set), with the flags written
+# "|a|b|" by `flags` (an SQL expression: the databases join a list differently).
+def recordings_from_latest(flags: str) -> str:
+    return (f"SELECT track_id, recording_id, duplicate_of, {flags}, tagged_at AS checked_at FROM latest "
+            "WHERE recording_id IS NOT NULL")
+
+
+def health_pattern(flag: str) -> str:
+    """The LIKE pattern of one flag in recordings.health_flags."""
+    return f"%|{flag}|%"
+
 
 # The loaded rows a person labelled, newest first per track: what the reviews table takes from a load.
 REVIEWED_IN_LATEST = ("SELECT track_id, genre, model_genre, model_version, tagged_at FROM latest "

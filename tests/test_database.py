@@ -75,7 +75,7 @@ def test_load_fills_the_three_tables_and_a_reload_changes_nothing(loaded):
     tmp_path, url, result = loaded
     assert result.rows == 6 and result.model_versions == ["m1"]
     # The silent track has no embedding; these rows have no `tags`, so no track_tags.
-    assert result.counts == {"tracks": 6, "tags": 6, "embeddings": 5, "track_tags": 0, "reviews": 0, "descriptors": 0}
+    assert result.counts == {"tracks": 6, "tags": 6, "embeddings": 5, "track_tags": 0, "reviews": 0, "descriptors": 0, "recordings": 0}
     again = load.main(["--tags", str(tmp_path / "tags"), "--db", url])
     assert again.counts == result.counts
 
@@ -105,7 +105,7 @@ def test_a_newer_model_sits_beside_the_older_one(loaded):
                version="m2", name="run2")
     result = load.main(["--tags", str(tmp_path / "tags"), "--db", url])
     assert result.model_versions == ["m1", "m2"]
-    assert result.counts == {"tracks": 6, "tags": 11, "embeddings": 10, "track_tags": 0, "reviews": 0, "descriptors": 0}
+    assert result.counts == {"tracks": 6, "tags": 11, "embeddings": 10, "track_tags": 0, "reviews": 0, "descriptors": 0, "recordings": 0}
     database = connect(url)
     try:
         assert database.latest_model_version("a") == "m2"
@@ -183,7 +183,7 @@ def test_duckdb_and_postgresql_agree_and_the_hnsw_index_is_used(tmp_path, postgr
         assert stores["pgvector"].pgvector and not stores["real[]"].pgvector
         for store in stores.values():
             assert store.load(files).counts == {"tracks": 400, "tags": 400, "embeddings": 400, "track_tags": 0,
-                                                "reviews": 0, "descriptors": 0}
+                                                "reviews": 0, "descriptors": 0, "recordings": 0}
         recalls = []
         for query in ["t0000", "t0007", "t0123", "t0399"]:
             for genre in (None, "waltz"):
@@ -288,7 +288,7 @@ def tagged(tmp_path, db_url):
 def test_load_fills_track_tags_from_the_tags_column_and_a_reload_changes_nothing(tagged):
     tmp_path, url, result = tagged
     # None for the silent track.
-    assert result.counts == {"tracks": 6, "tags": 6, "embeddings": 5, "track_tags": 10, "reviews": 0, "descriptors": 0}
+    assert result.counts == {"tracks": 6, "tags": 6, "embeddings": 5, "track_tags": 10, "reviews": 0, "descriptors": 0, "recordings": 0}
     before = track_tags_rows(url)
     assert [r for r in before if r[0] == "a"] == [("a", "m1", "Mellow", f32(0.7)), ("a", "m1", "chill", f32(0.9)),
                                                   ("a", "m1", "female vocalists", f32(0.8))]
@@ -393,7 +393,7 @@ def test_tag_files_without_the_tags_column_still_load(tmp_path, db_url, old_firs
     result = load.main(["--tags", str(tmp_path / "tags"), "--db", db_url])
     assert result.model_versions == ["m0", "m1"]
     # None from the old file.
-    assert result.counts == {"tracks": 6, "tags": 8, "embeddings": 7, "track_tags": 10, "reviews": 0, "descriptors": 0}
+    assert result.counts == {"tracks": 6, "tags": 8, "embeddings": 7, "track_tags": 10, "reviews": 0, "descriptors": 0, "recordings": 0}
     assert {r[1] for r in track_tags_rows(db_url)} == {"m1"}
     database = connect(db_url)
     try:
@@ -407,7 +407,7 @@ def test_tag_files_without_the_tags_column_still_load(tmp_path, db_url, old_firs
 def test_only_old_tag_files_load_and_search_says_there_are_no_tags(tmp_path, db_url):
     old_tag_file(tmp_path / "tags", [row(t, GENRES[t], EMBEDDINGS[t]) for t in EMBEDDINGS], version="m1", name="old")
     assert load.main(["--tags", str(tmp_path / "tags"), "--db", db_url]).counts == {
-        "tracks": 5, "tags": 5, "embeddings": 5, "track_tags": 0, "reviews": 0, "descriptors": 0}
+        "tracks": 5, "tags": 5, "embeddings": 5, "track_tags": 0, "reviews": 0, "descriptors": 0, "recordings": 0}
     database = connect(db_url)
     try:
         with pytest.raises(ValueError, match="the database has no track tags"):
@@ -721,7 +721,7 @@ def test_a_duckdb_load_replacing_many_rows_commits_in_parts_with_the_same_result
         results[name] = contents(tmp_path / f"{name}.duckdb")
     assert results["parts"] == results["one"]
     assert result.counts == {"tracks": 420, "tags": 420, "embeddings": 378, "track_tags": 420, "reviews": 0,
-                             "descriptors": 0}
+                             "descriptors": 0, "recordings": 0}
     assert {r[2] for r in results["parts"][catalogue_db.TAGS]} == {*LABELS, None}
 
 
@@ -812,12 +812,12 @@ def test_search_filters_by_tempo_key_and_loudness_with_or_without_tags(described
     assert [t["track_id"] for t in tracks] == ["d"] and tracks[0]["key"] == "A minor" and tracks[0]["bpm"] == 90.0
     search.main(["--db", url, "--bpm", "118-126"])
     table = capsys.readouterr().out
-    assert "Tracks with these descriptors" in table and "F# major" in table
+    assert "Tracks matching these filters" in table and "F# major" in table
 
 
 def test_search_descriptor_flags_are_checked(described):
     _, url, _ = described
-    with pytest.raises(ValueError, match="give --tag, or a descriptor filter"):
+    with pytest.raises(ValueError, match="give --tag, or a filter"):
         search.main(["--db", url])
     with pytest.raises(ValueError, match="expected a range of beats per minute"):
         search.main(["--db", url, "--bpm", "fast"])
@@ -846,3 +846,36 @@ def test_similar_narrows_neighbours_to_the_same_key_or_a_close_tempo(described, 
 
 def out_json(capsys) -> dict:
     return json.loads(capsys.readouterr().out)
+
+
+# ------------------------------------------------------------------------------- copies and health in the database
+def recording_rows() -> list[dict]:
+    """a and b are copies of one recording (b the MP3, pointing at a), c and d distinct; d is clipped."""
+    rows = tagged_rows()
+    copies = {"a": ("rec-ab", None, []), "b": ("rec-ab", "a", ["spectral cutoff"]), "c": ("rec-c", None, []),
+              "d": ("rec-d", None, ["clipping", "gap"]), "e": ("rec-e", None, [])}
+    for r in rows:
+        if r["track_id"] in copies:
+            r["recording_id"], r["duplicate_of"], r["health_flags"] = copies[r["track_id"]]
+    return rows
+
+
+def test_similar_leaves_out_copies_and_search_finds_health_flags(tmp_path, db_url, capsys):
+    _, url, result = loaded_rows(tmp_path, db_url, recording_rows())
+    assert result.counts["recordings"] == 5
+    # a's nearest are b (its copy), c, then d and e: without duplicates, b is left out.
+    similar.main(["a", "--db", url, "--json"])
+    assert [n["track_id"] for n in out_json(capsys)["neighbours"]] == ["c", "d", "e"]
+    similar.main(["a", "--db", url, "--include-duplicates", "--json"])
+    assert [n["track_id"] for n in out_json(capsys)["neighbours"]] == ["b", "c", "d", "e"]
+    # From c, a and b are one recording: only the nearer of the two (b, at 0.78 against a's 0.71) comes back.
+    similar.main(["c", "--db", url, "-k", "2", "--json"])
+    assert [n["track_id"] for n in out_json(capsys)["neighbours"]] == ["b", "d"]
+    search.main(["--db", url, "--health", "clipping", "--json"])
+    assert [t["track_id"] for t in out_json(capsys)["tracks"]] == ["d"]
+    search.main(["--db", url, "--tag", "chill", "--health", "gap", "--json"])
+    assert [t["track_id"] for t in out_json(capsys)["tracks"]] == ["d"]
+    with pytest.raises(ValueError, match="--health 'clipped'"):
+        search.main(["--db", url, "--health", "clipped"])
+    again = load.main(["--tags", str(tmp_path / "tags"), "--db", url])
+    assert again.counts == result.counts

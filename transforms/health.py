@@ -35,6 +35,7 @@ CUTOFF_DROP_DB = 30.0
 CUTOFF_RANGE_DB = 70.0
 CUTOFF_SHARE = 0.85
 SEGMENT_S = 0.1
+FLAGS = ("silent", "clipping", "head silence", "tail silence", "gap", "dc offset", "dual mono", "spectral cutoff")
 _SPECTRUM_POINTS = 4096
 _SPECTRUM_EVERY_S = 0.5  # one spectrum frame per half second bounds the cost on long files
 
