@@ -58,6 +58,7 @@ def build(tags_dir: str, *, model_dir: str | None = None, db_url: str | None = N
         _figures(facts, tagged, latest),
         _distributions(tagged),
         _descriptors(tagged),
+        _health(tagged),
         _flagged(tagged),
         _failures(errors),
         _map(tagged),
@@ -125,6 +126,26 @@ def _descriptors(tagged: summary.TagSummary) -> str:
     note = (f"{missing:,} tracks have no tempo (silent, shorter than 10 s, or no recurring pulse: "
             "their descriptor_notes say which)." if missing else "")
     return section("Tempo, key and loudness", body, section_id="descriptors", note=note)
+
+
+def _health(tagged: summary.TagSummary) -> str:
+    """Catalogue health: faults per kind, the files with the most, and the copies of one recording."""
+    if not tagged.checked:
+        return section("Catalogue health", "<p>No track of this run was checked (tagged with <code>--health off</code>, "
+                       "or before cattag checked health).</p>", section_id="health")
+    faults = charts.bars(tagged.health.most_common(), chart_id="chart-health")
+    worst = table(["track", "health flags", "true peak dBTP"],
+                  [(r["track_id"], r["flags"], r["true_peak_dbtp"]) for r in tagged.unhealthy_rows],
+                  table_id="unhealthy", numeric=["true peak dBTP"])
+    copies = table(["track", "a copy of", "recording"],
+                   [(r["track_id"], r["duplicate_of"], r["recording_id"]) for r in tagged.copy_rows],
+                   table_id="copies")
+    body = (f"<h3>Faults ({tagged.unhealthy:,} of {tagged.checked:,} tracks)</h3>{faults}"
+            f"<h3>The files with the most faults</h3>{worst}"
+            f"<h3>Copies of one recording ({tagged.copies:,} tracks are copies of another)</h3>{copies}")
+    note = ("Flags and thresholds: docs/tag.md (health). Copies are found across one tag run by their "
+            "fingerprints; `cattag similar` leaves them out of recommendations once loaded.")
+    return section("Catalogue health", body, section_id="health", note=note)
 
 
 def _flagged(tagged: summary.TagSummary) -> str:

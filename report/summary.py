@@ -28,7 +28,7 @@ MAP_SAMPLE = 2000
 CONFIDENCE_BINS = 20
 _COLUMNS = ["track_id", "uri", "genre", "confidence", "tags", "low_confidence", "review_reason", "typicality",
             "duration_s", "model_version", "tagged_at", tags.GENRE_SOURCE, "model_genre", "bpm", "key",
-            "loudness_lufs"]
+            "loudness_lufs", "health_flags", "recording_id", "duplicate_of", "true_peak_dbtp"]
 # The descriptor histograms: tempo in 10 BPM bins, integrated loudness in 2 LU bins (values beyond the
 # ends are counted in the end bins).
 BPM_EDGES = np.arange(40.0, 221.0, 10.0)
@@ -62,6 +62,13 @@ class TagSummary:
     keys: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     with_bpm: int = 0
     with_loudness: int = 0
+    # Health: tracks per flag, tracks checked and with any flag, the worst (most flags) and the copies.
+    health: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    checked: int = 0
+    unhealthy: int = 0
+    copies: int = 0
+    unhealthy_rows: list[dict] = dataclasses.field(default_factory=list)
+    copy_rows: list[dict] = dataclasses.field(default_factory=list)
 
     @property
     def expected_right(self) -> float | None:
@@ -103,6 +110,8 @@ def summarize_tags(files: list[str], model_version: str) -> TagSummary:
     """One pass over the tag files: the rows of `model_version` summarized, the others counted."""
     summary = TagSummary(model_version)
     flagged = Smallest(MAX_LISTED)  # the least confident, then by track id
+    unhealthy = Smallest(MAX_LISTED)  # the most health flags, then by track id
+    copies = Smallest(MAX_LISTED)  # by recording, then track id
     sample = Smallest(MAP_SAMPLE)  # by a hash of the track id: a fixed, order-free sample
     for path in files:
         with FileSystems.open(path) as handle:
@@ -123,11 +132,21 @@ def summarize_tags(files: list[str], model_version: str) -> TagSummary:
                     _count(summary, row)
                     if row["low_confidence"]:
                         flagged.add((row["confidence"], row["track_id"]), _listed(row))
+                    if row.get("health_flags"):
+                        unhealthy.add((-len(row["health_flags"]), row["track_id"]), {
+                            "track_id": row["track_id"], "flags": ", ".join(row["health_flags"]),
+                            "true_peak_dbtp": row.get("true_peak_dbtp")})
+                    if row.get("duplicate_of"):
+                        copies.add((row["recording_id"], row["track_id"]), {
+                            "track_id": row["track_id"], "duplicate_of": row["duplicate_of"],
+                            "recording_id": row["recording_id"]})
                     if row["genre"] is not None:  # a silent track's zeros are no place on the map
                         digest = hashlib.blake2b(row["track_id"].encode(), digest_size=8).digest()
                         sample.add((digest, row["track_id"]), {"track_id": row["track_id"], "genre": row["genre"],
                                                               "embedding": embeddings[index].copy()})
     summary.flagged_rows = flagged.items()
+    summary.unhealthy_rows = unhealthy.items()
+    summary.copy_rows = copies.items()
     summary.map_rows = sorted(sample.items(), key=lambda row: row["track_id"])
     return summary
 
@@ -164,6 +183,11 @@ def _count(summary: TagSummary, row: dict) -> None:
     summary.rows += 1
     summary.audio_s += row["duration_s"]
     _count_descriptors(summary, row)
+    if row.get("health_flags") is not None:
+        summary.checked += 1
+        summary.unhealthy += bool(row["health_flags"])
+        summary.health.update(row["health_flags"])
+    summary.copies += bool(row.get("duplicate_of"))
     if row.get(tags.GENRE_SOURCE) == tags.BY_REVIEW:
         summary.reviewed += 1
         summary.reviewed_model_right += int(row.get("model_genre") is not None and row["model_genre"] == row["genre"])

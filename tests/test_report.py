@@ -59,6 +59,8 @@ def synthetic_tag_output(folder: pathlib.Path, rows: int = 300, failed: int = 40
         "low_confidence": bool(flagged[i]), "review_reason": "low score" if flagged[i] else None,
         "typicality": 0.8, "model_version": "genre-test", "feature_version": "f1", "tagged_at": now,
         "bpm": 60.0 + i % 120, "key": ("A minor", "C major", "F# minor")[i % 3], "loudness_lufs": -30.0 + i % 25,
+        "health_flags": (["clipping"] if i % 10 == 0 else []) + (["gap"] if i % 30 == 0 else []),
+        "recording_id": f"rec-{i - 1 if i % 50 == 1 else i}", "duplicate_of": f"track-{i - 1:04d}" if i % 50 == 1 else None,
     } for i, g in enumerate(genre_ids)], schema=schema)
     folder.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, folder / "tags-20261201T000000Z-abc123-00000-of-00001.parquet")
@@ -192,6 +194,11 @@ def test_the_report_in_a_headless_browser(tmp_path):
     for chart in ("chart-bpm", "chart-loudness"):
         svg = dom.split(f'id="{chart}"')[1].split("</svg>")[0]
         assert sum(int(v) for v in re.findall(r'class="bin" data-value="(\d+)"', svg)) == 300
+    # Catalogue health: faults per kind, the worst files, the copies (every 50th track copies the one before).
+    faults = dom.split('id="chart-health"')[1].split("</svg>")[0]
+    assert dict(re.findall(r'data-label="([^"]+)" data-value="(\d+)"', faults)) == {"clipping": "30", "gap": "10"}
+    copies = html.split('id="copies"')[1].split("</table>")[0]
+    assert copies.count("<tr>") == 1 + 6 and "track-0050" in copies
     keys = dom.split('id="chart-keys"')[1].split("</svg>")[0]
     assert dict(re.findall(r'data-label="([^"]+)" data-value="(\d+)"', keys)) == {
         "A minor": "100", "C major": "100", "F# minor": "100"}
