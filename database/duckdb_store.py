@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from database.store import (
-    ClosesOnExit,
+    LeavesOutCopies,
     DescriptorFilter,
     LoadResult,
     Neighbour,
@@ -33,7 +33,6 @@ from database.store import (
     search_query,
     tag_search,
     unknown_track,
-    without_copies,
 )
 from database.vector_index import MIN_ROWS, SHARD_ROWS, State, Tracks, VectorIndexes
 from schemas import catalogue_db as db
@@ -64,7 +63,7 @@ LOCK_TIMEOUT_S = 120.0
 _LOCK_POLL_S = 0.5
 
 
-class DuckDB(ClosesOnExit):
+class DuckDB(LeavesOutCopies):
     def __init__(self, path: str, *, read_only: bool = False, vector_index: str = "hnsw",
                  index_min_rows: int = MIN_ROWS, index_shard_rows: int = SHARD_ROWS, load_memory: str = LOAD_MEMORY,
                  lock_timeout_s: float = LOCK_TIMEOUT_S):
@@ -265,19 +264,6 @@ class DuckDB(ClosesOnExit):
         if found is None:
             raise unknown_track(track_id)
         return found[0]
-
-    def similar(self, track_id: str, *, k: int, model_version: str, genre: str | None = None,
-                exact: bool = False, neighbours: NeighbourFilter | None = None,
-                include_duplicates: bool = False) -> Search:
-        """The k nearest tracks (Store.similar), without the track's copies and one copy per recording
-        unless include_duplicates."""
-        first = self._similar(track_id, k=k, model_version=model_version, genre=genre, exact=exact,
-                              neighbours=neighbours)
-        if include_duplicates:
-            return first
-        return Search(first.method, without_copies(
-            lambda n: self._similar(track_id, k=n, model_version=model_version, genre=genre, exact=exact,
-                                    neighbours=neighbours).neighbours, self._recordings, track_id, k))
 
     def _recordings(self, track_ids: list[str]) -> dict[str, str]:
         return dict(self._con.execute(*recordings_query(track_ids, placeholder="?")).fetchall())

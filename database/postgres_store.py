@@ -23,7 +23,7 @@ from psycopg import sql
 
 from database.store import (
     VECTOR_INDEXES,
-    ClosesOnExit,
+    LeavesOutCopies,
     DescriptorFilter,
     LoadResult,
     Neighbour,
@@ -43,7 +43,6 @@ from database.store import (
     search_query,
     tag_search,
     unknown_track,
-    without_copies,
 )
 from schemas import catalogue_db as db
 
@@ -68,7 +67,7 @@ _OPTIONAL_COLUMNS = {"tags", "genre_source", "model_genre", *db.DESCRIPTOR_VALUE
                      "health_flags"}
 
 
-class PostgreSQL(ClosesOnExit):
+class PostgreSQL(LeavesOutCopies):
     def __init__(self, url: str, *, vector_index: str = "hnsw", pgvector: bool | None = None):
         """pgvector=None: use it when the server has it; False: store REAL[] even if it does."""
         if vector_index not in VECTOR_INDEXES:
@@ -242,19 +241,6 @@ class PostgreSQL(ClosesOnExit):
         found = self._con.execute("SELECT 1 FROM pg_indexes WHERE tablename = %s AND indexname = %s",
                                   [db.EMBEDDINGS, db.hnsw_index_name(model_version)]).fetchone()
         return found is not None
-
-    def similar(self, track_id: str, *, k: int, model_version: str, genre: str | None = None,
-                exact: bool = False, neighbours: NeighbourFilter | None = None,
-                include_duplicates: bool = False) -> Search:
-        """The k nearest tracks (Store.similar), without the track's copies and one copy per recording
-        unless include_duplicates."""
-        first = self._similar(track_id, k=k, model_version=model_version, genre=genre, exact=exact,
-                              neighbours=neighbours)
-        if include_duplicates:
-            return first
-        return Search(first.method, without_copies(
-            lambda n: self._similar(track_id, k=n, model_version=model_version, genre=genre, exact=exact,
-                                    neighbours=neighbours).neighbours, self._recordings, track_id, k))
 
     def _recordings(self, track_ids: list[str]) -> dict[str, str]:
         try:

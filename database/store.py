@@ -132,25 +132,25 @@ class NeighbourFilter:
                              "or tagged with --descriptors off): drop --same-key / --bpm-within for it")
 
 
-def without_copies(fetch: Callable[[int], list[Neighbour]], recordings: Callable[[list[str]], dict[str, str]],
-                   track_id: str, k: int) -> list[Neighbour]:
+def without_copies(fetch: Callable[[int], Search], recordings: Callable[[list[str]], dict[str, str]],
+                   track_id: str, k: int) -> Search:
     """The k nearest neighbours with the track's own copies left out and one copy per recording (the
     nearest): fetches more candidates until k remain or the model has no more."""
     want = 4 * k + 8
     while True:
         found = fetch(want)
-        recording = recordings([track_id, *(n.track_id for n in found)])
+        recording = recordings([track_id, *(n.track_id for n in found.neighbours)])
         own, seen, kept = recording.get(track_id), set(), []
-        for neighbour in found:
+        for neighbour in found.neighbours:
             copy_of = recording.get(neighbour.track_id)
             if copy_of is not None and (copy_of == own or copy_of in seen):
                 continue
             seen.add(copy_of)
             kept.append(neighbour)
             if len(kept) == k:
-                return kept
-        if len(found) < want:
-            return kept
+                return Search(found.method, kept)
+        if len(found.neighbours) < want:
+            return Search(found.method, kept)
         want *= 4
 
 
@@ -259,6 +259,20 @@ class ClosesOnExit:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class LeavesOutCopies(ClosesOnExit):
+    """Store.similar for both stores: their own `_similar` (every copy) and `_recordings` (track id ->
+    recording id), with copies left out unless asked for."""
+
+    def similar(self, track_id: str, *, k: int, model_version: str, genre: str | None = None,
+                exact: bool = False, neighbours: NeighbourFilter | None = None,
+                include_duplicates: bool = False) -> Search:
+        def fetch(n: int) -> Search:
+            return self._similar(track_id, k=n, model_version=model_version, genre=genre, exact=exact,
+                                 neighbours=neighbours)
+
+        return fetch(k) if include_duplicates else without_copies(fetch, self._recordings, track_id, k)
 
 
 def unknown_track(track_id: str) -> ValueError:
