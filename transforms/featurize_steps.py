@@ -19,14 +19,14 @@ from schemas.features import FeatureConfig, SegmentPolicy
 from transforms import audio, counters, mel, segments, splits
 from transforms.catalogue import CatalogueEntry
 from transforms.descriptors import DescribeTrack
-from transforms.track_health import CheckTrack
 from transforms.progress import ProgressTicker
 from transforms.records import DecodedTrack, MelSegment, Segment, TrackSummary
+from transforms.track_health import CheckTrack
 
 
 class DecodeAudio(beam.DoFn):
-    """CatalogueEntry -> DecodedTrack, or a Failure on the FAILED output. With `loudness`, the decode
-    also measures the track's loudness (for the descriptors)."""
+    """CatalogueEntry -> DecodedTrack, or a Failure on the FAILED output. With `loudness` (`health`), the
+    decode also measures the track's loudness (checks it for faults) on the file's own channels and rate."""
 
     FAILED = "failed"
 
