@@ -28,6 +28,7 @@ from schemas.features import DEFAULT_PRESET, PRESETS, FeatureConfig, SegmentPoli
 from schemas.featurize_metadata import METADATA_FILE, FeaturizeMetadata
 from transforms import featurize_steps, summaries
 from transforms.catalogue import LABEL_MODES
+from transforms.duplicate_steps import SplitKeysOfCopies
 from transforms.listing import CatalogueFacts, ListCatalogue, ListingPlan, catalogue_facts, plan_listing
 from transforms.parquet_shards import ParquetFormat
 from transforms.progress import ProgressMonitor
@@ -55,6 +56,11 @@ class FeaturizeOptions(PipelineOptions):
                                  "musicnn is what the default model (a head on the pretrained musicnn backbone) "
                                  "needs, cattag-v1 the 22.05 kHz, 128-band config of the from-scratch models "
                                  "(default %(default)s)")
+        parser.add_argument("--group-copies", choices=("on", "off"), default="on",
+                            help="keep every copy of one recording (found by its audio fingerprint: re-encoded, "
+                                 "louder, resampled, trimmed) in one split, so that no copy of a test track is "
+                                 "trained on; off: split by artist or track only. On, the examples wait for "
+                                 "the copies to be found before they are written (default %(default)s)")
 
 
 PASSES_BEAM_FLAGS = True  # flags it does not know go to Beam's PipelineOptions
@@ -84,7 +90,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     progress_dir = tempfile.mkdtemp(prefix="cattag-progress-") if local_progress else None
     pipeline = test_pipeline or make_pipeline(options)
     build(pipeline, plan, facts, labels=labels, output=output, cfg=cfg, policy=policy, proportions=proportions,
-          progress_dir=progress_dir)
+          progress_dir=progress_dir, group_copies=featurize_options.group_copies == "on")
 
     started = time.monotonic()
     if progress_dir:
@@ -114,22 +120,35 @@ def build(
     policy: SegmentPolicy,
     proportions: tuple[float, float, float],
     progress_dir: str | None = None,
+    group_copies: bool = True,
 ) -> dict[str, beam.PCollection]:
     """Adds the featurize steps to `pipeline`; returns its segments, tracks and failures.
 
     Few steps on purpose: every stage of the job is a round of bundles on every worker, which a
     small catalogue pays in start-up. So all four outputs go through one writer (WriteShardsTo)
-    and every figure of metadata.json through one combine (SummarizeByTag)."""
+    and every figure of metadata.json through one combine (SummarizeByTag).
+
+    With `group_copies`, the copies of one recording (found by their fingerprints, taken in the same
+    decode) share a split key, which the segments and track summaries carry from then on; they wait for
+    the clusters (a side input) before they are split and written."""
     listed = pipeline | "ListCatalogue" >> ListCatalogue(plan, labels=labels)
     entries = listed["entries"] | "FanOutDecode" >> beam.Reshuffle()  # spreads the inputs over workers
-    features = entries | "FeaturizeTracks" >> featurize_steps.FeaturizeTracks(cfg, policy, progress_dir)
+    features = entries | "FeaturizeTracks" >> featurize_steps.FeaturizeTracks(
+        cfg, policy, progress_dir, fingerprints=group_copies)
+    segments, tracks = features["segments"], features["tracks"]
+    if group_copies:
+        artists = tracks | "Artists" >> beam.Map(lambda track: (track.entry.track_id, track.entry.artist))
+        keys = beam.pvalue.AsSingleton({"words": features["fingerprints"], "artists": artists}
+                                       | "SplitKeysOfCopies" >> SplitKeysOfCopies())
+        segments = segments | "KeepCopiesTogether" >> beam.Map(featurize_steps.with_copies_key, keys)
+        tracks = tracks | "TracksWithCopies" >> beam.Map(featurize_steps.with_copies_key, keys)
     failures = (features["failures"], listed["rejected"]) | "AllFailures" >> beam.Flatten()
 
     destinations = {split: Destination(GzipTFRecordFormat(), FileSystems.join(output, split, "part"),
                                        examples.TFRECORD_SUFFIX) for split in examples.SPLITS}
     destinations[ERRORS_DIR] = Destination(ParquetFormat(ERRORS_SCHEMA),
                                                     FileSystems.join(output, ERRORS_DIR, "part"), ".parquet")
-    examples_by_split = features["segments"] | "EncodeExamples" >> beam.ParDo(
+    examples_by_split = segments | "EncodeExamples" >> beam.ParDo(
         featurize_steps.EncodeExample(facts.labels, proportions))
     error_rows = failures | "FailureRows" >> beam.Map(lambda failure: (ERRORS_DIR, failure.to_row()))
     shards = (examples_by_split, error_rows) | "WriteOutputs" >> WriteShardsTo(destinations)
@@ -139,10 +158,11 @@ def build(
         "entries": listed["entries"],
         "rejected": listed["rejected"],
         "non_audio": listed["non_audio"],
-        "tracks": features["tracks"],
+        "tracks": tracks,
         "failures": failures,
-        "mel_stats": features["segments"] | "TrainSegments" >> beam.Filter(
+        "mel_stats": segments | "TrainSegments" >> beam.Filter(
             lambda segment: featurize_steps.split_of_entry(segment.entry, proportions) == train),
+        **({"copies": tracks} if group_copies else {}),
     } | "Summarize" >> summaries.SummarizeByTag({
         "entries": beam.combiners.CountCombineFn(),
         "rejected": beam.combiners.CountCombineFn(),
@@ -150,6 +170,7 @@ def build(
         "tracks": summaries.CountTracksFn(proportions),
         "failures": summaries.SummarizeFailuresFn(),
         "mel_stats": summaries.MelStatsFn(),
+        **({"copies": summaries.CountCopiesFn(proportions)} if group_copies else {}),
     })
     static = {
         "cattag_version": _version(),
@@ -159,7 +180,7 @@ def build(
         "segment_policy": policy.to_dict(),
         "labels": list(facts.labels),
         "splits": dict(zip(examples.SPLITS, proportions, strict=True)),
-        "split_key": "artist" if facts.has_artists else "track_id",
+        "split_key": ("recording, then " if group_copies else "") + ("artist" if facts.has_artists else "track_id"),
         "files": {split: f"{split}/part-*{examples.TFRECORD_SUFFIX}" for split in examples.SPLITS},
         "schema": examples.SCHEMA_FILE,
         "errors": f"{ERRORS_DIR}/part-*.parquet",
@@ -168,12 +189,12 @@ def build(
     # run that dies before that leaves none (and the same command then replaces it).
     _ = summary | "WriteMetadata" >> beam.Map(write_metadata, output=output, static=static,
                                               shards=beam.pvalue.AsList(shards))
-    return {"segments": features["segments"], "tracks": features["tracks"], "failures": failures}
+    return {"segments": segments, "tracks": tracks, "failures": failures}
 
 
 def write_metadata(figures: dict, *, output: str, static: dict, shards: list[str] = ()) -> None:
     """Writes metadata.json and schema.pbtxt once every figure is known (the summary's output:
-    entries, rejected, non_audio, tracks, failures, mel_stats) and every shard written."""
+    entries, rejected, non_audio, tracks, copies, failures, mel_stats) and every shard written."""
     counts, failed, non_audio = figures["tracks"], figures["failures"], figures["non_audio"]
     totals = {"tracks": 0, "segments": 0, "silent_segments": 0, "audio_ms": 0}
     for by_label in counts.values():
@@ -191,6 +212,7 @@ def write_metadata(figures: dict, *, output: str, static: dict, shards: list[str
         mel_stats={"split": "train", **figures["mel_stats"]},
         failed=failed,
         shard_files=len(shards),
+        copies=figures.get("copies"),  # absent with --group-copies off: copies were not looked for
     )
     cfg = FeatureConfig.from_dict(static["feature_config"])
     _write_text(FileSystems.join(output, METADATA_FILE), metadata.to_json())

@@ -31,13 +31,18 @@ class FeaturizeMetadata:
     counts: dict[str, dict[str, dict[str, int]]]  # split -> label -> COUNT_KEYS
     mel_stats: dict[str, Any]  # per-mel-bin mean and std over the training frames (transforms/stats.py)
     splits: dict[str, Any]  # split -> proportion
-    split_key: str | None = None  # "artist" or "track_id": what keeps a track (or artist) in one split
+    # what keeps a track (or artist) in one split: "artist" or "track_id", after "recording, then " when the
+    # copies of one recording were kept together (featurize --group-copies on)
+    split_key: str | None = None
     segment_policy: dict[str, Any] | None = None
     inputs: int | None = None
     skipped_non_audio_files: int = 0
     totals: dict[str, int] | None = None  # COUNT_KEYS summed over splits and labels, and "failed"
     failed: dict[str, Any] | None = None  # count, by_stage, the first failures listed
     shard_files: int | None = None
+    # tracks_with_copies, tracks_moved (out of the split their own key gives), moved (the first listed);
+    # absent when copies were not looked for
+    copies: dict[str, Any] | None = None
     files: dict[str, str] | None = None  # split -> shard pattern
     schema: str | None = None
     errors: str | None = None

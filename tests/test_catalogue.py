@@ -14,7 +14,7 @@ import soundfile as sf
 
 from tests.conftest import tone
 from transforms.catalogue import CatalogueError, list_catalogue
-from transforms.splits import parse_proportions, split_key, split_of
+from transforms.splits import copies_key, parse_proportions, split_key, split_of
 
 
 @pytest.fixture
@@ -126,6 +126,10 @@ def test_split_is_the_same_in_another_process_with_another_hash_seed():
 def test_artist_keys_keep_an_artist_in_one_split():
     assert split_key(track_id="a", artist="Miles") == split_key(track_id="b", artist="Miles") == "artist:Miles"
     assert split_key(track_id="a", artist=None) == "track:a"
+    # Copies of one recording share their key, which outranks the artist; it follows the first artist.
+    assert split_key(track_id="a", artist="Miles", copies="artist:Bill") == "artist:Bill"
+    assert copies_key("rec-1", ["Miles", None, "Bill"]) == "artist:Bill"
+    assert copies_key("rec-1", [None, None]) == "recording:rec-1"
 
 
 def test_parse_proportions():

@@ -38,6 +38,9 @@ class CatalogueEntry:
     label: str | None = None
     artist: str | None = None
     fingerprint: str | None = None  # of the file's bytes, once read (transforms.fingerprint)
+    # Set by featurize for a track with copies of its recording in the catalogue (found by their audio
+    # fingerprints): the split key they share (transforms.splits.copies_key), which outranks the artist.
+    copies_key: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

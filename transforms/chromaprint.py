@@ -16,6 +16,8 @@ import numpy as np
 
 ALGORITHM = 1  # CHROMAPRINT_ALGORITHM_TEST2, the library's default and AcoustID's
 ITEM_S = 4096 / 3 / 11025  # seconds of audio per fingerprint word (the algorithm's hop at 11025 Hz)
+MAX_S = 120.0  # the first two minutes, as fpcalc and AcoustID take: enough to tell recordings apart, and it
+# bounds what each track carries through the clustering (about 970 words) however long the track is
 _CHUNK = 1 << 16
 
 
@@ -44,9 +46,11 @@ def _library() -> ctypes.CDLL:
 
 
 def fingerprint(samples: np.ndarray, rate_hz: int) -> np.ndarray:
-    """uint32 [words]: the raw fingerprint of mono float samples in [-1, 1] (empty for under ~3 s)."""
+    """uint32 [words]: the raw fingerprint of the first MAX_S seconds of mono float samples in [-1, 1]
+    (empty for under ~3 s)."""
     lib = _library()
-    pcm = np.ascontiguousarray(np.clip(samples, -1.0, 1.0) * 32767.0, dtype=np.int16)
+    head = samples[:int(MAX_S * rate_hz)]
+    pcm = np.ascontiguousarray(np.clip(head, -1.0, 1.0) * 32767.0, dtype=np.int16)
     context = lib.chromaprint_new(ALGORITHM)
     if not context:
         raise ChromaprintError("chromaprint_new failed")

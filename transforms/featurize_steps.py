@@ -7,6 +7,7 @@ naming its stage and reason; nothing is dropped silently.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
@@ -21,7 +22,7 @@ from transforms.catalogue import CatalogueEntry
 from transforms.descriptors import DescribeTrack
 from transforms.progress import ProgressTicker
 from transforms.records import DecodedTrack, MelSegment, Segment, TrackSummary
-from transforms.track_health import CheckTrack
+from transforms.track_health import CheckTrack, FingerprintTrack
 
 
 class DecodeAudio(beam.DoFn):
@@ -132,14 +133,16 @@ class ComputeLogMel(beam.DoFn):
 
 class FeaturizeTracks(beam.PTransform):
     """CatalogueEntry -> {'segments': MelSegment, 'tracks': TrackSummary, 'failures': Failure}, and with
-    `descriptors` also {'descriptors': (track_id, schemas.descriptors.Descriptors)} and with `health`
-    {'health': (track_id, schemas.health.TrackHealth)}, from the same decode.
+    `descriptors` also {'descriptors': (track_id, schemas.descriptors.Descriptors)}, with `health`
+    {'health': (track_id, schemas.health.TrackHealth)} and with `fingerprints` {'fingerprints': (track_id,
+    Chromaprint words)}, from the same decode.
 
     The one path from audio to log-mels, shared by featurize and tag.
     """
 
     def __init__(self, cfg: FeatureConfig, policy: SegmentPolicy, progress_dir: str | None = None, *,
-                 keep_silent_tracks: bool = False, descriptors: bool = False, health: bool = False):
+                 keep_silent_tracks: bool = False, descriptors: bool = False, health: bool = False,
+                 fingerprints: bool = False):
         super().__init__()
         self._cfg = cfg
         self._policy = policy
@@ -147,6 +150,7 @@ class FeaturizeTracks(beam.PTransform):
         self._keep_silent_tracks = keep_silent_tracks
         self._descriptors = descriptors
         self._health = health
+        self._fingerprints = fingerprints
 
     def expand(self, entries):
         decoded = entries | "DecodeAudio" >> beam.ParDo(
@@ -162,11 +166,28 @@ class FeaturizeTracks(beam.PTransform):
             outputs["descriptors"] = decoded.tracks | "Describe" >> beam.ParDo(DescribeTrack(self._cfg.sample_rate_hz))
         if self._health:
             outputs["health"] = decoded.tracks | "CheckHealth" >> beam.ParDo(CheckTrack())
+        if self._fingerprints:
+            outputs["fingerprints"] = decoded.tracks | "Fingerprint" >> beam.ParDo(FingerprintTrack())
         return outputs
 
 
 def split_of_entry(entry: CatalogueEntry, proportions: tuple[float, float, float]) -> str:
-    return splits.split_of(splits.split_key(track_id=entry.track_id, artist=entry.artist), proportions=proportions)
+    return splits.split_of(splits.split_key(track_id=entry.track_id, artist=entry.artist, copies=entry.copies_key),
+                           proportions=proportions)
+
+
+def moved_by_copies(entry: CatalogueEntry, proportions: tuple[float, float, float]) -> bool:
+    """Whether keeping the track with its copies put it in another split than its own key would."""
+    return bool(entry.copies_key) and split_of_entry(entry, proportions) != split_of_entry(
+        dataclasses.replace(entry, copies_key=None), proportions)
+
+
+def with_copies_key(record, keys: dict[str, str]):
+    """A segment or track summary whose track has copies -> the same, its entry carrying their split key."""
+    key = keys.get(record.entry.track_id)
+    if not key:
+        return record
+    return dataclasses.replace(record, entry=dataclasses.replace(record.entry, copies_key=key))
 
 
 class EncodeExample(beam.DoFn):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 
 from schemas.examples import SPLITS
 
@@ -21,9 +22,21 @@ def parse_proportions(text: str) -> tuple[float, float, float]:
     return (parts[0] / total, parts[1] / total, parts[2] / total)
 
 
-def split_key(*, track_id: str, artist: str | None) -> str:
-    """What a split is a function of: the artist when known, so that no artist straddles splits."""
+def split_key(*, track_id: str, artist: str | None, copies: str | None = None) -> str:
+    """What a split is a function of: the key of the track's copies when it has any (every copy of one
+    recording in one split), else its artist when known (no artist straddles splits), else the track."""
+    if copies:
+        return copies
     return f"artist:{artist}" if artist else f"track:{track_id}"
+
+
+def copies_key(recording_id: str, artists: Iterable[str | None]) -> str:
+    """The split key shared by the copies of one recording: the first of its members' artists, so that the
+    copies stay with that artist's other tracks, else the recording itself. Copies credited to different
+    artists (a compilation's "Various Artists") keep the first artist's split; the others' tracks may sit
+    elsewhere, which leaks less than a recording in two splits."""
+    named = sorted(artist for artist in artists if artist)
+    return f"artist:{named[0]}" if named else f"recording:{recording_id}"
 
 
 def split_of(key: str, *, proportions: tuple[float, float, float] = DEFAULT_PROPORTIONS) -> str:

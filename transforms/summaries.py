@@ -1,4 +1,5 @@
-"""A run's figures as Beam combines: mel statistics, tracks per split and label, failures by stage,
+"""A run's figures as Beam combines: mel statistics, tracks per split and label, copies kept together,
+failures by stage,
 and SummarizeByTag, which computes them all in one combine.
 """
 
@@ -14,7 +15,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from schemas import examples
 from schemas.failure import Failure
-from transforms.featurize_steps import split_of_entry
+from transforms.featurize_steps import moved_by_copies, split_of_entry
 from transforms.records import MelSegment, TrackSummary
 from transforms.stats import Moments
 
@@ -70,6 +71,38 @@ class CountTracksFn(beam.CombineFn):
                 name: counts[name] for name in ("tracks", "segments", "silent_segments", "audio_ms")
             }
         return by_split
+
+
+class CountCopiesFn(beam.CombineFn):
+    """TrackSummary -> how many tracks have copies of their recording in the catalogue, and how many of
+    them keeping their copies' split moved out of the split their own key gives (the first listed)."""
+
+    LISTED = 20
+
+    def __init__(self, proportions: tuple[float, float, float]):
+        self._proportions = proportions
+
+    def create_accumulator(self) -> tuple[int, int, list[str]]:
+        return (0, 0, [])
+
+    def add_input(self, accumulator, track: TrackSummary):
+        with_copies, moved, listed = accumulator
+        if not track.entry.copies_key:
+            return accumulator
+        if moved_by_copies(track.entry, self._proportions):
+            moved += 1
+            listed = sorted([*listed, track.entry.track_id])[:self.LISTED]
+        return (with_copies + 1, moved, listed)
+
+    def merge_accumulators(self, accumulators):
+        with_copies, moved, listed = 0, 0, []
+        for n, m, names in accumulators:
+            with_copies, moved, listed = with_copies + n, moved + m, listed + names
+        return (with_copies, moved, sorted(listed)[:self.LISTED])
+
+    def extract_output(self, accumulator) -> dict:
+        with_copies, moved, listed = accumulator
+        return {"tracks_with_copies": with_copies, "tracks_moved": moved, "moved": listed}
 
 
 class SummarizeFailuresFn(beam.CombineFn):

@@ -33,3 +33,10 @@ class CheckTrack(beam.DoFn):
     def process(self, track: DecodedTrack) -> Iterator[tuple[str, TrackHealth]]:
         audio = track.audio
         yield track.entry.track_id, check(audio.samples, audio.sample_rate_hz, audio.health)
+
+
+class FingerprintTrack(beam.DoFn):
+    """DecodedTrack -> (track_id, Chromaprint words as uint32): featurize's fingerprint, without the checks."""
+
+    def process(self, track: DecodedTrack) -> Iterator[tuple[str, np.ndarray]]:
+        yield track.entry.track_id, chromaprint.fingerprint(track.audio.samples, track.audio.sample_rate_hz)
