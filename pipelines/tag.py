@@ -1,8 +1,9 @@
 """cattag tag: a catalogue + an exported model -> per-track genre tags and embeddings in Parquet.
 
-    ListCatalogue -> [skip tracks OUT holds for this model] -> FanOutDecode -> Fingerprint
-        -> TagEntries (FeaturizeTracks, TagTracks: RunInference, aggregate per track)
-        -> WriteTags (OUT/tags-<run>-*.parquet)
+    ListCatalogue -> FanOutDecode -> Fingerprint -> [skip tracks OUT holds for this model]
+        -> [ReuseCopies: copies of held tracks take their tags] --------------------------------.
+        -> TagEntries (FeaturizeTracks, TagTracks: RunInference, aggregate per track)           |
+        -> [FindCopies: copies within the run share a recording id] -> WriteTags (OUT/tags-<run>-*.parquet)
         '-> failures (+ rejected) -> WriteErrors (OUT/_errors/*.parquet)
 
 The feature config comes from the model, and the audio goes through the same FeaturizeTracks as
@@ -35,6 +36,7 @@ from transforms.fingerprint import FingerprintInputs, SkipHeld
 from transforms.listing import ListCatalogue, ListingPlan, plan_listing
 from transforms.parquet_shards import WriteToParquetShards
 from transforms.progress import ProgressMonitor
+from transforms.reuse_copies import REUSED_FROM, ReuseCopies
 from transforms.shards import create_file
 
 _LOG = logging.getLogger(__name__)
@@ -55,13 +57,15 @@ class TagRun:
     tagged: int
     low_confidence: int
     failed: int
+    reused: int  # rows that took a held copy's tags (--reuse-duplicates) instead of running the model
     audio_s: float
     wall_s: float
     files: list[str]
 
     def summary_line(self) -> str:
         rate = self.tagged / max(self.wall_s, 1e-9)
-        return (f"tag done: {self.inputs} inputs, {self.tagged} tagged ({self.low_confidence} low confidence), "
+        reused = f" ({self.reused} by reusing the tags of a copy already tagged)" if self.reused else ""
+        return (f"tag done: {self.inputs} inputs, {self.tagged} tagged{reused}, {self.low_confidence} low confidence, "
                 f"{self.failed} failed, {self.skipped} skipped as already tagged, {self.audio_s / 3600:.2f} audio "
                 f"hours in {self.wall_s:.1f} s ({rate:.2f} tracks/s, {self.audio_s / max(self.wall_s, 1e-9):.1f} "
                 f"audio-s/s) with model {self.model_version} -> {self.output}")
@@ -81,6 +85,8 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
 
     plan = plan_listing(tag_plan.source, labels="none")  # checks the source; the workers list it
     skip_held = output.prepare_batch(skip_existing=tag_options.skip_existing, overwrite=catalogue_options.overwrite)
+    if tag_plan.reuse_duplicates and not skip_held:
+        _LOG.info("tag: --reuse-duplicates: %s holds no tags yet, so there is nothing to reuse", output.path)
     run_id = tagged_at.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     _LOG.info("tag: %s (%s), model %s, feature config %s -> %s%s", plan.source,
               f"{plan.total} inputs" if plan.total is not None else "listed by the workers",
@@ -106,7 +112,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     wall_s = time.monotonic() - started
 
     files = output.run_files(run_id)
-    written = read_tables(files, ["low_confidence", "duration_s"])
+    written = read_tables(files, ["low_confidence", "duration_s", REUSED_FROM])
     errors = output.count_errors()
     tagged = written.num_rows if written else 0
     skipped = counters.committed(result, counters.SKIPPED_AS_HELD)
@@ -118,7 +124,8 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         skipped=inputs - tagged - errors,  # every input is tagged, failed or skipped as held
         tagged=tagged,
         low_confidence=int(written["low_confidence"].to_numpy().sum()) if written else 0,
-        failed=errors, audio_s=float(written["duration_s"].to_numpy().sum()) if written else 0.0,
+        failed=errors, reused=int(written[REUSED_FROM].is_valid().to_numpy(zero_copy_only=False).sum()) if written else 0,
+        audio_s=float(written["duration_s"].to_numpy().sum()) if written else 0.0,
         wall_s=wall_s, files=files)
     _record_run(output, run_id, result)
     _LOG.info("%s", result.summary_line())
@@ -142,12 +149,22 @@ def build(pipeline: beam.Pipeline, plan: ListingPlan, tag_plan: TagPlan, *, run_
     read = entries | "Fingerprint" >> beam.ParDo(FingerprintInputs()).with_outputs(
         FingerprintInputs.FAILED, main="entries")
     todo = read.entries
+    reused = None
     if skip_held:
         todo = todo | "SkipHeld" >> SkipHeld(output.path, tag_plan.model_version)
+        if tag_plan.reuse_duplicates:
+            settings = tag_plan.settings
+            reuse = todo | "ReuseCopies" >> ReuseCopies(
+                output.path, tag_plan.model_version, tag_plan.schema.names, tagged_at=settings.tagged_at,
+                sample_rate_hz=tag_plan.assets.cfg.sample_rate_hz, max_track_s=tag_plan.policy.max_track_s,
+                health=settings.health, loudness=settings.descriptors)
+            todo, reused = reuse["todo"], reuse["reused"]
     tagged = todo | "TagEntries" >> tag_plan.tag_entries(progress_dir)
     rows = tagged["rows"]
     if tag_plan.settings.health:  # copies of one recording, by their fingerprints, across the run
         rows = rows | "FindCopies" >> FindCopies()
+    if reused is not None:  # they keep the recording ids of the copies they reused
+        rows = (rows, reused) | "WithReused" >> beam.Flatten()
     _ = rows | "WriteTags" >> WriteToParquetShards(output.run_prefix(run_id), tag_plan.schema,
                                                    file_name_suffix=".parquet")
     _ = (

@@ -62,6 +62,11 @@ class TagOptions(PipelineOptions):
         parser.add_argument("--skip-existing", action="store_true",
                             help="tag only inputs that --output does not already hold for this model version; "
                                  "rerunning a command with it adds no duplicate rows")
+        parser.add_argument("--reuse-duplicates", action="store_true",
+                            help="with --skip-existing: an input that is a copy of a track --output holds for this "
+                                 "model (the same bytes, or the same recording by its audio fingerprint) takes that "
+                                 "track's tags instead of running the model; its own health and loudness are "
+                                 "measured, and `reused_from` names the copy. Costs one extra decode per new input")
 
 
 class WatchOptions(PipelineOptions):
@@ -102,6 +107,7 @@ class TagPlan:
     policy: SegmentPolicy
     inference_batch_size: int = DEFAULT_BATCH_SIZE
     inference_threads: int = 0
+    reuse_duplicates: bool = False
 
     @classmethod
     def from_options(cls, options: PipelineOptions, *, tagged_at: datetime.datetime | None) -> TagPlan:
@@ -114,6 +120,8 @@ class TagPlan:
         catalogue_options.require_paths()
         if not tag_options.model:
             raise ValueError("missing required flag: --model")
+        if tag_options.reuse_duplicates and not tag_options.skip_existing:
+            raise ValueError("--reuse-duplicates goes with --skip-existing: it reuses the tags --output already holds")
         if tag_options.top_k < 1:
             raise ValueError(f"--top-k {tag_options.top_k}: expected at least 1")
         if tag_options.tag_threshold is not None and not 0.0 <= tag_options.tag_threshold <= 1.0:
@@ -129,7 +137,8 @@ class TagPlan:
         return cls(source=catalogue_options.input, output=TagOutput(catalogue_options.output), model_dir=model_dir,
                    assets=assets, settings=settings, policy=catalogue_options.segment_policy(),
                    inference_batch_size=tag_options.inference_batch_size,
-                   inference_threads=tag_options.inference_threads)
+                   inference_threads=tag_options.inference_threads,
+                   reuse_duplicates=tag_options.reuse_duplicates)
 
     @property
     def model_version(self) -> str:

@@ -28,6 +28,9 @@ HEALTH_FIELDS = (
     # track with no copy. Found across one `cattag tag` run (transforms/duplicate_steps.py); null from a watch.
     pa.field("recording_id", pa.string()),
     pa.field("duplicate_of", pa.string()),
+    # With `cattag tag --skip-existing --reuse-duplicates`: the track whose tags this row took, a copy of this
+    # recording the output held for the same model (transforms/reuse_copies.py); null when the model ran.
+    pa.field("reused_from", pa.string()),
 )
 HEALTH_COLUMNS = tuple(field.name for field in HEALTH_FIELDS)
 
@@ -45,6 +48,7 @@ class TrackHealth:
     fingerprint: tuple[int, ...] | None = None
     recording_id: str | None = None
     duplicate_of: str | None = None
+    reused_from: str | None = None
 
     def columns(self) -> dict:
         values = dataclasses.asdict(self)

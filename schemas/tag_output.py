@@ -42,6 +42,7 @@ class RunRecord:
     low_confidence: int = 0
     audio_s: float = 0.0
     files: int = 0  # tag files the run wrote
+    reused: int = 0  # rows that took a held copy's tags (--reuse-duplicates)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)

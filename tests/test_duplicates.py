@@ -118,3 +118,108 @@ def test_tag_gives_copies_one_recording_id_and_names_the_preferred_copy(tmp_path
     # Deterministic: a track with no copy has the id of its own track id.
     from transforms.duplicates import own_recording_id
     assert rows["d-other-song.flac"]["recording_id"] == own_recording_id("d-other-song.flac")
+
+
+def test_featurize_keeps_every_copy_of_a_recording_in_one_split(tmp_path, gtzan_dir):
+    """Copies credited to different artists (a compilation, a radio edit) would split apart by artist;
+    featurize finds them by their fingerprints and gives them one split, and says how many moved."""
+    import csv
+    import json
+
+    from pipelines import featurize
+    from schemas import examples
+    from tests.test_featurize_pipeline import read_split
+    from transforms.splits import split_of
+
+    proportions = (0.34, 0.33, 0.33)
+    # Artists whose own splits differ, so that keeping the copies together must move some of them.
+    artists = ["Artist 0"]
+    for i in range(1, 100):
+        if len(artists) == 3:
+            break
+        name = f"Artist {i}"
+        if split_of(f"artist:{name}", proportions=proportions) not in {
+                split_of(f"artist:{a}", proportions=proportions) for a in artists}:
+            artists.append(name)
+    folder = tmp_path / "catalogue"
+    folder.mkdir()
+    ffmpeg = shutil.which("ffmpeg")
+    original = require(gtzan_dir / "rock" / "rock.00000.flac")
+    shutil.copy(original, folder / "master.flac")
+    for name, args in (("compilation.mp3", ["-b:a", "128k"]), ("radio-edit.flac", ["-ss", "3", "-t", "24"])):
+        subprocess.run([ffmpeg, "-loglevel", "error", "-y", "-i", str(original), *args, str(folder / name)], check=True)
+    for clip in ("rock.00001", "rock.00002"):  # same genre, no copies: they keep their artists' splits
+        shutil.copy(require(gtzan_dir / "rock" / f"{clip}.flac"), folder / f"{clip}.flac")
+    rows = [("master", "master.flac", artists[0]), ("compilation", "compilation.mp3", artists[1]),
+            ("radio-edit", "radio-edit.flac", artists[2]), ("other-1", "rock.00001.flac", artists[1]),
+            ("other-2", "rock.00002.flac", artists[2])]
+    with open(folder / "manifest.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["track_id", "path", "genre", "artist"])
+        writer.writerows((track, path, "rock", artist) for track, path, artist in rows)
+
+    def splits_of(output):
+        found = {}
+        for split in examples.SPLITS:
+            for example in read_split(output, split):
+                found.setdefault(example["track_id"], set()).add(split)
+        return found
+
+    argv = ["--input", str(folder / "manifest.csv"), "--splits", "34,33,33", "--progress", "off"]
+    featurize.run([*argv, "--output", str(tmp_path / "grouped")])
+    grouped = splits_of(tmp_path / "grouped")
+    assert all(len(found) == 1 for found in grouped.values())
+    assert len(grouped["master"] | grouped["compilation"] | grouped["radio-edit"]) == 1
+    own = {track: split_of(f"artist:{artist}", proportions=proportions) for track, _, artist in rows}
+    assert grouped["other-1"] == {own["other-1"]} and grouped["other-2"] == {own["other-2"]}
+    metadata = json.loads((tmp_path / "grouped" / "metadata.json").read_text())
+    moved = sorted(track for track in ("master", "compilation", "radio-edit") if grouped[track] != {own[track]})
+    assert metadata["copies"] == {"tracks_with_copies": 3, "tracks_moved": 2, "moved": moved}
+    assert metadata["split_key"] == "recording, then artist"
+
+    featurize.run([*argv, "--output", str(tmp_path / "by-artist"), "--group-copies", "off"])
+    by_artist = splits_of(tmp_path / "by-artist")
+    assert {track: found.pop() for track, found in by_artist.items()} == own  # the copies straddle splits
+    assert "copies" not in json.loads((tmp_path / "by-artist" / "metadata.json").read_text())
+
+
+
+def test_skip_existing_reuses_the_tags_of_a_copy_already_tagged(tmp_path, gtzan_dir, small_model):
+    """A second run over a grown folder: a louder MP3 of a held track and the same bytes under a new name take
+    the held tags (no model run), with their own loudness; a new recording is tagged by the model."""
+    import json
+
+    from pipelines import tag
+
+    folder = tmp_path / "catalogue"
+    folder.mkdir()
+    master = require(gtzan_dir / "rock" / "rock.00000.flac")
+    shutil.copy(master, folder / "a-master.flac")
+    shutil.copy(require(gtzan_dir / "jazz" / "jazz.00001.flac"), folder / "b-jazz.flac")
+    argv = ["--input", str(folder), "--model", small_model[0], "--output", str(tmp_path / "tags"), "--progress", "off"]
+    tag.run(argv)
+    ffmpeg = shutil.which("ffmpeg")
+    subprocess.run([ffmpeg, "-loglevel", "error", "-y", "-i", str(master), "-af", "volume=6dB", "-b:a", "192k",
+                    str(folder / "c-remaster.mp3")], check=True)
+    shutil.copy(folder / "b-jazz.flac", folder / "d-same-bytes.flac")
+    shutil.copy(require(gtzan_dir / "rock" / "rock.00001.flac"), folder / "e-new-song.flac")
+
+    with pytest.raises(ValueError, match="--skip-existing"):
+        tag.run([*argv, "--reuse-duplicates"])
+    second = tag.run([*argv, "--skip-existing", "--reuse-duplicates"])
+    assert (second.inputs, second.skipped, second.tagged, second.reused) == (5, 2, 3, 2)
+    rows = {row["track_id"]: row for row in tag.read_tags(str(tmp_path / "tags")).to_pylist()}
+    assert len(rows) == 5
+    held, remaster, twin = rows["a-master.flac"], rows["c-remaster.mp3"], rows["d-same-bytes.flac"]
+    assert remaster["reused_from"] == "a-master.flac" and twin["reused_from"] == "b-jazz.flac"
+    assert rows["e-new-song.flac"]["reused_from"] is None and held["reused_from"] is None
+    for copy, original in ((remaster, held), (twin, rows["b-jazz.flac"])):
+        assert copy["genre"] == original["genre"] and copy["embedding"] == original["embedding"]
+        assert copy["recording_id"] == original["recording_id"] and copy["duplicate_of"] == original["track_id"]
+        assert copy["tagged_at"] > original["tagged_at"]
+    # Its own file: its own identity, fingerprint and loudness (6 dB up, a little less where it clips).
+    assert remaster["uri"].endswith("c-remaster.mp3") and remaster["fingerprint"] != held["fingerprint"]
+    assert 4.0 < remaster["loudness_lufs"] - held["loudness_lufs"] < 6.5
+    assert twin["fingerprint"] == rows["b-jazz.flac"]["fingerprint"]
+    records = [json.loads(path.read_text()) for path in (tmp_path / "tags" / "_runs").glob("*.json")]
+    assert sorted(record["reused"] for record in records) == [0, 2]

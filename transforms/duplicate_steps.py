@@ -1,5 +1,6 @@
-"""FindCopies: tag rows -> the same rows with `recording_id` and `duplicate_of`, copies of one recording
-found by their fingerprints without comparing all pairs (transforms/duplicates.py has the functions):
+"""Copies of one recording found by their fingerprints without comparing all pairs, in Beam
+(transforms/duplicates.py has the functions). ClusterCopies finds them; FindCopies annotates tag rows with
+`recording_id` and `duplicate_of`; SplitKeysOfCopies gives featurize the split key each copy shares:
 
     fingerprints --keys--> GroupByKey(key) --pairs--> CombinePerKey(count) --shared enough-->
         join a's fingerprint, then b's --align--> confirmed copies --CombineGlobally(union-find)-->
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 
 import apache_beam as beam
 
-from transforms import duplicates
+from transforms import duplicates, splits
 from transforms.chromaprint import ITEM_S
 
 
@@ -92,6 +93,35 @@ def _annotated(element) -> Iterator[dict]:
             yield {**row, "recording_id": duplicates.own_recording_id(track_id), "duplicate_of": None}
 
 
+class ClusterCopies(beam.PTransform):
+    """(track id, fingerprint words) -> one dict {track id: recording id} of every track that has a copy
+    (a track missing from it has none: duplicates.own_recording_id is its recording). For a side input.
+
+    `only_pairs_with`: align only the pairs where a track id starts with it (the new tracks of a run
+    against the ones an output holds, whose pairs among themselves were settled when they were tagged)."""
+
+    def __init__(self, only_pairs_with: str | None = None):
+        super().__init__()
+        self._only_pairs_with = only_pairs_with
+
+    def expand(self, words):
+        prefix = self._only_pairs_with
+        shared = (words
+                  | "Keys" >> beam.FlatMap(_keys)
+                  | "TracksByKey" >> beam.GroupByKey()
+                  | "Pairs" >> beam.FlatMap(_pairs)
+                  | "SharedKeys" >> beam.CombinePerKey(sum)
+                  | "EnoughShared" >> beam.Filter(
+                      lambda kv: kv[1] >= duplicates.MIN_SHARED_KEYS
+                      and (prefix is None or kv[0][0].startswith(prefix) or kv[0][1].startswith(prefix)))
+                  | "ByFirst" >> beam.Map(lambda kv: kv[0]))
+        firsts = ({"pairs": shared, "words": words} | "JoinFirst" >> beam.CoGroupByKey()
+                  | "WithFirst" >> beam.FlatMap(_with_first))
+        copies = ({"firsts": firsts, "words": words} | "JoinSecond" >> beam.CoGroupByKey()
+                  | "Align" >> beam.FlatMap(_confirmed))
+        return copies | "Clusters" >> beam.CombineGlobally(_Clusters())
+
+
 class FindCopies(beam.PTransform):
     """Tag rows (with `fingerprint`) -> the rows with `recording_id` and `duplicate_of` set."""
 
@@ -99,18 +129,7 @@ class FindCopies(beam.PTransform):
         keyed = rows | "RowByTrack" >> beam.Map(lambda row: (row["track_id"], row))
         words = rows | "Fingerprints" >> beam.FlatMap(
             lambda row: [(row["track_id"], list(row["fingerprint"]))] if row.get("fingerprint") else [])
-        shared = (words
-                  | "Keys" >> beam.FlatMap(_keys)
-                  | "TracksByKey" >> beam.GroupByKey()
-                  | "Pairs" >> beam.FlatMap(_pairs)
-                  | "SharedKeys" >> beam.CombinePerKey(sum)
-                  | "EnoughShared" >> beam.Filter(lambda kv: kv[1] >= duplicates.MIN_SHARED_KEYS)
-                  | "ByFirst" >> beam.Map(lambda kv: kv[0]))
-        firsts = ({"pairs": shared, "words": words} | "JoinFirst" >> beam.CoGroupByKey()
-                  | "WithFirst" >> beam.FlatMap(_with_first))
-        copies = ({"firsts": firsts, "words": words} | "JoinSecond" >> beam.CoGroupByKey()
-                  | "Align" >> beam.FlatMap(_confirmed))
-        clusters = copies | "Clusters" >> beam.CombineGlobally(_Clusters())
+        clusters = words | "ClusterCopies" >> ClusterCopies()
         members = clusters | "Members" >> beam.FlatMap(_members)
         preferences = rows | "Preference" >> beam.Map(
             lambda row: (row["track_id"], duplicates.preference(row["uri"], row.get("health_flags"))))
@@ -122,3 +141,27 @@ class FindCopies(beam.PTransform):
                         | "PreferredCopy" >> beam.FlatMap(lambda kv: _preferred((kv[0], list(kv[1])))))
         return ({"row": keyed, "copy": by_recording} | "JoinRows" >> beam.CoGroupByKey()
                 | "Annotate" >> beam.FlatMap(_annotated))
+
+
+def _copies_keys(element) -> Iterator[tuple[str, str]]:
+    """(recording id, [(track, artist)]) -> (track, the split key of the recording's copies) per member."""
+    recording, members = element
+    key = splits.copies_key(recording, [artist for _, artist in members])
+    for track, _ in sorted(members):
+        yield track, key
+
+
+class SplitKeysOfCopies(beam.PTransform):
+    """{"words": (track id, fingerprint words), "artists": (track id, artist or None)} -> one dict
+    {track id: split key} of every track that has a copy (transforms.splits.copies_key), for featurize."""
+
+    def expand(self, inputs):
+        members = (inputs["words"] | "ClusterCopies" >> ClusterCopies()
+                   | "Members" >> beam.FlatMap(_members))
+        return ({"recording": members, "artist": inputs["artists"]} | "JoinArtists" >> beam.CoGroupByKey()
+                | "ByRecording" >> beam.FlatMap(
+                    lambda kv: [(recording, (kv[0], artist)) for recording in kv[1]["recording"]
+                                for artist in kv[1]["artist"]])
+                | "Recordings" >> beam.GroupByKey()
+                | "SplitKeys" >> beam.FlatMap(lambda kv: _copies_keys((kv[0], list(kv[1]))))
+                | "AsDict" >> beam.combiners.ToDict())
