@@ -37,6 +37,7 @@ from transforms.listing import ListCatalogue, ListingPlan, plan_listing
 from transforms.parquet_shards import WriteToParquetShards
 from transforms.progress import ProgressMonitor
 from transforms.reuse_copies import REUSED_FROM, ReuseCopies
+from transforms.track_health import FlagLoudnessOutliers
 from transforms.shards import create_file
 
 _LOG = logging.getLogger(__name__)
@@ -157,7 +158,7 @@ def build(pipeline: beam.Pipeline, plan: ListingPlan, tag_plan: TagPlan, *, run_
             reuse = todo | "ReuseCopies" >> ReuseCopies(
                 output.path, tag_plan.model_version, tag_plan.schema.names, tagged_at=settings.tagged_at,
                 sample_rate_hz=tag_plan.assets.cfg.sample_rate_hz, max_track_s=tag_plan.policy.max_track_s,
-                health=settings.health, loudness=settings.descriptors)
+                health=settings.health, loudness=settings.descriptors, thresholds=settings.health_thresholds)
             todo, reused = reuse["todo"], reuse["reused"]
     tagged = todo | "TagEntries" >> tag_plan.tag_entries(progress_dir)
     rows = tagged["rows"]
@@ -165,6 +166,8 @@ def build(pipeline: beam.Pipeline, plan: ListingPlan, tag_plan: TagPlan, *, run_
         rows = rows | "FindCopies" >> FindCopies()
     if reused is not None:  # they keep the recording ids of the copies they reused
         rows = (rows, reused) | "WithReused" >> beam.Flatten()
+    if tag_plan.settings.health and tag_plan.settings.descriptors:  # loudness far from the rest of the run
+        rows = rows | "FlagLoudnessOutliers" >> FlagLoudnessOutliers(tag_plan.settings.health_thresholds)
     _ = rows | "WriteTags" >> WriteToParquetShards(output.run_prefix(run_id), tag_plan.schema,
                                                    file_name_suffix=".parquet")
     _ = (

@@ -21,6 +21,7 @@ from schemas.features import SegmentPolicy
 from schemas.model_assets import ModelAssets, read_model_assets
 from schemas.tag_output import TagOutput
 from transforms import aggregate
+from transforms.health import Thresholds
 from transforms.inference import DEFAULT_BATCH_SIZE
 from transforms.tagging import TagEntries, TagSettings
 
@@ -59,6 +60,11 @@ class TagOptions(PipelineOptions):
                             help="faults a distributor rejects (clipping, silence, gaps, DC, dual mono, spectral "
                                  "cutoff) and the Chromaprint fingerprint, from the same decode; off leaves those "
                                  "columns null (default %(default)s)")
+        parser.add_argument("--health-thresholds", default="",
+                            help="override health flags' thresholds, e.g. gap_s=4,true_peak_dbtp=0: clipped_runs (10), "
+                                 "edge_silence_s (3), gap_s (2), dc_offset (0.01), cutoff_share (0.85 of Nyquist), "
+                                 "true_peak_dbtp (-1), loudness_fence_iqr (1.5: Tukey's fences over the run's "
+                                 "loudness); docs/tag.md says what each measures")
         parser.add_argument("--skip-existing", action="store_true",
                             help="tag only inputs that --output does not already hold for this model version; "
                                  "rerunning a command with it adds no duplicate rows")
@@ -133,7 +139,8 @@ class TagPlan:
             tagged_at=tagged_at, aggregation=tag_options.aggregate, top_k=tag_options.top_k,
             min_confidence=tag_options.min_confidence, min_margin=tag_options.min_margin,
             tag_threshold=tag_options.tag_threshold, calibration=assets.calibration, reviews=assets.reviews,
-            descriptors=tag_options.descriptors == "on", health=tag_options.health == "on")
+            descriptors=tag_options.descriptors == "on", health=tag_options.health == "on",
+            health_thresholds=Thresholds.parse(tag_options.health_thresholds))
         return cls(source=catalogue_options.input, output=TagOutput(catalogue_options.output), model_dir=model_dir,
                    assets=assets, settings=settings, policy=catalogue_options.segment_policy(),
                    inference_batch_size=tag_options.inference_batch_size,

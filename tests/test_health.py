@@ -98,3 +98,60 @@ def test_few_clean_gtzan_clips_are_flagged(gtzan_dir):
     clips = sorted(gtzan_dir.glob("*/*.flac"))
     flagged = [clip.name for clip in clips if flags(measure(clip))]
     assert len(clips) == 60 and len(flagged) <= 3, flagged  # issue 26's bound: at most 5%
+
+
+def test_every_threshold_can_be_overridden_and_a_wrong_one_is_named(corpus):
+    from transforms.health import Thresholds
+
+    gap = measure(corpus["gap-4s.flac"][0])
+    assert flags(gap, Thresholds.parse("gap_s=5")) == [] and flags(gap, Thresholds.parse("gap-s=3.5")) == ["gap"]
+    clipped = measure(corpus["clipped.flac"][0])
+    assert flags(clipped, Thresholds.parse(f"clipped_runs={clipped.clipped_runs + 1}")) == []
+    with pytest.raises(ValueError, match="no threshold 'gap'.*gap_s"):
+        Thresholds.parse("gap=4")
+    with pytest.raises(ValueError, match="expected a number"):
+        Thresholds.parse("gap_s=long")
+
+
+def test_true_peak_and_loudness_outliers_from_the_descriptors_loudness():
+    from transforms.health import Thresholds, loudness_fences, true_peak_over
+    from transforms.track_health import with_loudness_outlier_flag
+
+    assert true_peak_over(-0.5) and not true_peak_over(-1.5) and not true_peak_over(None)
+    assert not true_peak_over(-0.5, Thresholds.parse("true_peak_dbtp=0"))
+    catalogue = [-14.0 + 0.1 * i for i in range(30)]  # a catalogue mastered near -14 to -11 LUFS
+    low, high = loudness_fences(catalogue)
+    assert low < -14.0 and high > -11.1 and loudness_fences(catalogue[:19]) is None  # too few to tell
+    row = {"loudness_lufs": -30.0, "health_flags": ["gap"]}
+    assert with_loudness_outlier_flag(row, (low, high))["health_flags"] == ["gap", "loudness outlier"]
+    assert with_loudness_outlier_flag({**row, "loudness_lufs": -12.0}, (low, high)) == {**row, "loudness_lufs": -12.0}
+    assert with_loudness_outlier_flag({**row, "health_flags": None}, (low, high))["health_flags"] is None  # health off
+
+
+def test_tag_flags_true_peaks_and_the_runs_loudness_outliers(tmp_path, small_model):
+    """22 generated tracks: 20 near one loudness, one 25 dB quieter, one whose samples stay below full scale but
+    whose true peak (between the samples) is above it."""
+    from pipelines import tag
+
+    folder = tmp_path / "catalogue"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(20):
+        noise = rng.normal(0, 0.1 * 10 ** (rng.uniform(-1, 1) / 20), (6 * RATE, 2))
+        sf.write(folder / f"track-{i:02d}.flac", noise.astype(np.float32), RATE)
+    sf.write(folder / "quiet.flac", (rng.normal(0, 0.1 * 10 ** (-25 / 20), (6 * RATE, 2))).astype(np.float32), RATE)
+    # A quarter-rate sine sampled 45 degrees off its crests: samples at 0.88, peaks between them at 1.25 (+1.9 dBTP).
+    t = np.arange(6 * RATE)
+    over = 0.5 * rng.normal(0, 0.1, 6 * RATE) + 1.25 * np.sin(np.pi / 2 * t + np.pi / 4) * 0.7
+    sf.write(folder / "hot.flac", np.stack([over, over * 0.9], axis=1).astype(np.float32), RATE, subtype="PCM_24")
+    tag.run(["--input", str(folder), "--model", small_model[0], "--output", str(tmp_path / "tags"), "--progress", "off"])
+    rows = {row["track_id"]: row for row in tag.read_tags(str(tmp_path / "tags")).to_pylist()}
+    assert len(rows) == 22
+    assert "loudness outlier" in rows["quiet.flac"]["health_flags"]
+    assert rows["hot.flac"]["true_peak_dbtp"] > 0.0 and "true peak" in rows["hot.flac"]["health_flags"]
+    assert not any("loudness outlier" in rows[f"track-{i:02d}.flac"]["health_flags"] for i in range(20))
+    assert not any("true peak" in rows[f"track-{i:02d}.flac"]["health_flags"] for i in range(20))
+    tag.run(["--input", str(folder), "--model", small_model[0], "--output", str(tmp_path / "lenient"), "--progress", "off",
+             "--health-thresholds", "true_peak_dbtp=3,loudness_fence_iqr=100"])
+    lenient = tag.read_tags(str(tmp_path / "lenient")).to_pylist()
+    assert not any({"true peak", "loudness outlier"} & set(row["health_flags"]) for row in lenient)

@@ -20,6 +20,7 @@ from schemas.features import FeatureConfig, SegmentPolicy
 from transforms import audio, counters, mel, segments, splits
 from transforms.catalogue import CatalogueEntry
 from transforms.descriptors import DescribeTrack
+from transforms.health import Thresholds
 from transforms.progress import ProgressTicker
 from transforms.records import DecodedTrack, MelSegment, Segment, TrackSummary
 from transforms.track_health import CheckTrack, FingerprintTrack
@@ -142,7 +143,7 @@ class FeaturizeTracks(beam.PTransform):
 
     def __init__(self, cfg: FeatureConfig, policy: SegmentPolicy, progress_dir: str | None = None, *,
                  keep_silent_tracks: bool = False, descriptors: bool = False, health: bool = False,
-                 fingerprints: bool = False):
+                 health_thresholds: Thresholds | None = None, fingerprints: bool = False):
         super().__init__()
         self._cfg = cfg
         self._policy = policy
@@ -150,6 +151,7 @@ class FeaturizeTracks(beam.PTransform):
         self._keep_silent_tracks = keep_silent_tracks
         self._descriptors = descriptors
         self._health = health
+        self._health_thresholds = health_thresholds or Thresholds()
         self._fingerprints = fingerprints
 
     def expand(self, entries):
@@ -165,7 +167,7 @@ class FeaturizeTracks(beam.PTransform):
         if self._descriptors:
             outputs["descriptors"] = decoded.tracks | "Describe" >> beam.ParDo(DescribeTrack(self._cfg.sample_rate_hz))
         if self._health:
-            outputs["health"] = decoded.tracks | "CheckHealth" >> beam.ParDo(CheckTrack())
+            outputs["health"] = decoded.tracks | "CheckHealth" >> beam.ParDo(CheckTrack(self._health_thresholds))
         if self._fingerprints:
             outputs["fingerprints"] = decoded.tracks | "Fingerprint" >> beam.ParDo(FingerprintTrack())
         return outputs

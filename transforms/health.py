@@ -15,6 +15,14 @@ thresholds below (each a documented default a caller may override):
 - spectral cutoff: the top of the audible averaged spectrum (within CUTOFF_RANGE_DB of its peak) when
   the level falls off a cliff there (CUTOFF_DROP_DB within 2 kHz); flagged when below CUTOFF_SHARE of
   the file's Nyquist frequency (a lossy source saved as lossless, or audio up-sampled from a lower rate).
+
+Two more flags come from the descriptors' loudness, not measured again here: "true peak", the BS.1770 true
+peak (4x oversampled) above TRUE_PEAK_DBTP (-1 dBTP, EBU R128's and the streaming services' ceiling: higher
+peaks clip in a lossy encoder), and "loudness outlier", a track outside Tukey's fences (LOUDNESS_FENCE_IQR
+interquartile ranges beyond the quartiles) of its run's integrated loudness (transforms/track_health.py).
+
+`Thresholds` holds every flag's threshold; `cattag tag --health-thresholds gap_s=4,true_peak_dbtp=0`
+overrides any of them.
 """
 
 from __future__ import annotations
@@ -34,8 +42,44 @@ DUAL_MONO_DB = 60.0
 CUTOFF_DROP_DB = 30.0
 CUTOFF_RANGE_DB = 70.0
 CUTOFF_SHARE = 0.85
+TRUE_PEAK_DBTP = -1.0
+LOUDNESS_FENCE_IQR = 1.5
+LOUDNESS_MIN_TRACKS = 20  # fewer tracks than this in a run: their quartiles are too loose to call outliers
 SEGMENT_S = 0.1
-FLAGS = ("silent", "clipping", "head silence", "tail silence", "gap", "dc offset", "dual mono", "spectral cutoff")
+FLAGS = ("silent", "clipping", "head silence", "tail silence", "gap", "dc offset", "dual mono", "spectral cutoff",
+         "true peak", "loudness outlier")
+
+
+@dataclasses.dataclass(frozen=True)
+class Thresholds:
+    """Every flag's threshold; the defaults are the module's documented constants."""
+
+    clipped_runs: int = CLIPPED_RUNS
+    edge_silence_s: float = EDGE_SILENCE_S
+    gap_s: float = GAP_S
+    dc_offset: float = DC_LEVEL
+    cutoff_share: float = CUTOFF_SHARE
+    true_peak_dbtp: float = TRUE_PEAK_DBTP
+    loudness_fence_iqr: float = LOUDNESS_FENCE_IQR
+
+    @classmethod
+    def parse(cls, text: str | None) -> Thresholds:
+        """"gap_s=4,true_peak_dbtp=0" -> Thresholds with those two changed; raises ValueError naming the
+        thresholds there are for a name it does not know or a value that is not a number."""
+        if not text:
+            return cls()
+        names = {field.name: field.type for field in dataclasses.fields(cls)}
+        values = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            name, _, value = part.partition("=")
+            name = name.strip().replace("-", "_")
+            if name not in names:
+                raise ValueError(f"--health-thresholds: no threshold {name!r}; there are {', '.join(names)}")
+            try:
+                values[name] = int(value) if names[name] == "int" else float(value)
+            except ValueError:
+                raise ValueError(f"--health-thresholds {name}={value!r}: expected a number") from None
+        return cls(**values)
 _SPECTRUM_POINTS = 4096
 _SPECTRUM_EVERY_S = 0.5  # one spectrum frame per half second bounds the cost on long files
 
@@ -166,26 +210,40 @@ class HealthMeter:
         return float(hz[top]) if drop >= CUTOFF_DROP_DB else None
 
 
-def flags(health: Health) -> list[str]:
-    """The faults of one track, by the thresholds above."""
+def flags(health: Health, thresholds: Thresholds = Thresholds()) -> list[str]:
+    """The faults of one track, by the thresholds (the documented defaults unless given)."""
     if health.silent:
         return ["silent"]
     found = []
-    if health.clipped_runs >= CLIPPED_RUNS:
+    if health.clipped_runs >= thresholds.clipped_runs:
         found.append("clipping")
-    if health.head_silence_s > EDGE_SILENCE_S:
+    if health.head_silence_s > thresholds.edge_silence_s:
         found.append("head silence")
-    if health.tail_silence_s > EDGE_SILENCE_S:
+    if health.tail_silence_s > thresholds.edge_silence_s:
         found.append("tail silence")
-    if health.longest_gap_s >= GAP_S:
+    if health.longest_gap_s >= thresholds.gap_s:
         found.append("gap")
-    if health.dc_offset > DC_LEVEL:
+    if health.dc_offset > thresholds.dc_offset:
         found.append("dc offset")
     if health.dual_mono:
         found.append("dual mono")
-    if health.spectral_cutoff_hz and health.spectral_cutoff_hz < CUTOFF_SHARE * health.nyquist_hz:
+    if health.spectral_cutoff_hz and health.spectral_cutoff_hz < thresholds.cutoff_share * health.nyquist_hz:
         found.append("spectral cutoff")
     return found
+
+
+def true_peak_over(true_peak_dbtp: float | None, thresholds: Thresholds = Thresholds()) -> bool:
+    return true_peak_dbtp is not None and true_peak_dbtp > thresholds.true_peak_dbtp
+
+
+def loudness_fences(loudness_lufs: list[float], thresholds: Thresholds = Thresholds()) -> tuple[float, float] | None:
+    """(low, high) integrated loudness outside which a track of this run is an outlier (Tukey's fences), or
+    None with fewer than LOUDNESS_MIN_TRACKS measured tracks."""
+    if len(loudness_lufs) < LOUDNESS_MIN_TRACKS:
+        return None
+    q1, q3 = np.percentile(np.asarray(loudness_lufs, np.float64), [25, 75])
+    spread = thresholds.loudness_fence_iqr * (q3 - q1)
+    return float(q1 - spread), float(q3 + spread)
 
 
 def _leading(values: np.ndarray) -> int:

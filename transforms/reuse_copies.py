@@ -28,6 +28,7 @@ from schemas.tag_output import TagOutput
 from transforms import audio, duplicates
 from transforms.catalogue import CatalogueEntry
 from transforms.duplicate_steps import ClusterCopies
+from transforms.health import Thresholds, true_peak_over
 from transforms.track_health import check
 
 HELD, NEW = "held:", "new:"  # the two sides' track ids, apart in the clustering
@@ -82,7 +83,9 @@ class _MeasureNew(beam.DoFn):
 
     TODO = "todo"
 
-    def __init__(self, sample_rate_hz: int, max_track_s: float, *, health: bool, loudness: bool):
+    def __init__(self, sample_rate_hz: int, max_track_s: float, *, health: bool, loudness: bool,
+                 thresholds: Thresholds):
+        self._thresholds = thresholds
         self._rate = sample_rate_hz
         self._max_track_s = max_track_s
         self._health = health
@@ -95,13 +98,16 @@ class _MeasureNew(beam.DoFn):
         except audio.AudioError:
             yield beam.pvalue.TaggedOutput(self.TODO, entry)
             return
-        found = check(decoded.samples, decoded.sample_rate_hz, decoded.health if self._health else None)
+        found = check(decoded.samples, decoded.sample_rate_hz, decoded.health if self._health else None,
+                      self._thresholds)
         own = {"duration_s": decoded.duration_s}
         if self._health:
             own.update({name: value for name, value in found.columns().items()
                         if name not in ("recording_id", "duplicate_of", REUSED_FROM)})
         if self._loudness and decoded.loudness is not None:
             own.update({name: getattr(decoded.loudness, name) for name in LOUDNESS_COLUMNS})
+            if self._health and true_peak_over(decoded.loudness.true_peak_dbtp, self._thresholds):
+                own["health_flags"] = [*own["health_flags"], "true peak"]
         yield entry.track_id, (entry, np.asarray(found.fingerprint or (), np.uint32), own)
 
 
@@ -150,13 +156,15 @@ class ReuseCopies(beam.PTransform):
     to tag}. `names` are the run schema's columns; the run's settings say what the decode measures."""
 
     def __init__(self, output: str, model_version: str, names: list[str], *, tagged_at: datetime.datetime | None,
-                 sample_rate_hz: int, max_track_s: float, health: bool, loudness: bool):
+                 sample_rate_hz: int, max_track_s: float, health: bool, loudness: bool,
+                 thresholds: Thresholds | None = None):
         super().__init__()
         self._output = output
         self._version = model_version
         self._names = names
         self._tagged_at = tagged_at
-        self._decode = dict(sample_rate_hz=sample_rate_hz, max_track_s=max_track_s, health=health, loudness=loudness)
+        self._decode = dict(sample_rate_hz=sample_rate_hz, max_track_s=max_track_s, health=health, loudness=loudness,
+                            thresholds=thresholds or Thresholds())
 
     def expand(self, entries):
         version = self._version

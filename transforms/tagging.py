@@ -28,6 +28,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from schemas import tags as tags_schema
 from schemas.descriptors import Descriptors, not_computed
 from schemas.health import TrackHealth
+from transforms.health import Thresholds, true_peak_over
 from schemas.failure import Failure
 from schemas.features import FeatureConfig, SegmentPolicy
 from schemas.model_card import ModelCard
@@ -63,6 +64,7 @@ class TagSettings:
     reviews: tuple[tuple[str, str | None, str | None], ...] = ()
     descriptors: bool = True  # tempo, key and loudness columns computed (False: null, noted "descriptors off")
     health: bool = True  # the health columns and fingerprint computed (False: null)
+    health_thresholds: Thresholds = dataclasses.field(default_factory=Thresholds)  # their flags' thresholds
 
     def review_of(self, track_id: str) -> tuple[str | None, str | None] | None:
         """(label, model_genre) a person gave this track, or None."""
@@ -77,7 +79,8 @@ class TagSettings:
                   typicality: dict | None, tagged_at: datetime.datetime | None, aggregation: str = "mean",
                   top_k: int = 3, min_confidence: float | None = None, min_margin: float | None = None,
                   tag_threshold: float | None = None, calibration: dict | None = None,
-                  reviews: dict | None = None, descriptors: bool = True, health: bool = True) -> TagSettings:
+                  reviews: dict | None = None, descriptors: bool = True, health: bool = True,
+                  health_thresholds: Thresholds | None = None) -> TagSettings:
         """The settings of a model (its card, labels, typicality reference, calibration and reviews)
         with the user's choices."""
         defaults = aggregate.ConfidencePolicy()
@@ -95,7 +98,7 @@ class TagSettings:
             if card.multilabel else None,
             reviews=tuple(sorted((track, review.get("label"), review.get("model_genre"))
                                  for track, review in (reviews or {}).items())),
-            descriptors=descriptors, health=health)
+            descriptors=descriptors, health=health, health_thresholds=health_thresholds or Thresholds())
 
     def schema(self) -> pa.Schema:
         """The Arrow schema of the rows these settings produce."""
@@ -119,6 +122,8 @@ def tag_row(summary: TrackSummary, tags: aggregate.TrackTags | None, settings: T
         "feature_version": settings.feature_version,
         "tagged_at": settings.tagged_at or datetime.datetime.now(datetime.UTC),
     }
+    if row["health_flags"] is not None and true_peak_over(row["true_peak_dbtp"], settings.health_thresholds):
+        row["health_flags"] = [*row["health_flags"], "true peak"]  # from the descriptors' loudness meter
     if tags is None:
         row = {**row, "genre": None, "confidence": 0.0, "top_k": None, "probabilities": None, "tags": None,
                "embedding": [0.0] * settings.embedding_dim, tags_schema.GENRE_SOURCE: tags_schema.BY_MODEL,
@@ -255,7 +260,8 @@ class TagEntries(beam.PTransform):
         features = entries | "FeaturizeTracks" >> FeaturizeTracks(self._cfg, self._policy, self._progress_dir,
                                                                   keep_silent_tracks=True,
                                                                   descriptors=self._settings.descriptors,
-                                                                  health=self._settings.health)
+                                                                  health=self._settings.health,
+                                                                  health_thresholds=self._settings.health_thresholds)
         tagged = features | "TagTracks" >> TagTracks(self._model_dir, self._settings,
                                                      inference_batch_size=self._batch_size,
                                                      inference_threads=self._threads)
