@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import require
 from transforms import audio
 from transforms.chromaprint import ITEM_S, fingerprint
-from transforms.duplicates import align, candidate_keys, pairs_sharing_keys, recording_ids
+from transforms.duplicates import align, candidate_pairs, recording_ids
 
 RATE = 16000
 # name -> FFmpeg arguments that make a copy of one recording as catalogues hold them.
@@ -73,11 +73,8 @@ def test_every_copy_aligns_with_its_original_and_no_distinct_recording_does(reco
 
 def test_keys_pairs_alignment_and_clusters_end_to_end(recordings):
     tracks = {f"{clip}/{name}": words for clip, copies in recordings.items() for name, words in copies.items()}
-    by_key: dict[int, list[str]] = {}
-    for track, words in tracks.items():
-        for key in candidate_keys(words).tolist():
-            by_key.setdefault(key, []).append(track)
-    candidates = pairs_sharing_keys(list(by_key.items()))
+    candidates = candidate_pairs(tracks)
+    assert all(a.split("/")[0] == b.split("/")[0] for a, b in candidates)  # no pair across recordings here
     confirmed = [(a, b) for a, b in candidates
                  if align(tracks[a], tracks[b]).is_copy(min(len(tracks[a]), len(tracks[b])) * ITEM_S)]
     ids = recording_ids(tracks, confirmed)
@@ -223,3 +220,27 @@ def test_skip_existing_reuses_the_tags_of_a_copy_already_tagged(tmp_path, gtzan_
     assert twin["fingerprint"] == rows["b-jazz.flac"]["fingerprint"]
     records = [json.loads(path.read_text()) for path in (tmp_path / "tags" / "_runs").glob("*.json")]
     assert sorted(record["reused"] for record in records) == [0, 2]
+
+
+def test_the_vectorized_index_finds_the_pairs_a_plain_loop_finds():
+    """pairs_in_block + count_pairs against a dictionary of key -> tracks, on keys crowded on purpose (a key
+    held by more tracks than MAX_TRACKS_PER_KEY gives no pair) and a track listed twice."""
+    from transforms.duplicates import MAX_TRACKS_PER_KEY, MIN_SHARED_KEYS, count_pairs, pairs_in_block
+
+    rng = np.random.default_rng(5)
+    keys = rng.integers(0, 400, 6000).astype(np.uint32)
+    tracks = rng.integers(1, 300, 6000).astype(np.uint64)
+    keys[:MAX_TRACKS_PER_KEY + 1] = 999  # one crowded key
+    tracks[:MAX_TRACKS_PER_KEY + 1] = np.arange(1, MAX_TRACKS_PER_KEY + 2)
+    by_key: dict[int, set[int]] = {}
+    for key, track in zip(keys.tolist(), tracks.tolist(), strict=True):
+        by_key.setdefault(key, set()).add(track)
+    shared: dict[tuple[int, int], int] = {}
+    for members in by_key.values():
+        if len(members) <= MAX_TRACKS_PER_KEY:
+            for a, b in itertools.combinations(sorted(members), 2):
+                shared[(a, b)] = shared.get((a, b), 0) + 1
+    expected = sorted(pair for pair, n in shared.items() if n >= MIN_SHARED_KEYS)
+    # The same (key, track) twice counts once, as a track's keys are distinct.
+    entries = np.unique(np.stack([keys.astype(np.uint64), tracks], axis=1), axis=0)
+    assert expected and count_pairs(*pairs_in_block(entries[:, 0].astype(np.uint32), entries[:, 1])) == expected

@@ -2,9 +2,13 @@
 (transforms/duplicates.py has the functions). ClusterCopies finds them; FindCopies annotates tag rows with
 `recording_id` and `duplicate_of`; SplitKeysOfCopies gives featurize the split key each copy shares:
 
-    fingerprints --keys--> GroupByKey(key) --pairs--> CombinePerKey(count) --shared enough-->
-        join a's fingerprint, then b's --align--> confirmed copies --CombineGlobally(union-find)-->
-        clusters --join each member's preference--> preferred copy per cluster --join the rows--> rows
+    fingerprints --sampled keys, arrays per bundle--> GroupByKey(key shard) --pairs sharing a key-->
+        GroupByKey(pair shard) --shared enough--> join a's fingerprint, then b's --align--> confirmed copies
+        --CombineGlobally(union-find)--> clusters
+    FindCopies: clusters --join each member's preference--> preferred copy per cluster --join the rows--> rows
+
+The index travels as numpy blocks (a bundle's keys of one shard in one element): Beam's per-element cost
+would otherwise dominate, as a million tracks hold tens of millions of keys (bench/cluster_scale.py).
 
 Only the tracks with a copy travel past the alignment; a track without one gets its own id
 (duplicates.own_recording_id), so the same catalogue gives the same ids on every runner.
@@ -15,41 +19,106 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import apache_beam as beam
+import numpy as np
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import duplicates, splits
 from transforms.chromaprint import ITEM_S
 
 
-def _keys(element) -> Iterator[tuple[int, str]]:
-    track_id, words = element
-    for key in duplicates.candidate_keys(words).tolist():
-        yield key, track_id
+KEY_SHARDS = 64  # the index's groups: each holds about 1/64 of every key entry, a few MB at a million tracks
+PAIR_SHARDS = 64
+_FLUSH_ENTRIES = 1 << 20  # key entries a worker buffers before it sends them on
 
 
-def _pairs(element) -> Iterator[tuple[tuple[str, str], int]]:
-    _, tracks = element
-    members = sorted(set(tracks))
-    if len(members) > duplicates.MAX_TRACKS_PER_KEY:  # near-silence and steady tones: no evidence
-        return
-    for i, a in enumerate(members):
-        for b in members[i + 1:]:
-            yield (a, b), 1
+class _IndexBlocks(beam.DoFn):
+    """(track id, words) -> (key shard, (keys, track hashes)): a bundle's index entries as arrays, one block
+    per shard, so that a million tracks make thousands of elements, not hundreds of millions."""
+
+    def start_bundle(self) -> None:
+        self._keys: list[np.ndarray] = []
+        self._tracks: list[np.ndarray] = []
+        self._entries = 0
+
+    def process(self, element) -> Iterator[tuple[int, tuple[np.ndarray, np.ndarray]]]:
+        track_id, words = element
+        keys = duplicates.index_keys(np.asarray(words, np.uint32))
+        self._keys.append(keys)
+        self._tracks.append(np.full(len(keys), duplicates.track_hash(track_id), np.uint64))
+        self._entries += len(keys)
+        if self._entries >= _FLUSH_ENTRIES:
+            yield from self._blocks()
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        for block in self._blocks():
+            yield WindowedValue(block, GlobalWindow().max_timestamp(), (GlobalWindow(),))
+
+    def _blocks(self) -> Iterator[tuple[int, tuple[np.ndarray, np.ndarray]]]:
+        if not self._entries:
+            return
+        keys, tracks = np.concatenate(self._keys), np.concatenate(self._tracks)
+        self.start_bundle()
+        yield from _by_shard(keys % KEY_SHARDS, keys, tracks)
 
 
-def _with_first(element) -> Iterator[tuple[str, tuple[str, list]]]:
-    a, grouped = element
-    for words in grouped["words"]:
+def _by_shard(shards: np.ndarray, first: np.ndarray, second: np.ndarray) -> Iterator[tuple[int, tuple]]:
+    order = np.argsort(shards, kind="stable")
+    shards, first, second = shards[order], first[order], second[order]
+    bounds = np.flatnonzero(np.diff(shards)) + 1
+    for part in np.split(np.arange(len(shards)), bounds):
+        if len(part):
+            yield int(shards[part[0]]), (first[part], second[part])
+
+
+def _pairs_of_shard(element) -> Iterator[tuple[int, tuple[np.ndarray, np.ndarray]]]:
+    """(key shard, blocks) -> (pair shard, (a hashes, b hashes)): every pair of tracks sharing a key, once
+    per key, sent to the shard of the pair so that one shard counts all of a pair's keys."""
+    _, blocks = element
+    blocks = list(blocks)
+    a, b = duplicates.pairs_in_block(np.concatenate([keys for keys, _ in blocks]),
+                                     np.concatenate([tracks for _, tracks in blocks]))
+    yield from _by_shard((a ^ b) % np.uint64(PAIR_SHARDS), a, b)
+
+
+def _candidates_of_shard(element) -> Iterator[tuple[int, int]]:
+    """(pair shard, blocks of pairs) -> (a hash, b hash) of each pair sharing enough keys."""
+    _, blocks = element
+    blocks = list(blocks)
+    yield from duplicates.count_pairs(np.concatenate([a for a, _ in blocks]), np.concatenate([b for _, b in blocks]))
+
+
+def _with_first(element) -> Iterator[tuple[int, tuple[str, np.ndarray]]]:
+    _, grouped = element
+    for first in grouped["words"]:
         for b in grouped["pairs"]:
-            yield b, (a, words)
+            yield b, first
 
 
-def _confirmed(element) -> Iterator[tuple[str, str]]:
-    b, grouped = element
-    for words_b in grouped["words"]:
+def _confirmed(element, only_pairs_with: str | None) -> Iterator[tuple[str, str]]:
+    _, grouped = element
+    for b, words_b in grouped["words"]:
         for a, words_a in grouped["firsts"]:
+            if a == b or (only_pairs_with and not (a.startswith(only_pairs_with) or b.startswith(only_pairs_with))):
+                continue
             shorter = min(len(words_a), len(words_b)) * ITEM_S
             if duplicates.align(words_a, words_b).is_copy(shorter):
-                yield a, b
+                yield min(a, b), max(a, b)
+
+
+class _SetOf(beam.CombineFn):
+    def create_accumulator(self) -> set:
+        return set()
+
+    def add_input(self, accumulator: set, value) -> set:
+        accumulator.add(value)
+        return accumulator
+
+    def merge_accumulators(self, accumulators) -> set:
+        return set().union(*accumulators)
+
+    def extract_output(self, accumulator: set) -> frozenset:
+        return frozenset(accumulator)
 
 
 class _Clusters(beam.CombineFn):
@@ -105,20 +174,25 @@ class ClusterCopies(beam.PTransform):
         self._only_pairs_with = only_pairs_with
 
     def expand(self, words):
-        prefix = self._only_pairs_with
-        shared = (words
-                  | "Keys" >> beam.FlatMap(_keys)
-                  | "TracksByKey" >> beam.GroupByKey()
-                  | "Pairs" >> beam.FlatMap(_pairs)
-                  | "SharedKeys" >> beam.CombinePerKey(sum)
-                  | "EnoughShared" >> beam.Filter(
-                      lambda kv: kv[1] >= duplicates.MIN_SHARED_KEYS
-                      and (prefix is None or kv[0][0].startswith(prefix) or kv[0][1].startswith(prefix)))
-                  | "ByFirst" >> beam.Map(lambda kv: kv[0]))
-        firsts = ({"pairs": shared, "words": words} | "JoinFirst" >> beam.CoGroupByKey()
+        words = words | "AsArrays" >> beam.Map(lambda kv: (kv[0], np.asarray(kv[1], np.uint32)))
+        candidates = (words
+                      | "IndexKeys" >> beam.ParDo(_IndexBlocks())
+                      | "ByKeyShard" >> beam.GroupByKey()
+                      | "PairsSharingKeys" >> beam.FlatMap(_pairs_of_shard)
+                      | "ByPairShard" >> beam.GroupByKey()
+                      | "EnoughShared" >> beam.FlatMap(_candidates_of_shard))
+        # Only the fingerprints of candidate tracks go through the joins: at a million tracks the joins of
+        # all of them held most of the job's memory (bench/cluster_scale.py).
+        in_pairs = beam.pvalue.AsSingleton(
+            candidates | "CandidateTracks" >> beam.FlatMap(lambda pair: pair)
+            | "AsSet" >> beam.CombineGlobally(_SetOf()))
+        by_hash = (words
+                   | "ByTrackHash" >> beam.Map(lambda kv: (duplicates.track_hash(kv[0]), kv))
+                   | "OfCandidates" >> beam.Filter(lambda kv, tracks: kv[0] in tracks, in_pairs))
+        firsts = ({"pairs": candidates, "words": by_hash} | "JoinFirst" >> beam.CoGroupByKey()
                   | "WithFirst" >> beam.FlatMap(_with_first))
-        copies = ({"firsts": firsts, "words": words} | "JoinSecond" >> beam.CoGroupByKey()
-                  | "Align" >> beam.FlatMap(_confirmed))
+        copies = ({"firsts": firsts, "words": by_hash} | "JoinSecond" >> beam.CoGroupByKey()
+                  | "Align" >> beam.FlatMap(_confirmed, self._only_pairs_with))
         return copies | "Clusters" >> beam.CombineGlobally(_Clusters())
 
 
