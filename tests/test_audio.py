@@ -97,6 +97,21 @@ def test_real_catalogue_mp3_and_ogg_decode(catalogue_sample_dir):
         assert np.sqrt(np.mean(decoded.samples**2)) > 0.01, name
 
 
+def test_an_opus_file_libsndfile_gives_up_on_decodes_through_ffmpeg(tmp_path, catalogue_sample_dir):
+    """libsndfile 1.2 reads this valid Opus encoding (FFmpeg's, of a 22.05 kHz source) for 16 s and then calls
+    it malformed; FFmpeg decodes it whole."""
+    path = tmp_path / "vibe-ace.opus"
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i",
+                    str(catalogue_sample_dir / "Kevin_MacLeod_-_Vibe_Ace.ogg"), "-map", "0:a", "-c:a", "libopus",
+                    "-b:a", "96k", str(path)], check=True)
+    with pytest.raises(sf.LibsndfileError, match="malformed"):  # the failure the retry is for
+        with sf.SoundFile(str(path)) as handle:
+            for _ in handle.blocks(65536):
+                pass
+    decoded = decode(str(path), sample_rate_hz=SR, max_duration_s=600, loudness=True)
+    assert decoded.duration_s == pytest.approx(61.46, abs=0.1) and decoded.loudness.loudness_lufs is not None
+
+
 def _make_m4a(path: pathlib.Path) -> None:
     wav = path.with_suffix(".wav")
     sf.write(wav, tone(880, 3.0, sr=44100, channels=2), 44100)

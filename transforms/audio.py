@@ -5,7 +5,9 @@ and rate, to a BS.1770 loudness meter (transforms.loudness) or the fault checks 
 downmixed or resampled audio would measure differently.
 
 libsndfile (through soundfile) reads wav, flac, ogg/vorbis, opus, mp3, au and aiff. Formats it
-cannot read (m4a/aac and friends) go through FFmpeg when it is installed. Decoding streams block
+cannot read (m4a/aac and friends) go through FFmpeg when it is installed, and so does an Opus file that
+libsndfile gives up on part way ("malformed": libsndfile 1.2 fails on some valid Opus streams that it
+decodes at 24 kHz, e.g. FFmpeg's encodings of 22.05 kHz sources). Decoding streams block
 by block: channels are averaged and the rate converted per block with soxr's streaming
 resampler, so a 192 kHz 8-channel file costs no more memory than its mono result.
 """
@@ -30,6 +32,8 @@ from transforms.loudness import Loudness, LoudnessMeter
 
 # Extensions libsndfile cannot decode; these need FFmpeg.
 FFMPEG_SUFFIXES = frozenset({".m4a", ".mp4", ".aac", ".wma", ".webm", ".mka"})
+# Extensions libsndfile decodes, but not every valid file of: FFmpeg gets a second try where it fails.
+FFMPEG_RETRY_SUFFIXES = frozenset({".opus"})
 _BLOCK_FRAMES = 1 << 16
 # A file that decodes to less than this share of its declared length is reported as truncated.
 _TRUNCATED_BELOW = 0.98
@@ -99,7 +103,14 @@ def _decode_path(path: str, *, sample_rate_hz: int, max_duration_s: float, loudn
         return _decode_soundfile(path, sample_rate_hz=sample_rate_hz, max_duration_s=max_duration_s,
                                  loudness=loudness, health=health)
     except sf.LibsndfileError as err:
-        raise AudioError("decode", f"corrupt or not audio (libsndfile: {_libsndfile_reason(err)})") from err
+        reason = f"corrupt or not audio (libsndfile: {_libsndfile_reason(err)})"
+        if _suffix(path) in FFMPEG_RETRY_SUFFIXES and shutil.which("ffmpeg"):
+            try:
+                return _decode_ffmpeg(path, sample_rate_hz=sample_rate_hz, max_duration_s=max_duration_s,
+                                      loudness=loudness, health=health)
+            except AudioError as retried:
+                raise AudioError("decode", f"{reason}; FFmpeg: {retried.reason}") from err
+        raise AudioError("decode", reason) from err
     except (OSError, RuntimeError) as err:
         raise AudioError("decode", f"decoding failed: {err}") from err
 
