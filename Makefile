@@ -99,7 +99,7 @@ $(FLINK_JAR): $(FLINK_POM)
 	cp $(FLINK_TARGET)/$(FLINK_JAR_NAME) $@.tmp && mv $@.tmp $@
 	cd $(FLINK_CACHE) && sha256sum --quiet -c SHA256SUMS
 
-# Beam's Prism runner (cattag tag --watch's default), built with `go install` at the installed Beam's
+# Beam's Prism runner (cattag tag --watch's default), built with `go build` (its listener bound to loopback) at the installed Beam's
 # version into ~/.cache/cattag/prism/vX.Y.Z/ (about 2 minutes, once); Go from Debian when missing.
 prism: $(STAMP)
 	@command -v go >/dev/null || { \

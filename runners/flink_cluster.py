@@ -25,7 +25,8 @@ Work directory layout (default ~/.cache/cattag/flink-cluster):
 processes in their own sessions (they outlive `cattag flink-cluster start`) and returns once GET /overview
 reports the wanted TaskManagers and slots. `stop` sends SIGTERM to the recorded pids, waits, then SIGKILLs
 what is left. Jobs: `--runner FlinkRunner --flink_master localhost:PORT --flink_job_server_jar JAR
---flink_version 1.19 --environment_type LOOPBACK` (or EXTERNAL with a worker pool).
+--flink_version 1.19`; each TaskManager then starts its own SDK workers (runners/sdk_worker.py, Beam's PROCESS
+environment, slots-many per TaskManager), as on a real cluster.
 """
 
 from __future__ import annotations
@@ -168,14 +169,17 @@ def bash_java_utils_command(lib: pathlib.Path, conf: pathlib.Path, command: str,
     return [java, "-cp", f"{lib}/*", BASH_JAVA_UTILS, command, "--configDir", str(conf)]
 
 
-def jvm_command(lib: pathlib.Path, conf: pathlib.Path, tmp: pathlib.Path, log: pathlib.Path, main_class: str,
+def jvm_command(jar: pathlib.Path, conf: pathlib.Path, tmp: pathlib.Path, log: pathlib.Path, main_class: str,
                 jvm_params: list[str], dynamic_configs: list[str], java: str = "java") -> list[str]:
-    """A JobManager or TaskManager command line, as flink-daemon.sh builds it."""
+    """A JobManager or TaskManager command line, as flink-daemon.sh builds it. The job-server jar comes first
+    on the class path: the one class it carries (Beam's gRPC ServerFactory, patched at build time to bind the
+    address it is given) is what keeps each TaskManager's Fn API ports to its SDK workers on loopback."""
+    lib = jar.parent / "lib"
     gc = ["-XX:+UseG1GC"] if main_class == TASKMANAGER_CLASS else []
     return [java, *jvm_params, *gc, *JAVA17_OPTS, f"-Djava.io.tmpdir={tmp}", f"-Dlog.file={log}",
             "-Dorg.slf4j.simpleLogger.showDateTime=true",
             "-Dorg.slf4j.simpleLogger.dateTimeFormat=yyyy-MM-dd HH:mm:ss,SSS",
-            "-cp", f"{lib}/*", main_class, "--configDir", str(conf), *dynamic_configs]
+            "-cp", f"{jar}:{lib}/*", main_class, "--configDir", str(conf), *dynamic_configs]
 
 
 def port_in_use(port: int, host: str = HOST) -> bool:
@@ -227,6 +231,21 @@ def _overview(rest_port: int, timeout: float = 2.0) -> dict | None:
             return json.loads(reply.read())
     except (urllib.error.URLError, OSError, ValueError):
         return None
+
+
+def slots_per_taskmanager(master: str | None) -> int | None:
+    """Task slots per TaskManager of the cluster whose REST address is `master` (host:port or http://...),
+    from its /overview; None when it does not answer or has no TaskManager."""
+    if not master or master.startswith("["):
+        return None
+    address = master.split("://", 1)[-1].rstrip("/")
+    try:
+        with urllib.request.urlopen(f"http://{address}/overview", timeout=5) as reply:
+            overview = json.loads(reply.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    taskmanagers = overview.get("taskmanagers") or 0
+    return overview.get("slots-total", 0) // taskmanagers if taskmanagers else None
 
 
 def _tail(path: pathlib.Path, lines: int = 15) -> str:
@@ -285,7 +304,7 @@ def start(workdir, *, jar, taskmanagers: int = 1, slots: int = 2, rest_port: int
     state = {"workdir": str(workdir), "jar": str(jar), "rest_port": rest_port, "rpc_port": rpc_port,
              "slots": slots, "taskmanagers": []}
     jm_log = log_dir / "jobmanager.log"
-    state["jobmanager"] = _launch(jvm_command(lib, conf, tmp, jm_log, JOBMANAGER_CLASS, jm_jvm, jm_dynamic), jm_log)
+    state["jobmanager"] = _launch(jvm_command(jar, conf, tmp, jm_log, JOBMANAGER_CLASS, jm_jvm, jm_dynamic), jm_log)
     _write_state(workdir, state)
     # TaskManagers started before the JobManager's RPC port listens back off for ~10 s before retrying.
     deadline = began + timeout
@@ -296,7 +315,7 @@ def start(workdir, *, jar, taskmanagers: int = 1, slots: int = 2, rest_port: int
     for index in range(taskmanagers):
         tm_log = log_dir / f"taskmanager-{index}.log"
         state["taskmanagers"].append(
-            _launch(jvm_command(lib, conf, tmp, tm_log, TASKMANAGER_CLASS, tm_jvm, tm_dynamic), tm_log))
+            _launch(jvm_command(jar, conf, tmp, tm_log, TASKMANAGER_CLASS, tm_jvm, tm_dynamic), tm_log))
         _write_state(workdir, state)
 
     while True:
@@ -384,8 +403,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Beam's Flink job-server jar with lib/ beside it (default: where `make "
                              "flink-job-server` caches it); the cluster runs from that lib/")
     parser.add_argument("--taskmanagers", type=int, default=1,
-                        help="TaskManager processes (default: 1). Beam jobs with LOOPBACK or one shared EXTERNAL "
-                             "worker pool need 1: SDK worker ids are per TaskManager and collide in one pool")
+                        help="TaskManager processes (default: 1); each starts its own SDK workers (cattag-sdk-worker, "
+                             "Beam's PROCESS environment, the default for jobs on a cluster)")
     parser.add_argument("--slots", type=int, default=2, help="task slots per TaskManager (default: 2)")
     parser.add_argument("--port", type=int, default=8081, help="REST port, the --flink_master (default: 8081)")
 
@@ -414,7 +433,8 @@ def main(argv: list[str] | None = None) -> None:
                   f"http://localhost:{info['rest_port']}, logs in {info['logs']}")
             print(f"run jobs with: --runner FlinkRunner --flink_master {info['flink_master']} "
                   f"--flink_job_server_jar {info['jar']} --flink_version {_flink_version(jar)} "
-                  f"--environment_type LOOPBACK")
+                  f"--parallelism {info['slots_total']}   (each TaskManager starts its SDK workers: "
+                  f"--environment_type PROCESS, cattag-sdk-worker)")
             print(f"stop with: cattag flink-cluster stop --workdir {info['workdir']}")
         elif args.action == "stop":
             done = stop(args.workdir)

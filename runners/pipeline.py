@@ -3,7 +3,8 @@
 Beam's own runner choice has two traps on one machine: the DirectRunner first tries Prism (which it
 downloads at run time, so offline it fails), and the portable runners start SDK workers as Docker
 containers (which an offline laptop cannot pull). `make_pipeline` avoids both; `_check_flink` turns
-what FlinkRunner would report as a Java stack trace, or a hang, into one-line errors.
+what FlinkRunner would report as a Java stack trace, or a hang, into one-line errors. FlinkRunner jobs run on
+runners/flink_loopback.py's LoopbackFlinkRunner: the job server and worker pool it starts listen on loopback.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import socket
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
+
+from runners.loopback import bind_to_loopback
 
 _DIRECT_RUNNERS = {None, "DirectRunner", "direct", "SwitchingDirectRunner"}
 _LOCAL_RUNNERS = _DIRECT_RUNNERS | {"BundleBasedDirectRunner", "FnApiRunner", "PrismRunner"}
@@ -49,7 +52,10 @@ def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
     DirectRunner itself falls back to, minus the DirectRunner's first attempt at PrismRunner:
     Prism downloads a binary at run time, so it fails offline and behaves differently online.
     --direct_num_workers and --direct_running_mode apply as usual.
+
+    Every gRPC server the job opens in this process binds loopback (runners/loopback.py).
     """
+    bind_to_loopback()
     if options.view_as(StandardOptions).runner not in _DIRECT_RUNNERS:
         _check_flink(options)
         portable = options.view_as(PortableOptions)
@@ -58,6 +64,13 @@ def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
             # image, which an offline laptop cannot pull (the run then waits minutes and fails).
             portable.environment_type = "LOOPBACK"
             _LOG.info("--environment_type LOOPBACK (the job runs on this machine; SDK workers in this process)")
+        if options.view_as(StandardOptions).runner == "FlinkRunner":
+            from runners.flink_loopback import LoopbackFlinkRunner
+
+            if portable.environment_type is None:
+                _workers_started_by_taskmanagers(options)
+
+            return beam.Pipeline(runner=LoopbackFlinkRunner(), options=options)
         return beam.Pipeline(options=options)
     from apache_beam.portability.api import beam_provision_api_pb2
     from apache_beam.runners.portability.fn_api_runner import fn_runner
@@ -67,6 +80,31 @@ def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
     encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
     provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
     return beam.Pipeline(runner=fn_runner.FnApiRunner(provision_info=provision), options=options)
+
+
+def _workers_started_by_taskmanagers(options: PipelineOptions) -> None:
+    """A Flink cluster's SDK workers: PROCESS, each TaskManager starting `cattag-sdk-worker` processes itself
+    (runners/sdk_worker.py), as many per TaskManager as it has slots unless --sdk_worker_parallelism says.
+
+    Beam's default would pull its SDK's Docker image (no cattag in it, and nothing to pull offline); LOOPBACK or
+    one EXTERNAL worker pool serve one TaskManager only (each numbers its workers from 1, and in one pool the
+    ids collide). The command is this installation's: on a multi-host cluster, install cattag at the same path
+    on every TaskManager host, or pass --environment_type and --environment_config yourself."""
+    import json
+
+    from runners import flink_cluster
+    from runners.sdk_worker import command_path
+
+    portable = options.view_as(PortableOptions)
+    portable.environment_type = "PROCESS"
+    portable.environment_config = json.dumps({"command": str(command_path())})
+    master = options.get_all_options().get("flink_master")
+    given = any(flag.split("=", 1)[0] == "--sdk_worker_parallelism" for flag in getattr(options, "_flags", []))
+    slots = flink_cluster.slots_per_taskmanager(master)
+    if not given and slots:
+        portable.sdk_worker_parallelism = slots
+    _LOG.info("--environment_type PROCESS (%s, %s per TaskManager): SDK workers started by the TaskManagers",
+              portable.environment_config, portable.sdk_worker_parallelism)
 
 
 def _check_flink(options: PipelineOptions) -> None:

@@ -2,8 +2,11 @@
 
 Beam Python downloads Prism's binary from GitHub when a job starts, which fails offline and on
 machines that reach only package registries. Prism is a Go program in Beam's repository, so
-`go install` builds the one matching the installed Beam through the Go module proxy (about 2
-minutes on 2 cores, a 66 MB binary) into the cattag cache:
+`go build` builds the one matching the installed Beam through the Go module proxy (about 2
+minutes on 2 cores, a 66 MB binary) into the cattag cache, from a copy of Beam's Go module with one
+line changed at build time (Beam's source is not in this repository): Prism serves its job API and its workers' Fn API on one port that
+it opens on every interface (`net.Listen("tcp", ":PORT")`, no flag to narrow it), and whoever reaches the
+job API can run code as this user; the build binds it to 127.0.0.1.
 
     make prism        # = python -m runners.prism build
     python -m runners.prism path
@@ -24,15 +27,22 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 
 from apache_beam.version import __version__ as BEAM_VERSION
 
+from runners.loopback import bind_to_loopback
 from runners.ports import free_port, listening
 from schemas.cache import cache_root
 
 MODULE = "github.com/apache/beam/sdks/v2/go/cmd/prism"
+SDK_MODULE = "github.com/apache/beam/sdks/v2"
+# The file and line the build changes: Prism's only listener (job API, artifacts and workers' Fn API share it).
+LISTENER_SOURCE = "go/pkg/beam/runners/prism/internal/jobservices/server.go"
+LISTEN_ANY = 'net.Listen("tcp", fmt.Sprintf(":%d", port))'
+LISTEN_LOOPBACK = 'net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))'
 
 
 class PrismMissing(OSError):
@@ -40,7 +50,8 @@ class PrismMissing(OSError):
 
 
 def cache_dir() -> pathlib.Path:
-    return cache_root() / "prism" / f"v{BEAM_VERSION}"
+    # "-loopback": a build from before the listener patch is not reused
+    return cache_root() / "prism" / f"v{BEAM_VERSION}-loopback"
 
 
 def binary(location: str | None = None) -> pathlib.Path:
@@ -51,13 +62,13 @@ def binary(location: str | None = None) -> pathlib.Path:
     if not (path.is_file() and os.access(path, os.X_OK)):
         where = ("--prism_location" if location else "$CATTAG_PRISM") if override else "the cattag cache"
         raise PrismMissing(f"no Prism runner binary at {path} ({where}): build it with `make prism` "
-                           f"(go install {MODULE}@v{BEAM_VERSION}; needs Go and the Go module proxy), "
+                           f"(builds {MODULE} v{BEAM_VERSION} with Go, from the Go module proxy), "
                            "or pass --runner FlinkRunner with its flags")
     return path
 
 
 def build(force: bool = False) -> pathlib.Path:
-    """go install Prism v{BEAM_VERSION} into the cache; returns the binary's path."""
+    """Build Prism v{BEAM_VERSION}, its listener bound to loopback, into the cache; returns its path."""
     target = cache_dir()
     path = target / "prism"
     if path.is_file() and not force:
@@ -66,14 +77,40 @@ def build(force: bool = False) -> pathlib.Path:
     if not go:
         raise PrismMissing("building Prism needs Go (https://go.dev/doc/install, or Debian's golang-go >= 1.23)")
     target.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "GOBIN": str(target), "CGO_ENABLED": "0"}
-    done = subprocess.run([go, "install", "-trimpath", f"{MODULE}@v{BEAM_VERSION}"], env=env,
-                          capture_output=True, text=True)
-    if done.returncode or not path.is_file():
-        raise PrismMissing(f"go install {MODULE}@v{BEAM_VERSION} failed:\n{done.stderr.strip()[-2000:]}")
+    env = {**os.environ, "CGO_ENABLED": "0"}
+    with tempfile.TemporaryDirectory(prefix="cattag-prism-") as scratch:
+        module = _patched_module(go, env, pathlib.Path(scratch))
+        done = subprocess.run([go, "build", "-trimpath", "-o", str(path) + ".tmp", "./go/cmd/prism"], cwd=module,
+                              env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise PrismMissing(f"building {MODULE}@v{BEAM_VERSION} failed:\n{done.stderr.strip()[-2000:]}")
+    os.replace(str(path) + ".tmp", path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     (target / "SHA256SUMS").write_text(f"{digest}  prism\n")
     return path
+
+
+def _patched_module(go: str, env: dict, scratch: pathlib.Path) -> pathlib.Path:
+    """A copy of Beam's Go SDK module (its go/ tree: Go does not build from the read-only module cache with a
+    file replaced) with Prism's listener bound to 127.0.0.1."""
+    import json
+
+    done = subprocess.run([go, "mod", "download", "-json", f"{SDK_MODULE}@v{BEAM_VERSION}"], env=env,
+                          capture_output=True, text=True)
+    if done.returncode:
+        raise PrismMissing(f"go mod download {SDK_MODULE}@v{BEAM_VERSION} failed:\n{done.stderr.strip()[-2000:]}")
+    source = pathlib.Path(json.loads(done.stdout)["Dir"])
+    module = scratch / "sdks"
+    shutil.copytree(source / "go", module / "go", copy_function=shutil.copyfile)
+    for name in ("go.mod", "go.sum", "LICENSE"):
+        shutil.copyfile(source / name, module / name)
+    listener = module / LISTENER_SOURCE
+    text = listener.read_text()
+    if text.count(LISTEN_ANY) != 1:
+        raise PrismMissing(f"{source / LISTENER_SOURCE}: the listener line to bind to loopback ({LISTEN_ANY}) is "
+                           "not there once; Beam changed it: update LISTEN_ANY in runners/prism.py")
+    listener.write_text(text.replace(LISTEN_ANY, LISTEN_LOOPBACK))
+    return module
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,6 +194,7 @@ def served(options, binary_path: pathlib.Path | None, log_path: pathlib.Path) ->
         return
     from apache_beam.options.pipeline_options import PortableOptions, StandardOptions
 
+    bind_to_loopback()  # the LOOPBACK worker pool in this process
     with PrismServer(binary_path, log_path) as server:
         options.view_as(StandardOptions).runner = "PortableRunner"
         options.view_as(PortableOptions).job_endpoint = server.endpoint
