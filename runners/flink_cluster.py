@@ -140,6 +140,11 @@ def config_text(workdir: pathlib.Path, *, slots: int, rest_port: int, rpc_port: 
         # An error thrown in a thread Flink does not watch (Beam's gRPC threads: a heap OutOfMemoryError
         # there once left a job hanging) ends the process, so that the job fails instead of hanging.
         "cluster.uncaught-exception-handling": "FAIL",
+        # Beam's runner classes from the TaskManager's own class path (it has the job server's lib/), not a
+        # job's copy: Beam keeps a job's SDK workers from one stage to the next only when its stage context
+        # comes from Flink's parent class loader (FlinkExecutableStageContextFactory); otherwise every batch
+        # stage started and stopped its own SDK worker processes, 2-3 s each.
+        "classloader.resolve-order": "parent-first",
         "rest.address": HOST,
         "rest.bind-address": HOST,
         "rest.port": rest_port,

@@ -103,6 +103,11 @@ def _workers_started_by_taskmanagers(options: PipelineOptions) -> None:
     slots = flink_cluster.slots_per_taskmanager(master)
     if not given and slots:
         portable.sdk_worker_parallelism = slots
+    if not any(flag.split("=", 1)[0] == "--environment_cache_millis" for flag in getattr(options, "_flags", [])):
+        # Keep a job's SDK workers from one stage to the next (a cluster with Beam on its class path, as
+        # `cattag flink-cluster` runs it, honours this): without it every batch stage starts its own
+        # processes, and a one-clip featurize took 62 s instead of 35 on 2 TaskManagers.
+        portable.environment_cache_millis = 10 * 60 * 1000
     _LOG.info("--environment_type PROCESS (%s, %s per TaskManager): SDK workers started by the TaskManagers",
               portable.environment_config, portable.sdk_worker_parallelism)
 

@@ -74,13 +74,15 @@ def _socket_inodes(pid: int) -> set[str]:
     return inodes
 
 
-def _command(pid: int) -> str:
+def command_of(pid: int) -> str:
     """The program, and for a JVM or an interpreter its main class, jar or module: what a reader recognises."""
     try:
         argv = [arg.decode(errors="replace") for arg in pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")]
     except OSError:
         return "?"
     name = pathlib.Path(argv[0]).name if argv and argv[0] else "?"
+    if name.startswith("python") and len(argv) > 1 and argv[1] and not argv[1].startswith("-"):
+        return f"{name} {pathlib.Path(argv[1]).name}"  # a script (console scripts run this way)
     for before, arg in zip(argv[1:], argv[2:]):
         if before == "-jar" or (before == "-m" and name.startswith("python")):
             return f"{name} {pathlib.Path(arg).name}"
@@ -119,7 +121,7 @@ def listeners(pids) -> list[Listener]:
             continue
         for inode, (address, port) in _listening_inodes(pid).items():
             if inode in inodes:
-                found.add(Listener(pid, _command(pid), address, port))
+                found.add(Listener(pid, command_of(pid), address, port))
     return sorted(found)
 
 

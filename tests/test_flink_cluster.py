@@ -1,9 +1,11 @@
-"""Featurize on a local Flink session cluster (`cattag flink-cluster start`) against DirectRunner.
+"""Featurize and tag on a local Flink session cluster of two TaskManagers (`cattag flink-cluster start
+--taskmanagers 2`) against DirectRunner.
 
 tests/test_flink.py runs Flink embedded in the job server (`--flink_master [local]`); here the job server
-submits over REST to a separate JobManager process, which deploys the tasks on a TaskManager process: the
-README's "a Flink cluster" flags as on a real cluster. The cluster runs from the jars that
-`make flink-job-server` caches (runners/flink_cluster.py), in a temporary work directory, on a free port.
+submits over REST to a separate JobManager process, which deploys the tasks on two TaskManager processes,
+each starting its own SDK workers (cattag-sdk-worker, Beam's PROCESS environment, the default on a cluster):
+the shape of a real cluster. The cluster runs from the jars that `make flink-job-server` caches
+(runners/flink_cluster.py), in a temporary work directory, on a free port.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 import pytest
 
 from pipelines import featurize, tag
-from runners import flink_cluster
+from runners import flink_cluster, sockets
 from tests.test_flink import flink_jar, flink_version  # noqa: F401 (fixture)
 from tests.test_runners import (  # noqa: F401 (fixtures)
     assert_same_features,
@@ -30,8 +32,8 @@ from tests.test_runners import (  # noqa: F401 (fixtures)
     direct_tags,
     featurize_outputs,
     tag_outputs,
-    worker_pool,
 )
+from tests.test_listening import Sampler
 
 
 def _free_port() -> int:
@@ -51,10 +53,10 @@ def _alive(pid: int) -> bool:
 def cluster(flink_jar, tmp_path_factory):  # noqa: F811
     workdir = tmp_path_factory.mktemp("flink-cluster")
     began = time.monotonic()
-    info = flink_cluster.start(workdir, jar=flink_jar, taskmanagers=1, slots=2, rest_port=_free_port())
+    info = flink_cluster.start(workdir, jar=flink_jar, taskmanagers=2, slots=1, rest_port=_free_port())
     info["startup_wall_s"] = time.monotonic() - began
     pids = info["pids"]
-    assert len(pids) == 2 and all(_alive(pid) for pid in pids)
+    assert len(pids) == 3 and all(_alive(pid) for pid in pids)
     try:
         yield info
     finally:
@@ -72,7 +74,8 @@ def _jobs(port: int) -> list[dict]:
 def test_status_reports_the_taskmanagers_and_slots(cluster):
     info = flink_cluster.status(cluster["workdir"])
     assert info["running"] and info["pids"] == cluster["pids"]
-    assert (info["taskmanagers"], info["slots_total"]) == (1, 2)
+    assert (info["taskmanagers"], info["slots_total"]) == (2, 2)
+    assert flink_cluster.slots_per_taskmanager(info["flink_master"]) == 1
     assert info["flink_version"].startswith(flink_version())
     assert info["flink_master"] == f"localhost:{cluster['rest_port']}"
     # Everything on loopback, temp files and logs under the work directory.
@@ -80,6 +83,7 @@ def test_status_reports_the_taskmanagers_and_slots(cluster):
     for key in ("rest.address", "rest.bind-address", "jobmanager.rpc.address", "jobmanager.bind-host",
                 "taskmanager.host", "taskmanager.bind-host"):
         assert f'{key}: "127.0.0.1"' in config
+    assert not sockets.exposed(set().union(*(sockets.descendants(pid) for pid in cluster["pids"])))
     assert (pathlib.Path(cluster["workdir"]) / "log" / "taskmanager-0.log").stat().st_size > 0
 
 
@@ -92,27 +96,34 @@ def test_a_second_cluster_on_the_same_port_is_a_one_line_error(cluster, flink_ja
         flink_cluster.start(cluster["workdir"], jar=flink_jar, rest_port=_free_port())
 
 
-# As in tests/test_flink.py: the LOOPBACK worker's gRPC reader thread may end with "CANCELLED" at teardown.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-def test_featurize_on_the_session_cluster_writes_the_same_examples(cluster, flink_jar, catalogue,  # noqa: F811
-                                                                   direct_features, tmp_path, monkeypatch):
+def test_featurize_on_two_taskmanagers_writes_the_same_examples(cluster, flink_jar, catalogue,  # noqa: F811
+                                                                direct_features, tmp_path, monkeypatch):
     jvm_tmp = tmp_path / "jvm-tmp"
     jvm_tmp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(jvm_tmp))  # Beam's staged artifacts
     port = cluster["rest_port"]
     before = _jobs(port)
     began = time.monotonic()
-    featurize.run(["--input", str(catalogue), "--labels", "from-dirs", "--output", str(tmp_path / "features"),
-                   "--progress", "off", "--runner", "FlinkRunner", "--flink_job_server_jar", flink_jar,
-                   "--flink_version", flink_version(), "--flink_master", f"localhost:{port}",
-                   "--environment_type", "LOOPBACK", "--parallelism", "2",
-                   f"--job_server_jvm_properties=-Djava.io.tmpdir={jvm_tmp}"])
+    sampler = Sampler(os.getpid(), also=cluster["pids"])
+    try:
+        featurize.run(["--input", str(catalogue), "--labels", "from-dirs", "--output", str(tmp_path / "features"),
+                       "--progress", "off", "--runner", "FlinkRunner", "--flink_job_server_jar", flink_jar,
+                       "--flink_version", flink_version(), "--flink_master", f"localhost:{port}", "--parallelism", "2",
+                       f"--job_server_jvm_properties=-Djava.io.tmpdir={jvm_tmp}"])
+    finally:
+        seen = sampler.stop()
     print(f"featurize on the session cluster: {time.monotonic() - began:.1f} s "
           f"(cluster start-up {cluster['startup_wall_s']:.1f} s)")
-    # The job ran on this cluster, not on a Flink embedded in the job server.
+    # The job ran on this cluster, not on a Flink embedded in the job server, with SDK workers started by
+    # both TaskManagers; nothing the job or the cluster opened listens beyond loopback.
     jobs = [job for job in _jobs(port) if job not in before]
     assert [job["state"] for job in jobs] == ["FINISHED"], jobs
     assert not (jvm_tmp / "flink-web-upload").exists(), "an embedded Flink cluster ran"
+    taskmanagers = cluster["pids"][1:]
+    assert all(any("cattag-sdk-worker" in command for command in sampler.below[pid]) for pid in taskmanagers), \
+        sampler.below
+    assert any(s.command.startswith("java") for s in seen)
+    assert not [str(s) for s in seen if not s.loopback_only]
     assert_same_features(tmp_path / "features", direct_features)
 
 
@@ -126,28 +137,22 @@ def test_the_cli_names_make_when_the_jar_is_missing(tmp_path, capsys):
     assert os.listdir(tmp_path) == []
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-def test_tag_on_the_session_cluster_with_a_worker_pool_writes_the_same_rows(
-        cluster, flink_jar, catalogue, small_model, direct_tags, worker_pool, tmp_path):  # noqa: F811
-    """EXTERNAL: two SDK worker processes per job from a worker pool, as beside a real TaskManager. Also
-    the cluster's second job: jobs after the first once failed there ("call is closed", "Direct buffer
-    memory") until the TaskManager got off-heap memory for Beam's gRPC channels."""
+def test_tag_on_two_taskmanagers_writes_the_same_rows(cluster, flink_jar, catalogue, small_model,  # noqa: F811
+                                                     direct_tags, tmp_path):
+    """Also the cluster's second job: jobs after the first once failed there ("call is closed", "Direct buffer
+    memory") until the TaskManagers got off-heap memory for Beam's gRPC channels."""
     port = cluster["rest_port"]
     before = _jobs(port)
-    started = worker_pool.workers_started()
     tag.run(["--input", str(catalogue), "--model", small_model[0], "--output", str(tmp_path / "tags"),
              "--progress", "off", "--runner", "FlinkRunner", "--flink_master", f"localhost:{port}",
-             "--flink_job_server_jar", flink_jar, "--flink_version", flink_version(), "--environment_type", "EXTERNAL",
-             "--environment_config", worker_pool.address, "--sdk_worker_parallelism", "2",
-             "--parallelism", "2", f"--job_server_jvm_properties=-Djava.io.tmpdir={tmp_path}"])
+             "--flink_job_server_jar", flink_jar, "--flink_version", flink_version(), "--parallelism", "2",
+             f"--job_server_jvm_properties=-Djava.io.tmpdir={tmp_path}"])
     assert [job["state"] for job in _jobs(port) if job not in before] == ["FINISHED"]
-    assert worker_pool.workers_started() >= started + 2
     assert_same_tag_rows(tmp_path / "tags", direct_tags)
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_killed_taskmanager_fails_the_job_and_the_same_command_then_completes(flink_jar, tmp_path):  # noqa: F811
-    """Kill the only TaskManager while featurize runs: the command ends with a one-line error (no hang, no
+    """Kill one of two TaskManagers while featurize runs: the command ends with a one-line error (no hang, no
     traceback), leaves no metadata.json, and once the cluster is back the same command writes the whole
     output, identical to DirectRunner's."""
     import subprocess
@@ -157,13 +162,12 @@ def test_a_killed_taskmanager_fails_the_job_and_the_same_command_then_completes(
 
     workdir = tmp_path / "cluster"
     port = _free_port()
-    flink_cluster.start(workdir, jar=flink_jar, taskmanagers=1, slots=2, rest_port=port)
+    flink_cluster.start(workdir, jar=flink_jar, taskmanagers=2, slots=1, rest_port=port)
     output = tmp_path / "features"
     command = [sys.executable, "-m", "pipelines.cli", "featurize", "--input", str(GTZAN / "manifest.csv"),
                "--output", str(output), "--progress", "off", "--runner", "FlinkRunner", "--flink_master",
                f"localhost:{port}", "--flink_job_server_jar", flink_jar, "--flink_version", flink_version(),
-               "--environment_type", "LOOPBACK", "--parallelism", "2",
-               f"--job_server_jvm_properties=-Djava.io.tmpdir={tmp_path}"]
+               "--parallelism", "2", f"--job_server_jvm_properties=-Djava.io.tmpdir={tmp_path}"]
     env = {**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).resolve().parents[1])}
     try:
         job = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -184,7 +188,7 @@ def test_a_killed_taskmanager_fails_the_job_and_the_same_command_then_completes(
     finally:
         flink_cluster.stop(workdir)
 
-    flink_cluster.start(workdir, jar=flink_jar, taskmanagers=1, slots=2, rest_port=port)
+    flink_cluster.start(workdir, jar=flink_jar, taskmanagers=2, slots=1, rest_port=port)
     try:
         again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
         assert again.returncode == 0, again.stderr[-2000:]

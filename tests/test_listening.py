@@ -29,10 +29,11 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 class Sampler:
-    """Every listener of `root`'s process tree, sampled in a thread until stop()."""
+    """Every listener of `root`'s process tree (and of `also`'s), sampled in a thread until stop()."""
 
     def __init__(self, root: int, also=()):
         self.root, self.also, self.seen = root, tuple(also), set()
+        self.below = {pid: set() for pid in self.also}  # the commands seen running under each of `also`
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -41,7 +42,9 @@ class Sampler:
         while not self._done.is_set():
             pids = sockets.descendants(self.root)
             for other in self.also:
-                pids |= sockets.descendants(other)
+                under = sockets.descendants(other)
+                self.below[other] |= {sockets.command_of(pid) for pid in under - {other}}
+                pids |= under
             self.seen.update(sockets.listeners(pids))
             time.sleep(0.2)
 
