@@ -11,9 +11,10 @@ featurize benchmark's baseline). Configurations:
   * DirectRunner, 1 worker (in-process) and 2 workers (multi_processing);
   * PortableRunner on the embedded job service, SDK worker in-process (LOOPBACK), and through a Python
     worker pool over EXTERNAL (`--direct_num_workers 2`), the way Flink clusters run Python workers;
-  * FlinkRunner on an embedded cluster (`--flink_master [local]`, parallelism 1 and 2) and on a local
-    session cluster (`cattag flink-cluster start`: one TaskManager with 2 slots; parallelism 1 and 2),
-    only with --flink-jar (`make flink-job-server`).
+  * FlinkRunner on an embedded cluster (`--flink_master [local]`, parallelism 1 and 2) and on local
+    session clusters (`cattag flink-cluster start`: 1 TaskManager x 2 slots at parallelism 1 and 2, and
+    2 TaskManagers x 1 slot at parallelism 2; SDK workers started by the TaskManagers, cattag's default
+    there), only with --flink-jar (`make flink-job-server`).
 """
 
 from __future__ import annotations
@@ -90,34 +91,31 @@ def main() -> None:
                                                          "--direct_num_workers", "2"],
     }
     cluster_dir, cluster_port = work / "flink-cluster", free_port()
+    shapes = {}  # configuration -> (TaskManagers, slots) of the session cluster it runs on
     if args.flink_jar:
-        # One session cluster (1 TaskManager x 2 slots) for all its jobs, started before the first one:
-        # its own start-up (about 3 s) is not in any job's time.
-        for parallelism in (1, 2):
-            configs[f"FlinkRunner session cluster, parallelism {parallelism}"] = [
-                "--runner", "FlinkRunner", "--flink_master", f"localhost:{cluster_port}",
-                "--flink_job_server_jar", args.flink_jar, "--flink_version", "1.19", "--environment_type",
-                "LOOPBACK", "--parallelism", str(parallelism), f"--job_server_jvm_properties=-Djava.io.tmpdir={work}"]
-        # Flink's Python workers the way a cluster runs them: started by the worker pool, two of them
-        # (one per slot), each its own process, so that two bundles do not share one interpreter's GIL.
-        configs["FlinkRunner session cluster, parallelism 2, EXTERNAL pool x2"] = [
-            "--runner", "FlinkRunner", "--flink_master", f"localhost:{cluster_port}",
-            "--flink_job_server_jar", args.flink_jar, "--flink_version", "1.19", "--environment_type",
-            "EXTERNAL", "--environment_config", f"localhost:{port}", "--sdk_worker_parallelism", "2",
-            "--parallelism", "2", f"--job_server_jvm_properties=-Djava.io.tmpdir={work}"]
+        flink = ["--runner", "FlinkRunner", "--flink_job_server_jar", args.flink_jar, "--flink_version", "1.19",
+                 f"--job_server_jvm_properties=-Djava.io.tmpdir={work}"]
+        # Session clusters (started before their first job: their own start-up is in no job's time). SDK
+        # workers as cattag runs them there by default: each TaskManager starts its own (PROCESS,
+        # cattag-sdk-worker), one per slot, kept for the whole job.
+        for taskmanagers, slots, parallelism in ((1, 2, 1), (1, 2, 2), (2, 1, 2)):
+            name = f"FlinkRunner session cluster {taskmanagers} TM x {slots} slots, parallelism {parallelism}"
+            configs[name] = [*flink, "--flink_master", f"localhost:{cluster_port}", "--parallelism", str(parallelism)]
+            shapes[name] = (taskmanagers, slots)
         for parallelism in (1, 2):
             configs[f"FlinkRunner [local], parallelism {parallelism}"] = [
-                "--runner", "FlinkRunner", "--flink_master", "[local]", "--flink_job_server_jar", args.flink_jar,
-                "--flink_version", "1.19", "--environment_type", "LOOPBACK", "--parallelism", str(parallelism),
-                f"--job_server_jvm_properties=-Djava.io.tmpdir={work}"]
+                *flink, "--flink_master", "[local]", "--environment_type", "LOOPBACK", "--parallelism", str(parallelism)]
     if args.only:
         configs = {name: flags for name, flags in configs.items() if args.only in name}
-    rows = []
+    rows, running_shape = [], None
     try:
         for name, flags in configs.items():
             started_workers = (work / "pool.log").read_bytes().count(b"Starting worker")
-            if "session cluster" in name and not flink_cluster.status(cluster_dir)["running"]:
-                flink_cluster.start(cluster_dir, jar=args.flink_jar, taskmanagers=1, slots=2, rest_port=cluster_port)
+            if name in shapes and running_shape != shapes[name]:
+                flink_cluster.stop(cluster_dir)
+                flink_cluster.start(cluster_dir, jar=args.flink_jar, taskmanagers=shapes[name][0],
+                                    slots=shapes[name][1], rest_port=cluster_port)
+                running_shape = shapes[name]
             try:
                 small_s = featurize(small, work / "out-small", flags)
                 big_s = featurize(big, work / "out-big", flags)

@@ -133,6 +133,11 @@ class _Status:
         self._reader = EventReader(events_dir) if events_dir else None
         self.files = self.waiting = self.queued = self.emitted = self.tagged = self.failed = self.skipped = 0
         self._pending: dict[str, float] = {}  # track id -> when its file was complete (mtime)
+        self.source_stopped = False
+
+    def drained(self) -> bool:
+        """The source has stopped and every file it emitted is written (tagged, failed or unchanged)."""
+        return self.source_stopped and not self._pending
 
     def update(self) -> None:
         if not self._reader:
@@ -143,6 +148,8 @@ class _Status:
                 for track_id, modified in event["emitted"]:
                     self._pending[track_id] = modified
                     self.emitted += 1
+            if "stopped" in event:
+                self.source_stopped = True
             for key in ("tagged", "failed", "skipped"):
                 for track_id in event.get(key, ()):
                     self._pending.pop(track_id, None)

@@ -4,6 +4,10 @@
                       a reachable cluster); whether workers run on this machine
     flink_cluster.py  a local Flink session cluster (`cattag flink-cluster`), the job server's Maven recipe
                       (flink-job-server/pom.xml, package data; $CATTAG_FLINK_POM names another)
+    flink_loopback.py FlinkRunner whose job server (and Flink embedded in it) listens on loopback
+    sdk_worker.py     `cattag-sdk-worker`: the SDK worker a TaskManager starts (PROCESS environment)
+    loopback.py       this process's gRPC servers (worker pools, DirectRunner channels) bound to loopback
+    sockets.py        which TCP ports a process tree listens on, and where (from /proc)
     prism.py          Beam's Prism runner built from source and cached, and a Prism server this process owns
     ports.py          loopback ports for the servers above
     worker_exit.py    local SDK worker processes exit without the native teardown

@@ -17,6 +17,8 @@ from typing import Protocol
 import apache_beam as beam
 
 _LOG = logging.getLogger(__name__)
+# How long a drained job may go on ending by itself before the launcher ends it.
+DRAINED_GRACE_S = 5.0
 
 
 class Status(Protocol):
@@ -25,6 +27,10 @@ class Status(Protocol):
     def update(self) -> None: ...
 
     def line(self) -> str: ...
+
+    def drained(self) -> bool:
+        """After a stop: everything the source emitted is written (False where the launcher cannot tell)."""
+        ...
 
 
 def run_until_stopped(pipeline: beam.Pipeline, stop_file: str, status: Status, *, stop_timeout_s: float,
@@ -57,7 +63,7 @@ def run_until_stopped(pipeline: beam.Pipeline, stop_file: str, status: Status, *
     threading.Thread(target=wait, name="cattag-watch-wait", daemon=True).start()
     try:
         last_status = time.monotonic()
-        stop_deadline = None
+        stop_deadline = drained_since = None
         while not finished.wait(0.5):
             status.update()
             if time.monotonic() - last_status >= status_every_s:
@@ -65,6 +71,16 @@ def run_until_stopped(pipeline: beam.Pipeline, stop_file: str, status: Status, *
                 last_status = time.monotonic()
             if stopping.is_set() and stop_deadline is None:
                 stop_deadline = time.monotonic() + stop_timeout_s
+            if stopping.is_set() and status.drained():
+                # Drained, yet the job runs on: Flink with checkpointing keeps its sources up for ever
+                # (Beam's shutdown_sources_after_idle_ms defaults to infinity then). Nothing is left in
+                # flight, so ending the job loses nothing.
+                drained_since = drained_since or time.monotonic()
+                if time.monotonic() - drained_since > DRAINED_GRACE_S:
+                    _LOG.info("%s: drained; ending the job (the runner keeps its sources up)", label)
+                    result.cancel()
+                    finished.wait(30)
+                    return "DONE"
             if stop_deadline is not None and (signals["count"] > 1 or time.monotonic() > stop_deadline):
                 _LOG.warning("%s: cancelling the job (%s)", label, "second signal" if signals["count"] > 1
                              else f"the stop took over {stop_timeout_s:.0f} s")

@@ -85,14 +85,16 @@ class Watcher:
     """A `cattag tag --watch` process and what it has written."""
 
     def __init__(self, folder: pathlib.Path, output: pathlib.Path, db: str, log: pathlib.Path,
-                 prism_binary: pathlib.Path):
+                 prism_binary: pathlib.Path | None, runner_flags: tuple[str, ...] = ()):
         self.output, self.db = output, db
         self._log = log.open("ab")
-        env = {**os.environ, "CATTAG_PRISM": str(prism_binary), "PYTHONPATH": str(REPO)}
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        if prism_binary:
+            env["CATTAG_PRISM"] = str(prism_binary)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "pipelines.cli", "tag", "--watch", "--input", str(folder), "--model",
              "musicnn-msd", "--output", str(output), "--db", db, "--poll-interval", "0.5",
-             "--stable-after", "1", "--window", "1", "--status-every", "2"],
+             "--stable-after", "1", "--window", "1", "--status-every", "2", *runner_flags],
             cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT)
 
     def rows(self) -> list[dict]:

@@ -162,6 +162,8 @@ class PollCatalogue(beam.DoFn):
         if FileSystems.exists(self._stop_file):
             tracker.try_claim(STOP)
             _LOG.info("watch: stopped after %d polls", state.next_poll)
+            if self._events:
+                self._events.write({"stopped": state.next_poll})
             return
         if not tracker.try_claim(state.next_poll):
             return
