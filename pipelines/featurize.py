@@ -3,9 +3,10 @@
     ListCatalogue -> FanOutDecode -> FeaturizeTracks -> EncodeExamples (split, record) ---.
                                            |                                            +-> WriteOutputs
                                            |-> failures (+ rejected) -> FailureRows ---'   (train/, validation/,
-                                           |                                                test/, _errors/)
-    entries, rejected, non-audio, tracks, failures, train segments -> Summarize ----------> WriteMetadata
-"""
+                                           |                                   ^            test/, _errors/)
+                                           |-> fingerprints -> SplitKeysOfCopies -> moves (tracks whose copies
+                                           |                                    put them in another split)
+    entries, rejected, non-audio, tracks, failures, train mel moments -> Summarize ------> WriteMetadata"""
 
 from __future__ import annotations
 
@@ -59,8 +60,7 @@ class FeaturizeOptions(PipelineOptions):
         parser.add_argument("--group-copies", choices=("on", "off"), default="on",
                             help="keep every copy of one recording (found by its audio fingerprint: re-encoded, "
                                  "louder, resampled, trimmed) in one split, so that no copy of a test track is "
-                                 "trained on; off: split by artist or track only. On, the examples wait for "
-                                 "the copies to be found before they are written (default %(default)s)")
+                                 "trained on; off: split by artist or track only (default %(default)s)")
 
 
 PASSES_BEAM_FLAGS = True  # flags it does not know go to Beam's PipelineOptions
@@ -129,29 +129,37 @@ def build(
     and every figure of metadata.json through one combine (SummarizeByTag).
 
     With `group_copies`, the copies of one recording (found by their fingerprints, taken in the same
-    decode) share a split key, which the segments and track summaries carry from then on; they wait for
-    the clusters (a side input) before they are split and written."""
+    decode) share a split key. Examples are written at once in their own key's split (artist or track),
+    and those of the few tracks whose copies put them elsewhere are moved once the copies are known
+    (WriteShardsTo's moves): the examples never wait for the clustering, so memory stays flat."""
     listed = pipeline | "ListCatalogue" >> ListCatalogue(plan, labels=labels)
     entries = listed["entries"] | "FanOutDecode" >> beam.Reshuffle()  # spreads the inputs over workers
     features = entries | "FeaturizeTracks" >> featurize_steps.FeaturizeTracks(
         cfg, policy, progress_dir, fingerprints=group_copies)
     segments, tracks = features["segments"], features["tracks"]
+    mel_moments = segments | "SumMelsByTrack" >> beam.ParDo(featurize_steps.SumMelsByTrack())
+    moves = None
     if group_copies:
         artists = tracks | "Artists" >> beam.Map(lambda track: (track.entry.track_id, track.entry.artist))
         keys = beam.pvalue.AsSingleton({"words": features["fingerprints"], "artists": artists}
                                        | "SplitKeysOfCopies" >> SplitKeysOfCopies())
-        segments = segments | "KeepCopiesTogether" >> beam.Map(featurize_steps.with_copies_key, keys)
         tracks = tracks | "TracksWithCopies" >> beam.Map(featurize_steps.with_copies_key, keys)
+        mel_moments = mel_moments | "MomentsWithCopies" >> beam.Map(featurize_steps.with_copies_key, keys)
+        moves = beam.pvalue.AsDict(
+            tracks
+            | "MovedByCopies" >> beam.Filter(lambda track: featurize_steps.moved_by_copies(track.entry, proportions))
+            | "Moves" >> beam.Map(lambda track: (track.entry.track_id,
+                                                 featurize_steps.split_of_entry(track.entry, proportions))))
     failures = (features["failures"], listed["rejected"]) | "AllFailures" >> beam.Flatten()
 
     destinations = {split: Destination(GzipTFRecordFormat(), FileSystems.join(output, split, "part"),
-                                       examples.TFRECORD_SUFFIX) for split in examples.SPLITS}
+                                       examples.TFRECORD_SUFFIX, movable=group_copies) for split in examples.SPLITS}
     destinations[ERRORS_DIR] = Destination(ParquetFormat(ERRORS_SCHEMA),
                                                     FileSystems.join(output, ERRORS_DIR, "part"), ".parquet")
     examples_by_split = segments | "EncodeExamples" >> beam.ParDo(
-        featurize_steps.EncodeExample(facts.labels, proportions))
+        featurize_steps.EncodeExample(facts.labels, proportions, keyed=group_copies))
     error_rows = failures | "FailureRows" >> beam.Map(lambda failure: (ERRORS_DIR, failure.to_row()))
-    shards = (examples_by_split, error_rows) | "WriteOutputs" >> WriteShardsTo(destinations)
+    shards = (examples_by_split, error_rows) | "WriteOutputs" >> WriteShardsTo(destinations, moves=moves)
 
     train = examples.SPLITS[0]
     summary = {
@@ -160,8 +168,8 @@ def build(
         "non_audio": listed["non_audio"],
         "tracks": tracks,
         "failures": failures,
-        "mel_stats": segments | "TrainSegments" >> beam.Filter(
-            lambda segment: featurize_steps.split_of_entry(segment.entry, proportions) == train),
+        "mel_stats": mel_moments | "TrainTracks" >> beam.Filter(
+            lambda track: featurize_steps.split_of_entry(track.entry, proportions) == train),
         **({"copies": tracks} if group_copies else {}),
     } | "Summarize" >> summaries.SummarizeByTag({
         "entries": beam.combiners.CountCombineFn(),

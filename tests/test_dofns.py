@@ -16,7 +16,7 @@ from schemas.features import FeatureConfig, SegmentPolicy
 from tests.conftest import tone
 from transforms.audio import DecodedAudio
 from transforms.catalogue import CatalogueEntry
-from transforms.featurize_steps import ComputeLogMel, CutSegments, DecodeAudio, EncodeExample
+from transforms.featurize_steps import ComputeLogMel, CutSegments, DecodeAudio, EncodeExample, SumMelsByTrack
 from transforms.records import DecodedTrack, MelSegment, TrackSummary
 from transforms.summaries import MAX_FAILURES_LISTED, CountTracksFn, MelStatsFn, SummarizeByTag, SummarizeFailuresFn
 
@@ -104,6 +104,9 @@ def test_log_mel_then_encode_gives_a_parseable_example():
     unlabelled = MelSegment(CatalogueEntry("u", "t2"), 0, segment.mel)
     ((split, serialized),), _ = run_dofn(EncodeExample(["blues", "jazz"], (0.0, 0.0, 1.0)), unlabelled)
     assert split == "test" and examples.decode_example(serialized)["label_id"] == examples.UNLABELLED_ID
+    ((split, (track_id, keyed)),), _ = run_dofn(EncodeExample(["blues", "jazz"], (0.0, 0.0, 1.0), keyed=True),
+                                                unlabelled)
+    assert (split, track_id, keyed) == ("test", "t2", serialized)  # for a writer that may move it
 
 
 def _combine(fn: beam.CombineFn, chunks: list[list]):
@@ -117,11 +120,25 @@ def _combine(fn: beam.CombineFn, chunks: list[list]):
     return fn.extract_output(fn.merge_accumulators(accumulators))
 
 
-def test_mel_stats_match_numpy_over_all_frames():
+def _moments_by_bundle(bundles: list[list[MelSegment]]) -> list[list]:
+    fn = SumMelsByTrack()
+    partials = []
+    for bundle in bundles:
+        fn.start_bundle()
+        for segment in bundle:
+            fn.process(segment)
+        partials.append([windowed.value for windowed in fn.finish_bundle()])
+    return partials
+
+
+def test_mel_stats_from_moments_per_track_and_bundle_match_numpy_over_all_frames():
     rng = np.random.default_rng(3)
     mels = [rng.normal(-30 + i, 5 + i, (130, 8)).astype(np.float32) for i in range(5)]
-    segments = [MelSegment(CatalogueEntry("u", f"t{i}"), 0, m) for i, m in enumerate(mels)]
-    stats = _combine(MelStatsFn(), [segments[:2], segments[2:]])
+    # t0 and t1 have two segments each, in different bundles: a partial per bundle, merged exactly.
+    segments = [MelSegment(CatalogueEntry("u", f"t{i % 3}"), i, m) for i, m in enumerate(mels)]
+    partials = _moments_by_bundle([segments[:2], segments[2:]])
+    assert [sorted(p.entry.track_id for p in bundle) for bundle in partials] == [["t0", "t1"], ["t0", "t1", "t2"]]
+    stats = _combine(MelStatsFn(), partials)
     frames = np.concatenate(mels).astype(np.float64)
     assert stats["frames"] == 650
     np.testing.assert_allclose(stats["mean"], frames.mean(axis=0), atol=1e-5)

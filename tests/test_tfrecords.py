@@ -12,7 +12,8 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.tfrecords import WriteToGzipTFRecord, frame_record, masked_crc32c
+from transforms.shards import Destination, WriteShardsTo
+from transforms.tfrecords import GzipTFRecordFormat, WriteToGzipTFRecord, frame_record, masked_crc32c
 
 RECORDS = [bytes([i % 256]) * (i * 37 % 5000) for i in range(300)]
 
@@ -68,3 +69,48 @@ def test_shards_close_at_the_size_limit(tmp_path):
     files = sorted(glob.glob(str(tmp_path / "part-*.gz")))
     assert len(files) >= sum(len(r) for r in RECORDS) // 100_000  # 749 kB of records, 100 kB shards
     assert sorted(r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")) == sorted(RECORDS)
+
+
+def test_a_file_cut_between_records_gives_two_files_that_tf_reads(tmp_path):
+    path = tmp_path / "one.tfrecord.gz"
+    writer = GzipTFRecordFormat().open(path.open("wb"))
+    for record in RECORDS[:100]:
+        writer.write(record)
+    cut = writer.cut()
+    for record in RECORDS[100:]:
+        writer.write(record)
+    writer.close()
+    data = path.read_bytes()
+    (tmp_path / "head.gz").write_bytes(data[:cut])
+    (tmp_path / "tail.gz").write_bytes(data[cut:])
+    for name, expected in (("one.tfrecord.gz", RECORDS), ("head.gz", RECORDS[:100]), ("tail.gz", RECORDS[100:])):
+        assert [r.numpy() for r in tf.data.TFRecordDataset(str(tmp_path / name), compression_type="GZIP")] == expected
+
+
+def test_written_records_move_to_the_destination_a_side_input_names_once_it_is_known(tmp_path):
+    # 20 tracks of 10 records, sent by their own key to "a" (even) or "b" (odd); the copies found later
+    # move t02 to "b" and t05 to "a". The errors (not movable) stay.
+    records = [(f"t{i % 20:02d}", f"t{i % 20:02d}-{i // 20}".encode()) for i in range(200)]
+    destinations = {name: Destination(GzipTFRecordFormat(), str(tmp_path / name / "part"), ".tfrecord.gz",
+                                      max_bytes=400, movable=True) for name in ("a", "b")}
+    destinations["errors"] = Destination(GzipTFRecordFormat(), str(tmp_path / "errors" / "part"), ".tfrecord.gz")
+    with BeamTestPipeline() as pipeline:
+        keyed = (pipeline | "Records" >> beam.Create(records)
+                 | beam.Map(lambda r: ("a" if int(r[0][1:]) % 2 == 0 else "b", r)))
+        errors = pipeline | "Errors" >> beam.Create([("errors", b"bad")])
+        moves = beam.pvalue.AsDict(pipeline | "Moves" >> beam.Create([("t02", "b"), ("t05", "a")]))
+        _ = (keyed, errors) | WriteShardsTo(destinations, moves=moves)
+
+    def read(name: str) -> list[bytes]:
+        with BeamTestPipeline() as check:
+            got = check | beam.io.ReadFromTFRecord(str(tmp_path / name / "part-*"),
+                                                   compression_type=CompressionTypes.GZIP)
+            expected = {"a": [r for k, r in records if k != "t02" and (int(k[1:]) % 2 == 0 or k == "t05")],
+                        "b": [r for k, r in records if k != "t05" and (int(k[1:]) % 2 == 1 or k == "t02")],
+                        "errors": [b"bad"]}[name]
+            assert_that(got, equal_to(expected))
+        return sorted(glob.glob(str(tmp_path / name / "part-*")))
+
+    assert all(read(name) for name in ("a", "b", "errors"))
+    assert len(read("a")) > 2  # several files a split (400 bytes each): those without a moved track kept
+    assert not glob.glob(str(tmp_path / "*" / ".temp-*"))

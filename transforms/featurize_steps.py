@@ -12,6 +12,8 @@ from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
 import threadpoolctl
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
 
 from runners import quiet
 from schemas import examples
@@ -22,7 +24,8 @@ from transforms.catalogue import CatalogueEntry
 from transforms.descriptors import DescribeTrack
 from transforms.health import Thresholds
 from transforms.progress import ProgressTicker
-from transforms.records import DecodedTrack, MelSegment, Segment, TrackSummary
+from transforms.records import DecodedTrack, MelSegment, Segment, TrackMelMoments, TrackSummary
+from transforms.stats import Moments
 from transforms.track_health import CheckTrack, FingerprintTrack
 
 
@@ -193,21 +196,43 @@ def with_copies_key(record, keys: dict[str, str]):
 
 
 class EncodeExample(beam.DoFn):
-    """MelSegment -> (its split, serialized tf.Example in the schema of schemas.examples)."""
+    """MelSegment -> (its split, serialized tf.Example in the schema of schemas.examples); `keyed`:
+    (its split, (track id, serialized tf.Example)), for a writer that may move the track's examples."""
 
-    def __init__(self, labels: Sequence[str], proportions: tuple[float, float, float]):
+    def __init__(self, labels: Sequence[str], proportions: tuple[float, float, float], *, keyed: bool = False):
         self._labels = list(labels)
         self._proportions = proportions
+        self._keyed = keyed
 
     def setup(self) -> None:
         self._label_ids = {label: i for i, label in enumerate(self._labels)}
 
     def process(self, segment: MelSegment) -> Iterator[tuple[str, bytes]]:
         label = segment.entry.label or ""
-        yield split_of_entry(segment.entry, self._proportions), examples.encode_example(
+        example = examples.encode_example(
             track_id=segment.entry.track_id,
             segment_index=segment.index,
             label_id=self._label_ids.get(label, examples.UNLABELLED_ID),
             label=label,
             mel=segment.mel,
         )
+        split = split_of_entry(segment.entry, self._proportions)
+        yield (split, (segment.entry.track_id, example)) if self._keyed else (split, example)
+
+
+class SumMelsByTrack(beam.DoFn):
+    """MelSegment -> TrackMelMoments: the moments of a bundle's segments per track, at the bundle's end
+    (a track split over bundles gives one partial each: moments merge exactly)."""
+
+    def start_bundle(self) -> None:
+        self._tracks: dict[str, TrackMelMoments] = {}
+
+    def process(self, segment: MelSegment) -> None:
+        current = self._tracks.get(segment.entry.track_id)
+        moments = (current.moments if current else Moments()).add(segment.mel)
+        self._tracks[segment.entry.track_id] = TrackMelMoments(segment.entry, moments)
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        for track in self._tracks.values():
+            yield WindowedValue(track, GlobalWindow().max_timestamp(), (GlobalWindow(),))
+        self._tracks = {}

@@ -11,6 +11,7 @@ import numpy as np
 
 from transforms import audio
 from transforms.catalogue import CatalogueEntry
+from transforms.stats import Moments
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,3 +40,11 @@ class TrackSummary:
     duration_s: float
     n_segments: int
     n_silent: int
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackMelMoments:
+    """The log-mel moments of some of one track's segments (a bundle's): what the mel statistics need of
+    a track, a few kB where its segments are hundreds."""
+    entry: CatalogueEntry
+    moments: Moments

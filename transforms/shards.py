@@ -12,6 +12,13 @@ WriteShardsTo writes several outputs at once, each record keyed by its destinati
 three splits and its errors): one naming step for all of them, where a WriteShards per output adds
 three stages each to the job (every stage is a round of bundles on every worker, which a small job
 pays in start-up: bench/RESULTS.md).
+
+Records whose destination is only known late (featurize's examples: a track's split depends on its
+copies, found across the whole run) are written at once where their producer sends them, each with a
+key (its track), the file cut between keys; a side input `moves` {key: destination} then sends those that
+belong elsewhere there, as bytes cut out of the temporary files that hold them (no record is decoded or
+encoded again). Holding the records back until the moves are known instead keeps every record of the run
+in the runner's memory (bench/RESULTS.md, issue 26).
 """
 
 from __future__ import annotations
@@ -33,6 +40,9 @@ class ShardWriter(Protocol):
         """Writes one record; returns about how many bytes it added to the file."""
 
     def close(self) -> None: ...
+
+    # cut() -> int (formats of movable destinations): ends the file's records so far at a point where its
+    # bytes may be cut in two, each part a valid file of the format; returns that point's byte offset.
 
 
 class ShardFormat(Protocol):
@@ -59,24 +69,34 @@ class Destination:
     prefix: str
     suffix: str
     max_bytes: int = 256 << 20
+    # Its records are (key, record) pairs, which WriteShardsTo's `moves` may send to another movable
+    # destination of the same format; the format's writers cut() files between records of different keys.
+    movable: bool = False
 
     def temp_dir(self, run: str) -> str:
         folder, name = FileSystems.split(self.prefix)
         return FileSystems.join(folder, f".temp-{name}-{run}")
 
 
+def _new_temp_file(destination: Destination, run: str) -> tuple[ShardWriter, str]:
+    temp_dir = destination.temp_dir(run)
+    path = FileSystems.join(temp_dir, f"{uuid.uuid4().hex}.part")
+    return destination.format.open(create_file(path, temp_dir)), path
+
+
 class _WriteBundleFiles(beam.DoFn):
-    """(destination, record) -> (destination, temporary file): one or more files per destination a
-    bundle writes to, each closed at its destination's max_bytes."""
+    """(destination, record) -> (destination, (temporary file, its records' keys)): one or more files per
+    destination a bundle writes to, each closed at its destination's max_bytes. The keys, for a movable
+    destination (None for others), are runs [key, records, end byte offset], in the order of the file."""
 
     def __init__(self, destinations: dict[str, Destination], run: str):
         self._destinations = destinations
         self._run = run
 
     def start_bundle(self) -> None:
-        self._open: dict[str, list] = {}  # destination -> [writer, path, bytes]
+        self._open: dict[str, list] = {}  # destination -> [writer, path, bytes, key runs or None]
 
-    def process(self, keyed) -> Iterator[tuple[str, str]]:
+    def process(self, keyed) -> Iterator[tuple[str, tuple[str, list | None]]]:
         key, record = keyed
         destination = self._destinations[key]
         current = self._open.get(key)
@@ -84,19 +104,63 @@ class _WriteBundleFiles(beam.DoFn):
             yield key, self._close(key)
             current = None
         if current is None:
-            temp_dir = destination.temp_dir(self._run)
-            path = FileSystems.join(temp_dir, f"{uuid.uuid4().hex}.part")
-            current = self._open[key] = [destination.format.open(create_file(path, temp_dir)), path, 0]
+            current = self._open[key] = [*_new_temp_file(destination, self._run), 0,
+                                         [] if destination.movable else None]
+        if destination.movable:
+            record_key, record = record
+            runs = current[3]
+            if runs and runs[-1][0] == record_key:
+                runs[-1][1] += 1
+            else:
+                if runs:
+                    runs[-1][2] = current[0].cut()
+                runs.append([record_key, 1, None])
         current[2] += current[0].write(record)
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
         for key in list(self._open):
             yield WindowedValue((key, self._close(key)), GlobalWindow().max_timestamp(), (GlobalWindow(),))
 
-    def _close(self, key: str) -> str:
-        writer, path, _ = self._open.pop(key)
+    def _close(self, key: str) -> tuple[str, list | None]:
+        writer, path, _, runs = self._open.pop(key)
+        if runs:
+            runs[-1][2] = writer.cut()
         writer.close()
-        return path
+        return path, runs
+
+
+class _MoveRecords(beam.DoFn):
+    """(destination, (temporary file, key runs)) -> (final destination, temporary file): a file none of
+    whose records moves is kept as it is; one that holds a record `moves` sends elsewhere is cut between
+    its runs, and the parts copied (bytes, not records) to new files of their final destinations. (The old
+    file goes with the temporary folder, so that a retried attempt finds it again.)"""
+
+    def __init__(self, destinations: dict[str, Destination], run: str):
+        self._destinations = destinations
+        self._run = run
+
+    def process(self, element, moves: dict[str, str]) -> Iterator[tuple[str, str]]:
+        key, (path, runs) = element
+        if not runs or all(moves.get(record_key, key) == key for record_key, _, _ in runs):
+            yield key, path
+            return
+        files: dict[str, tuple[Any, str]] = {}  # final destination -> (raw file, path)
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as source:
+            start = 0
+            for record_key, _, end in runs:
+                target = moves.get(record_key, key)
+                if target not in files:
+                    temp_dir = self._destinations[target].temp_dir(self._run)
+                    new_path = FileSystems.join(temp_dir, f"{uuid.uuid4().hex}.part")
+                    files[target] = (create_file(new_path, temp_dir), new_path)
+                part = source.read(end - start)
+                if len(part) != end - start:
+                    raise ValueError(f"{path} is shorter than what was written to it")
+                files[target][0].write(part)
+                start = end
+        for target, (raw, new_path) in files.items():
+            raw.close()
+            yield target, new_path
 
 
 def plan_shards(sizes: dict[str, int], max_bytes: int, mergeable: bool) -> list[list[str]]:
@@ -155,17 +219,26 @@ class WriteShardsTo(beam.PTransform):
     returns every shard's final path. Every destination gets its shards, one empty shard when no
     record went to it."""
 
-    def __init__(self, destinations: dict[str, Destination]):
+    def __init__(self, destinations: dict[str, Destination], *, moves: beam.pvalue.AsSideInput | None = None):
+        """`moves`: a side input {record key: destination name} for the records of movable destinations
+        that belong elsewhere than where they were sent (the rest stay)."""
         super().__init__()
         self._destinations = dict(destinations)
+        self._moves = moves
 
     def expand(self, keyed_records):
         run = uuid.uuid4().hex[:12]
         # Each input written where it is produced: a Flatten of the records before the writing step
         # would be materialized whole first (every record of a run, held in memory on the DirectRunner).
         inputs = keyed_records if isinstance(keyed_records, (tuple, list)) else (keyed_records,)
-        paths = [records | f"WriteBundleFiles{'' if i == 0 else i}" >> beam.ParDo(
+        written = [records | f"WriteBundleFiles{'' if i == 0 else i}" >> beam.ParDo(
             _WriteBundleFiles(self._destinations, run)) for i, records in enumerate(inputs)]
+        if self._moves is not None:
+            paths = [files | f"MoveRecords{'' if i == 0 else i}" >> beam.ParDo(
+                _MoveRecords(self._destinations, run), self._moves) for i, files in enumerate(written)]
+        else:
+            paths = [files | f"Paths{'' if i == 0 else i}" >> beam.MapTuple(lambda key, file: (key, file[0]))
+                     for i, files in enumerate(written)]
         # A None beside each destination's paths, so that its group fires (and writes an empty shard)
         # with no records.
         # (Not reshuffled: a Create of several elements otherwise adds a stage to spread four tuples.)

@@ -1,6 +1,5 @@
 """A run's figures as Beam combines: mel statistics, tracks per split and label, copies kept together,
-failures by stage,
-and SummarizeByTag, which computes them all in one combine.
+failures by stage, and SummarizeByTag, which computes them all in one combine.
 """
 
 from __future__ import annotations
@@ -16,20 +15,20 @@ from apache_beam.utils.windowed_value import WindowedValue
 from schemas import examples
 from schemas.failure import Failure
 from transforms.featurize_steps import moved_by_copies, split_of_entry
-from transforms.records import MelSegment, TrackSummary
+from transforms.records import TrackMelMoments, TrackSummary
 from transforms.stats import Moments
 
 MAX_FAILURES_LISTED = 100
 
 
 class MelStatsFn(beam.CombineFn):
-    """Per-mel-bin mean and standard deviation over every frame of the input segments."""
+    """TrackMelMoments -> per-mel-bin mean and standard deviation over every frame of them."""
 
     def create_accumulator(self) -> Moments:
         return Moments()
 
-    def add_input(self, accumulator: Moments, segment: MelSegment) -> Moments:
-        return accumulator.add(segment.mel)
+    def add_input(self, accumulator: Moments, track: TrackMelMoments) -> Moments:
+        return accumulator.merge(track.moments)
 
     def merge_accumulators(self, accumulators) -> Moments:
         merged = Moments()

@@ -32,22 +32,41 @@ def frame_record(data: bytes) -> bytes:
 
 
 class _HuffmanGzipWriter:
-    """A write-only gzip stream over a raw file handle."""
+    """A write-only gzip stream over a raw file handle; cut() ends a gzip member there (readers of gzip,
+    Beam's and TensorFlow's among them, read the members of a file one after another), so that the
+    bytes of the records before and after it can be moved apart without decompressing them."""
 
     def __init__(self, raw):
         self._raw = raw
-        self._deflate = zlib.compressobj(6, zlib.DEFLATED, _GZIP_WBITS, 9, zlib.Z_HUFFMAN_ONLY)
+        self._deflate = None
+        self._offset = 0  # compressed bytes written to raw
 
     def write(self, data: bytes) -> None:
-        self._raw.write(self._deflate.compress(data))
+        if self._deflate is None:
+            self._deflate = zlib.compressobj(6, zlib.DEFLATED, _GZIP_WBITS, 9, zlib.Z_HUFFMAN_ONLY)
+        self._put(self._deflate.compress(data))
+
+    def cut(self) -> int:
+        """Ends the member being written (if any); returns the byte offset the next one starts at."""
+        if self._deflate is not None:
+            self._put(self._deflate.flush())
+            self._deflate = None
+        return self._offset
 
     def close(self) -> None:
-        self._raw.write(self._deflate.flush())
+        if self._deflate is None and self._offset == 0:
+            self.write(b"")  # an empty file is still one gzip member
+        self.cut()
         self._raw.close()
+
+    def _put(self, data: bytes) -> None:
+        self._raw.write(data)
+        self._offset += len(data)
 
 
 class GzipTFRecordFormat:
-    """Gzip TFRecord files for WriteShards: each temporary file is a shard (no merging)."""
+    """Gzip TFRecord files for WriteShards: each temporary file is a shard (no merging). Its files can
+    be cut between records (a gzip member each side), which WriteShardsTo's moves need."""
 
     merge = None
 
@@ -63,6 +82,9 @@ class _TFRecordWriter:
         framed = frame_record(record)
         self._gzip.write(framed)
         return len(framed)  # uncompressed: shards close at max_shard_bytes of records
+
+    def cut(self) -> int:
+        return self._gzip.cut()
 
     def close(self) -> None:
         self._gzip.close()
