@@ -18,6 +18,7 @@ Work directory layout (default ~/.cache/cattag/flink-cluster):
     conf/config.yaml     the cluster's Flink config: every address and bind host on 127.0.0.1, ports, slots
     log/jobmanager.log   the JobManager's stdout and stderr (Beam's lib/ logs through slf4j-simple)
     log/taskmanager-N.log
+    log/job-server.log   the cluster's Beam job server (see below)
     tmp/                 io.tmp.dirs and every JVM's java.io.tmpdir (blobs, web uploads, spill files)
     cluster.json         pids (with their start times, against pid reuse), ports, jar: what stop and status read
 
@@ -27,6 +28,12 @@ reports the wanted TaskManagers and slots. `stop` sends SIGTERM to the recorded 
 what is left. Jobs: `--runner FlinkRunner --flink_master localhost:PORT --flink_job_server_jar JAR
 --flink_version 1.19`; each TaskManager then starts its own SDK workers (runners/sdk_worker.py, Beam's PROCESS
 environment, slots-many per TaskManager), as on a real cluster.
+
+The cluster comes with its own Beam job server, started beside it from the same jar (job and artifact ports
+on 127.0.0.1) and named in its configuration (JOB_ENDPOINT_KEY), with BEAM_ON_CLASS_PATH_KEY: a job sent to
+the cluster goes through that job server, and uploads no jars (runners/pipeline.py reads both over REST).
+Starting a job server per job, and uploading its 150 MB class path with every job, took 16 of the 20 s a
+one-clip featurize needed to start (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -54,6 +61,12 @@ BUNDLED_POM = pathlib.Path(__file__).resolve().parent / "flink-job-server" / "po
 DEFAULT_WORKDIR = pathlib.Path.home() / ".cache" / "cattag" / "flink-cluster"
 RESULT_PREFIX = "BASH_JAVA_UTILS_EXEC_RESULT:"
 BASH_JAVA_UTILS = "org.apache.flink.runtime.util.bash.BashJavaUtils"
+# A key of cattag's in the cluster's configuration: its TaskManagers have the job server's lib/ (Beam, Flink's
+# runner) on their class path, loaded parent first. Set it on a cluster of your own built that way too.
+BEAM_ON_CLASS_PATH_KEY = "cattag.beam-on-class-path"
+# Another: host:port of the Beam job server `cattag flink-cluster start` runs beside the cluster.
+JOB_ENDPOINT_KEY = "cattag.job-endpoint"
+JOB_SERVER_CLASS = "org.apache.beam.runners.flink.FlinkJobServerDriver"
 JOBMANAGER_CLASS = "org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint"
 TASKMANAGER_CLASS = "org.apache.flink.runtime.taskexecutor.TaskManagerRunner"
 STATE_FILE = "cluster.json"
@@ -107,7 +120,7 @@ def default_jar(pom: pathlib.Path | None = None, environ: os._Environ | dict | N
     return pathlib.Path(cache) / f"cattag-flink-job-server-{beam}-flink{flink}.jar"
 
 
-def config_text(workdir: pathlib.Path, *, slots: int, rest_port: int, rpc_port: int,
+def config_text(workdir: pathlib.Path, *, slots: int, rest_port: int, rpc_port: int, job_port: int | None = None,
                 jobmanager_memory: str = "1024m") -> str:
     """conf/config.yaml (Flink 1.19 reads flat keys there too): loopback only, files under the work dir.
 
@@ -145,6 +158,8 @@ def config_text(workdir: pathlib.Path, *, slots: int, rest_port: int, rpc_port: 
         # comes from Flink's parent class loader (FlinkExecutableStageContextFactory); otherwise every batch
         # stage started and stopped its own SDK worker processes, 2-3 s each.
         "classloader.resolve-order": "parent-first",
+        # Read back over REST by the launcher (beam_on_class_path): jobs then upload no jars to this cluster.
+        BEAM_ON_CLASS_PATH_KEY: "true",
         "rest.address": HOST,
         "rest.bind-address": HOST,
         "rest.port": rest_port,
@@ -154,6 +169,8 @@ def config_text(workdir: pathlib.Path, *, slots: int, rest_port: int, rpc_port: 
         "web.tmpdir": str(tmp),
         "blob.storage.directory": str(tmp / "blobs"),
     }
+    if job_port is not None:
+        settings[JOB_ENDPOINT_KEY] = f"{HOST}:{job_port}"
     lines = ["# Written by `cattag flink-cluster start` (runners/flink_cluster.py); rewritten on each start."]
     lines += [f"{key}: {json.dumps(value) if isinstance(value, str) else value}" for key, value in settings.items()]
     return "\n".join(lines) + "\n"
@@ -185,6 +202,15 @@ def jvm_command(jar: pathlib.Path, conf: pathlib.Path, tmp: pathlib.Path, log: p
             "-Dorg.slf4j.simpleLogger.showDateTime=true",
             "-Dorg.slf4j.simpleLogger.dateTimeFormat=yyyy-MM-dd HH:mm:ss,SSS",
             "-cp", f"{jar}:{lib}/*", main_class, "--configDir", str(conf), *dynamic_configs]
+
+
+def job_server_command(jar: pathlib.Path, tmp: pathlib.Path, *, rest_port: int, job_port: int,
+                       java: str = "java") -> list[str]:
+    """The cluster's Beam job server: every port on loopback (--job-host; the jar's patched ServerFactory
+    binds it), no expansion service, artifacts under the work dir."""
+    return [java, f"-Djava.io.tmpdir={tmp}", "-cp", f"{jar}:{jar.parent / 'lib'}/*", JOB_SERVER_CLASS,
+            "--flink-master", f"{HOST}:{rest_port}", "--job-host", HOST, "--job-port", str(job_port),
+            "--artifact-port", "0", "--expansion-port", "-1", "--artifacts-dir", str(tmp / "artifacts")]
 
 
 def port_in_use(port: int, host: str = HOST) -> bool:
@@ -227,7 +253,7 @@ def _read_state(workdir: pathlib.Path) -> dict | None:
 
 
 def _processes(state: dict) -> list[dict]:
-    return [state["jobmanager"], *state["taskmanagers"]]
+    return [state["jobmanager"], *state["taskmanagers"], *([state["job_server"]] if "job_server" in state else [])]
 
 
 def _overview(rest_port: int, timeout: float = 2.0) -> dict | None:
@@ -238,19 +264,33 @@ def _overview(rest_port: int, timeout: float = 2.0) -> dict | None:
         return None
 
 
-def slots_per_taskmanager(master: str | None) -> int | None:
-    """Task slots per TaskManager of the cluster whose REST address is `master` (host:port or http://...),
-    from its /overview; None when it does not answer or has no TaskManager."""
+def _rest(master: str | None, path: str):
+    """The JSON a cluster's REST API (`master`: host:port or http://...) answers at `path`; None when it does
+    not answer, or for the embedded cluster ([local], [auto])."""
     if not master or master.startswith("["):
         return None
     address = master.split("://", 1)[-1].rstrip("/")
     try:
-        with urllib.request.urlopen(f"http://{address}/overview", timeout=5) as reply:
-            overview = json.loads(reply.read())
+        with urllib.request.urlopen(f"http://{address}{path}", timeout=5) as reply:
+            return json.loads(reply.read())
     except (urllib.error.URLError, OSError, ValueError):
         return None
+
+
+def slots_per_taskmanager(master: str | None) -> int | None:
+    """Task slots per TaskManager of the cluster at `master`, from its /overview; None when it does not
+    answer or has no TaskManager."""
+    overview = _rest(master, "/overview") or {}
     taskmanagers = overview.get("taskmanagers") or 0
     return overview.get("slots-total", 0) // taskmanagers if taskmanagers else None
+
+
+def cattag_settings(master: str | None) -> dict[str, str]:
+    """The cattag.* keys of the configuration of the cluster at `master` (GET /jobmanager/config):
+    BEAM_ON_CLASS_PATH_KEY, JOB_ENDPOINT_KEY; empty for a cluster cattag did not start, or none answering."""
+    config = _rest(master, "/jobmanager/config") or []
+    return {str(entry["key"]): str(entry.get("value")) for entry in config
+            if isinstance(entry, dict) and str(entry.get("key", "")).startswith("cattag.")}
 
 
 def _tail(path: pathlib.Path, lines: int = 15) -> str:
@@ -298,8 +338,9 @@ def start(workdir, *, jar, taskmanagers: int = 1, slots: int = 2, rest_port: int
     conf, log_dir, tmp = workdir / "conf", workdir / "log", workdir / "tmp"
     for folder in (conf, log_dir, tmp):
         folder.mkdir(parents=True, exist_ok=True)
-    rpc_port = free_port()
-    (conf / "config.yaml").write_text(config_text(workdir, slots=slots, rest_port=rest_port, rpc_port=rpc_port))
+    rpc_port, job_port = free_port(), free_port()
+    (conf / "config.yaml").write_text(config_text(workdir, slots=slots, rest_port=rest_port, rpc_port=rpc_port,
+                                                  job_port=job_port))
     jm_jvm, jm_dynamic = _resource_params(lib, conf, "GET_JM_RESOURCE_PARAMS")
     tm_jvm, tm_dynamic = _resource_params(lib, conf, "GET_TM_RESOURCE_PARAMS")
     for old in log_dir.glob("*.log"):
@@ -307,7 +348,7 @@ def start(workdir, *, jar, taskmanagers: int = 1, slots: int = 2, rest_port: int
 
     began = time.monotonic()
     state = {"workdir": str(workdir), "jar": str(jar), "rest_port": rest_port, "rpc_port": rpc_port,
-             "slots": slots, "taskmanagers": []}
+             "job_port": job_port, "slots": slots, "taskmanagers": []}
     jm_log = log_dir / "jobmanager.log"
     state["jobmanager"] = _launch(jvm_command(jar, conf, tmp, jm_log, JOBMANAGER_CLASS, jm_jvm, jm_dynamic), jm_log)
     _write_state(workdir, state)
@@ -322,6 +363,9 @@ def start(workdir, *, jar, taskmanagers: int = 1, slots: int = 2, rest_port: int
         state["taskmanagers"].append(
             _launch(jvm_command(jar, conf, tmp, tm_log, TASKMANAGER_CLASS, tm_jvm, tm_dynamic), tm_log))
         _write_state(workdir, state)
+    js_log = log_dir / "job-server.log"
+    state["job_server"] = _launch(job_server_command(jar, tmp, rest_port=rest_port, job_port=job_port), js_log)
+    _write_state(workdir, state)
 
     while True:
         dead = [proc for proc in _processes(state) if not _alive(proc["pid"], proc["start_time"])]
@@ -331,7 +375,7 @@ def start(workdir, *, jar, taskmanagers: int = 1, slots: int = 2, rest_port: int
             raise ClusterError(f"Flink process {dead[0]['pid']} exited during start-up; {log}:\n{_tail(log)}")
         overview = _overview(rest_port)
         if (overview and overview.get("taskmanagers") == taskmanagers
-                and overview.get("slots-total") == taskmanagers * slots):
+                and overview.get("slots-total") == taskmanagers * slots and listening(job_port)):
             break
         if time.monotonic() > deadline:
             stop(workdir)
@@ -389,6 +433,7 @@ def status(workdir) -> dict:
     overview = _overview(state["rest_port"]) if alive else None
     info = {"workdir": str(workdir), "running": bool(alive), "pids": alive, "rest_port": state["rest_port"],
             "flink_master": f"localhost:{state['rest_port']}", "jar": state["jar"],
+            "job_endpoint": f"{HOST}:{state['job_port']}" if state.get("job_port") else None,
             "logs": str(workdir / "log"), "overview": overview}
     if overview:
         info.update(taskmanagers=overview.get("taskmanagers"), slots_total=overview.get("slots-total"),

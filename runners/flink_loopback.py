@@ -15,6 +15,7 @@ LOOPBACK worker pool in this process is runners/loopback.py's concern.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import pathlib
 
@@ -24,6 +25,8 @@ from apache_beam.runners.portability import flink_runner, job_server
 from runners.ports import HOST
 
 _LOG = logging.getLogger(__name__)
+# The job-server jar's class (runners/flink-job-server/pom.xml) that detects no jars to stage with a job.
+NO_JARS_TO_STAGE = "org.cattag.flink.NoJarsToStage"
 # Flink's own settings for the cluster the job server embeds (--flink_master [local]): every address and
 # bind host of its JobManager and TaskManager services on loopback.
 LOCAL_FLINK_CONFIG = {
@@ -44,6 +47,10 @@ class JobServerHostOptions(PipelineOptions):
             help="address the Flink job server cattag starts binds its job and artifact ports to (default: "
                  f"{HOST}, this machine only). Anyone who reaches the job port can run code as you: open it "
                  "(0.0.0.0, or one interface's address) only on a network you trust")
+        # The job server's Java option (PipelineResourcesOptions): declared here so that Beam passes it on.
+        # runners/pipeline.py sets it for clusters that have Beam on their class path (the job-server jar's
+        # org.cattag.flink.NoJarsToStage: no jars uploaded with each job).
+        parser.add_argument("--pipeline_resources_detector_factory_class", default=None, help=argparse.SUPPRESS)
 
 
 def is_loopback(host: str) -> bool:

@@ -69,6 +69,7 @@ def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
 
             if portable.environment_type is None:
                 _workers_started_by_taskmanagers(options)
+            _through_the_clusters_job_server(options)
 
             return beam.Pipeline(runner=LoopbackFlinkRunner(), options=options)
         return beam.Pipeline(options=options)
@@ -110,6 +111,28 @@ def _workers_started_by_taskmanagers(options: PipelineOptions) -> None:
         portable.environment_cache_millis = 10 * 60 * 1000
     _LOG.info("--environment_type PROCESS (%s, %s per TaskManager): SDK workers started by the TaskManagers",
               portable.environment_config, portable.sdk_worker_parallelism)
+
+
+def _through_the_clusters_job_server(options: PipelineOptions) -> None:
+    """A cluster `cattag flink-cluster start` started (runners/flink_cluster.cattag_settings) runs a job server
+    beside it, and has Beam on its TaskManagers' class path: the job goes through that job server (unless
+    --job_endpoint names another) and uploads no jars. Otherwise each job starts a job server of its own, and
+    Beam's job server uploads its whole class path (150 MB) to the JobManager with every job: together 16 of
+    the 20 s a one-clip featurize took to start on a running cluster (bench/RESULTS.md)."""
+    from runners import flink_cluster
+    from runners.flink_loopback import NO_JARS_TO_STAGE, JobServerHostOptions
+    from runners.ports import listening
+
+    settings = flink_cluster.cattag_settings(options.get_all_options().get("flink_master"))
+    detector = options.view_as(JobServerHostOptions)
+    beam_installed = settings.get(flink_cluster.BEAM_ON_CLASS_PATH_KEY) == "true"
+    if beam_installed and detector.pipeline_resources_detector_factory_class is None:
+        detector.pipeline_resources_detector_factory_class = NO_JARS_TO_STAGE
+    endpoint = settings.get(flink_cluster.JOB_ENDPOINT_KEY)
+    portable = options.view_as(PortableOptions)
+    if endpoint and portable.job_endpoint is None and listening(int(endpoint.rpartition(":")[2])):
+        portable.job_endpoint = endpoint
+        _LOG.info("through the cluster's job server at %s (no jars uploaded)", endpoint)
 
 
 def _check_flink(options: PipelineOptions) -> None:

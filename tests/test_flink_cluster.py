@@ -56,7 +56,7 @@ def cluster(flink_jar, tmp_path_factory):  # noqa: F811
     info = flink_cluster.start(workdir, jar=flink_jar, taskmanagers=2, slots=1, rest_port=_free_port())
     info["startup_wall_s"] = time.monotonic() - began
     pids = info["pids"]
-    assert len(pids) == 3 and all(_alive(pid) for pid in pids)
+    assert len(pids) == 4 and all(_alive(pid) for pid in pids)  # JobManager, 2 TaskManagers, the job server
     try:
         yield info
     finally:
@@ -84,6 +84,10 @@ def test_status_reports_the_taskmanagers_and_slots(cluster):
                 "taskmanager.host", "taskmanager.bind-host"):
         assert f'{key}: "127.0.0.1"' in config
     assert not sockets.exposed(set().union(*(sockets.descendants(pid) for pid in cluster["pids"])))
+    # Its own job server, named in its configuration with the class path news: jobs go through it, with no jars.
+    assert flink_cluster.cattag_settings(info["flink_master"]) == {
+        flink_cluster.JOB_ENDPOINT_KEY: info["job_endpoint"], flink_cluster.BEAM_ON_CLASS_PATH_KEY: "true"}
+    assert sockets.listeners({cluster["pids"][3]})  # the job server listens (on loopback: the check above)
     assert (pathlib.Path(cluster["workdir"]) / "log" / "taskmanager-0.log").stat().st_size > 0
 
 
@@ -119,11 +123,13 @@ def test_featurize_on_two_taskmanagers_writes_the_same_examples(cluster, flink_j
     jobs = [job for job in _jobs(port) if job not in before]
     assert [job["state"] for job in jobs] == ["FINISHED"], jobs
     assert not (jvm_tmp / "flink-web-upload").exists(), "an embedded Flink cluster ran"
-    taskmanagers = cluster["pids"][1:]
+    taskmanagers = cluster["pids"][1:3]
     assert all(any("cattag-sdk-worker" in command for command in sampler.below[pid]) for pid in taskmanagers), \
         sampler.below
     assert any(s.command.startswith("java") for s in seen)
     assert not [str(s) for s in seen if not s.loopback_only]
+    # Through the cluster's own job server (no job server of the job's, no jars uploaded).
+    assert "Invoking job" in (pathlib.Path(cluster["workdir"]) / "log" / "job-server.log").read_text()
     assert_same_features(tmp_path / "features", direct_features)
 
 
