@@ -22,6 +22,7 @@ from runners.loopback import bind_to_loopback
 _DIRECT_RUNNERS = {None, "DirectRunner", "direct", "SwitchingDirectRunner"}
 _LOCAL_RUNNERS = _DIRECT_RUNNERS | {"BundleBasedDirectRunner", "FnApiRunner", "PrismRunner"}
 _LOG = logging.getLogger(__name__)
+ENVIRONMENT_CACHE_MS = 60 * 1000  # --environment_cache_millis on a cluster: see _workers_started_by_taskmanagers
 
 
 def progress_is_local(options: PipelineOptions, setting: str) -> bool:
@@ -107,8 +108,10 @@ def _workers_started_by_taskmanagers(options: PipelineOptions) -> None:
     if not any(flag.split("=", 1)[0] == "--environment_cache_millis" for flag in getattr(options, "_flags", [])):
         # Keep a job's SDK workers from one stage to the next (a cluster with Beam on its class path, as
         # `cattag flink-cluster` runs it, honours this): without it every batch stage starts its own
-        # processes, and a one-clip featurize took 62 s instead of 35 on 2 TaskManagers.
-        portable.environment_cache_millis = 10 * 60 * 1000
+        # processes, and a one-clip featurize took 62 s instead of 35 on 2 TaskManagers. It is also how long
+        # they outlive the job (Beam releases them that long after their last stage): a minute, not more,
+        # since a tag job's workers hold 1.5-2 GB each and a session cluster runs job after job.
+        portable.environment_cache_millis = ENVIRONMENT_CACHE_MS
     _LOG.info("--environment_type PROCESS (%s, %s per TaskManager): SDK workers started by the TaskManagers",
               portable.environment_config, portable.sdk_worker_parallelism)
 
