@@ -51,6 +51,10 @@ class JobServerHostOptions(PipelineOptions):
         # runners/pipeline.py sets it for clusters that have Beam on their class path (the job-server jar's
         # org.cattag.flink.NoJarsToStage: no jars uploaded with each job).
         parser.add_argument("--pipeline_resources_detector_factory_class", default=None, help=argparse.SUPPRESS)
+        # FlinkPipelineOptions' finishBundleBeforeCheckpointing, which runners/pipeline.py turns on for streaming
+        # jobs (the reason is there): declared so that Beam passes it on.
+        parser.add_argument("--finish_bundle_before_checkpointing", action="store_true", default=None,
+                            help=argparse.SUPPRESS)
 
 
 def is_loopback(host: str) -> bool:

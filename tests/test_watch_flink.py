@@ -1,10 +1,12 @@
 """cattag tag --watch on Flink (embedded in the job server cattag starts) with checkpointing on.
 
 The same contract as the Prism watch (tests/test_watch.py), as a user runs it: files dropped while it
-runs, one written slowly (read only once complete), one replaced; SIGTERM drains it. (A restart on Flink
-is not tested: a second session's source never polled here; issue 27 records it.) With checkpointing on, Beam keeps Flink's sources up
-for ever, so the stop is the launcher's: once the source has stopped and every file it emitted is
-written, it ends the job (runners/streaming.py).
+runs, one written slowly (read only once complete), one replaced; SIGTERM drains it; a second session
+tags only what is new or changed since. With checkpointing on, Beam keeps Flink's sources up for ever, so
+the stop is the launcher's: once the source has stopped and every file it emitted is written, it ends the
+job (runners/streaming.py). Each session waits for its first rows under a deadline: a job whose source
+never polls (what Beam's buffered bundle outputs did to the Impulse's step: runners/pipeline.py,
+_finish_bundles_before_checkpoints) fails it.
 """
 
 from __future__ import annotations
@@ -62,3 +64,22 @@ def test_the_watch_on_flink_with_checkpoints_tags_each_arrival_once_and_stops_dr
     assert [track for track, _ in first] == ["blues.flac", "rock.flac", "rock.flac", "slow.flac"]
 
     assert len(first) == len(set(first))  # one row per (track, content)
+
+    # Restart: a new file and a touched one (same content); only the new one is tagged.
+    shutil.copy(jazz, folder / "new.flac")
+    os.utime(folder / "blues.flac")
+    watcher = Watcher(folder, output, db, log, None, flags)
+    try:
+        watcher.wait_for(lambda: "new.flac" in {r["track_id"] for r in watcher.rows()}, "the new file's row",
+                         timeout_s=180)
+        time.sleep(2)  # a few more polls: nothing else arrives
+        assert watcher.stop() == 0
+    finally:
+        if watcher.process.poll() is None:
+            watcher.process.kill()
+    text = log.read_text()
+    assert text.count("watch stopped (DONE)") == 2 and "Traceback" not in text, text[-3000:]
+    assert "4 files seen complete, 1 tagged, 0 failed, 3 unchanged since tagged" in text, text[-3000:]
+    after = _rows(watcher)
+    assert [track for track, _ in after] == ["blues.flac", "new.flac", "rock.flac", "rock.flac", "slow.flac"]
+    assert len(after) == len(set(after))
