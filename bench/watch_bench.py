@@ -1,6 +1,6 @@
 """cattag tag --watch: latency from a file being complete to its row in the database, and backlog throughput.
 
-    .venv/bin/python bench/watch_bench.py [--files 50] [--rate 0.5] [--backlog-copies 10] [--db duckdb|postgresql]
+    .venv/bin/python bench/watch_bench.py [--files 50] [--rate 0.5] [--backlog-copies 10] [--runner-flags "..."]
 
 One watcher process (musicnn-msd zero-shot, Prism, --poll-interval 2, --window 2, --db), started and
 warmed up on one clip, then:
@@ -9,13 +9,18 @@ warmed up on one clip, then:
      its row in the database, polled every 0.2 s with a read-only connection;
   2. backlog: --backlog-copies x the 60 clips (symlinks with distinct names) moved in at once by one
      rename of a folder; the time until the last of them has a row in OUT, beside a batch `cattag tag`
-     of the same files run before the watcher starts (wall time of the whole command, as a user sees it).
+     of the same files run before the watcher starts (wall time of the whole command, as a user sees it);
+     --backlog-copies 0 leaves it out.
+--runner-flags runs the watcher on another runner (e.g. "--runner FlinkRunner --flink_master [local]
+--flink_job_server_jar JAR --flink_version 1.19 --checkpointing_interval 2000"); the batch command stays on
+DirectRunner.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import pathlib
 import shutil
 import signal
@@ -75,6 +80,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.5, help="seconds between two dropped files")
     parser.add_argument("--backlog-copies", type=int, default=10)
     parser.add_argument("--poll-interval", type=float, default=2.0)
+    parser.add_argument("--runner-flags", default="", help="flags that choose the watcher's runner")
     args = parser.parse_args()
 
     clips = sorted(GTZAN.glob("*/*.flac"))
@@ -85,15 +91,18 @@ def main() -> None:
         for clip in clips:
             (backlog / f"{copy:02d}-{clip.name}").symlink_to(clip)
 
-    started = time.monotonic()
-    batch = cattag("tag", "--input", str(backlog), "--model", "musicnn-msd", "--output", str(work / "batch"),
-                   "--progress", "off", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, err = batch.communicate()
-    if batch.returncode:
-        raise SystemExit(f"batch tag failed:\n{err[-2000:]}")
-    batch_s = time.monotonic() - started
-    n_backlog = len(clips) * args.backlog_copies
-    print(f"batch cattag tag: {n_backlog} tracks in {batch_s:.1f} s ({n_backlog / batch_s:.2f} tracks/s)", flush=True)
+    batch_s = 0.0
+    if args.backlog_copies:
+        started = time.monotonic()
+        batch = cattag("tag", "--input", str(backlog), "--model", "musicnn-msd", "--output", str(work / "batch"),
+                       "--progress", "off", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        _, err = batch.communicate()
+        if batch.returncode:
+            raise SystemExit(f"batch tag failed:\n{err[-2000:]}")
+        batch_s = time.monotonic() - started
+        n_backlog = len(clips) * args.backlog_copies
+        print(f"batch cattag tag: {n_backlog} tracks in {batch_s:.1f} s ({n_backlog / batch_s:.2f} tracks/s)",
+              flush=True)
 
     folder, output, db = work / "incoming", work / "watch", work / "catalogue.duckdb"
     folder.mkdir()
@@ -101,7 +110,7 @@ def main() -> None:
     log = (work / "watch.log").open("wb")
     watcher = cattag("tag", "--watch", "--input", str(folder), "--model", "musicnn-msd", "--output", str(output),
                      "--db", f"duckdb:///{db}", "--poll-interval", str(args.poll_interval), "--window",
-                     str(args.poll_interval), stdout=log, stderr=subprocess.STDOUT)
+                     str(args.poll_interval), *shlex.split(args.runner_flags), stdout=log, stderr=subprocess.STDOUT)
     try:
         startup_s = wait_until(lambda: "warmup.flac" in db_track_ids(db), 300, "the warm-up clip")
         print(f"watcher up, first row in the database after {startup_s:.1f} s", flush=True)
@@ -132,6 +141,8 @@ def main() -> None:
         print(f"latency, file complete -> row in the database, {len(values)} files every {args.rate} s: "
               f"median {statistics.median(values):.1f} s, p95 {p95:.1f} s, max {values[-1]:.1f} s", flush=True)
 
+        if not args.backlog_copies:
+            return
         before = out_track_ids(output)
         moved = time.monotonic()
         os.replace(backlog, folder / "backlog")

@@ -25,14 +25,14 @@ import time
 import uuid
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 from apache_beam.transforms import window
 
 from database import connect, redact
 from pipelines.options import CatalogueOptions
 from pipelines.tag_plan import TagPlan, WatchOptions
 from runners import prism, streaming
-from runners.pipeline import make_pipeline, runs_on_this_machine
+from runners.pipeline import make_pipeline, workers_share_this_disk
 from schemas.tag_output import TagOutput
 from transforms.catalogue import CatalogueEntry
 from transforms.fingerprint import FingerprintInputs, SkipUnchanged, keyed_by_track
@@ -55,6 +55,19 @@ class WatchRun:
     state: str
 
 
+def _cluster_job_cancel(options: PipelineOptions, session: str):
+    """On a Flink cluster: names the job after the session and returns what cancels it over the cluster's REST
+    API (runners.flink_cluster.cancel_jobs_named: a job Flink restarted outlives Beam's cancel); else None."""
+    master = options.get_all_options().get("flink_master")
+    if options.view_as(StandardOptions).runner != "FlinkRunner" or not master or master.startswith("["):
+        return None
+    from runners import flink_cluster
+
+    named = options.view_as(GoogleCloudOptions)
+    named.job_name = named.job_name or f"cattag-watch-{session}"
+    return lambda: flink_cluster.cancel_jobs_named(master, named.job_name)
+
+
 def run(argv: list[str] | None = None) -> WatchRun:
     options = PipelineOptions(argv)
     watch_options = options.view_as(WatchOptions)
@@ -72,7 +85,7 @@ def run(argv: list[str] | None = None) -> WatchRun:
     session = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     control = pathlib.Path(tempfile.mkdtemp(prefix="cattag-watch-"))
     stop_file = str(control / "stop")
-    events_dir = str(control / "events") if prism_path or runs_on_this_machine(options) else None
+    events_dir = str(control / "events") if prism_path or workers_share_this_disk(options) else None
     if events_dir:
         os.mkdir(events_dir)
     stable_s = watch_options.stable_after if watch_options.stable_after is not None else watch_options.poll_interval
@@ -85,11 +98,13 @@ def run(argv: list[str] | None = None) -> WatchRun:
     status = _Status(events_dir)
     try:
         with prism.served(options, prism_path, control / "prism.log"):
+            also_cancel = _cluster_job_cancel(options, session)  # names the job: before the pipeline
             pipeline = make_pipeline(options)
             build(pipeline, plan, source, session=session, window_s=watch_options.window, db_url=watch_options.db,
                   events_dir=events_dir)
             state = streaming.run_until_stopped(pipeline, stop_file, status, stop_timeout_s=watch_options.stop_timeout,
-                                                status_every_s=watch_options.status_every)
+                                                status_every_s=watch_options.status_every,
+                                                also_cancel=also_cancel)
             streaming.quiet_worker_shutdown()
         status.update()  # what the drain wrote, before its folder goes
     finally:

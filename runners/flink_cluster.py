@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import pathlib
 import shlex
@@ -53,6 +54,8 @@ import urllib.request
 import xml.etree.ElementTree as ET
 
 from runners.ports import HOST, free_port, listening
+
+_LOG = logging.getLogger(__name__)
 
 # The Maven recipe of the job server ships inside this package (package data, so an installed wheel has it
 # too); $CATTAG_FLINK_POM names another one.
@@ -275,6 +278,31 @@ def _rest(master: str | None, path: str):
             return json.loads(reply.read())
     except (urllib.error.URLError, OSError, ValueError):
         return None
+
+
+def cancel_jobs_named(master: str | None, name: str, *, wait_s: float = 30.0) -> list[str]:
+    """Cancels the jobs called `name` that still run on the cluster at `master` (REST: PATCH /jobs/ID) and
+    waits up to `wait_s` for them to end; their ids. Beam's job server cancels a job it submitted to a cluster only while its own invocation of it lives:
+    once Flink has restarted the job (a TaskManager lost), cancelling through Beam leaves it running."""
+    if not master or master.startswith("["):
+        return []
+    address = master.split("://", 1)[-1].rstrip("/")
+    cancelled = []
+    for job in (_rest(master, "/jobs/overview") or {}).get("jobs", []):
+        if job.get("name") == name and job.get("state") not in ("FINISHED", "CANCELED", "FAILED"):
+            request = urllib.request.Request(f"http://{address}/jobs/{job['jid']}?mode=cancel", method="PATCH")
+            try:
+                urllib.request.urlopen(request, timeout=5).close()
+                cancelled.append(job["jid"])
+            except (urllib.error.URLError, OSError) as err:
+                _LOG.warning("could not cancel Flink job %s (%s) at %s: %s", job["jid"], name, master, err)
+    deadline = time.monotonic() + wait_s  # cancelling is asynchronous: wait for the slots to come back
+    while cancelled and time.monotonic() < deadline:
+        states = {job.get("jid"): job.get("state") for job in (_rest(master, "/jobs/overview") or {}).get("jobs", [])}
+        if all(states.get(jid) in ("CANCELED", "FAILED", "FINISHED", None) for jid in cancelled):
+            break
+        time.sleep(0.5)
+    return cancelled
 
 
 def slots_per_taskmanager(master: str | None) -> int | None:

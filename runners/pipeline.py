@@ -29,7 +29,18 @@ def progress_is_local(options: PipelineOptions, setting: str) -> bool:
     """Progress files only work where workers share the launcher's disk."""
     if setting != "auto":
         return setting == "on"
-    return runs_on_this_machine(options)
+    return workers_share_this_disk(options)
+
+
+def workers_share_this_disk(options: PipelineOptions) -> bool:
+    """Whether the job's workers can write files the launcher reads (progress, the watch's events): they
+    run here, or on a Flink cluster whose JobManager is this machine (`cattag flink-cluster`), whose
+    TaskManagers start their SDK workers here, as this user."""
+    if runs_on_this_machine(options):
+        return True
+    master = options.get_all_options().get("flink_master") or ""
+    host = master.split("://")[-1].rsplit(":", 1)[0].strip("[]")
+    return options.view_as(StandardOptions).runner == "FlinkRunner" and host in ("localhost", "127.0.0.1", "::1")
 
 
 def runs_on_this_machine(options: PipelineOptions) -> bool:

@@ -12,6 +12,7 @@ import pathlib
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 import apache_beam as beam
@@ -34,9 +35,11 @@ class Status(Protocol):
 
 
 def run_until_stopped(pipeline: beam.Pipeline, stop_file: str, status: Status, *, stop_timeout_s: float,
-                       status_every_s: float, label: str = "watch") -> str:
+                       status_every_s: float, label: str = "watch",
+                       also_cancel: Callable[[], object] | None = None) -> str:
     """Runs the job; the first SIGINT/SIGTERM asks the source to stop (a drain), a second one, or the
-    drain outlasting `stop_timeout_s`, cancels. Returns the job's final state."""
+    drain outlasting `stop_timeout_s`, cancels (through the runner, then `also_cancel`, for a job the
+    runner may have lost hold of). Returns the job's final state."""
     stopping = threading.Event()
     signals = {"count": 0}
 
@@ -78,13 +81,13 @@ def run_until_stopped(pipeline: beam.Pipeline, stop_file: str, status: Status, *
                 drained_since = drained_since or time.monotonic()
                 if time.monotonic() - drained_since > DRAINED_GRACE_S:
                     _LOG.info("%s: drained; ending the job (the runner keeps its sources up)", label)
-                    result.cancel()
+                    _cancel(result, also_cancel)
                     finished.wait(30)
                     return "DONE"
             if stop_deadline is not None and (signals["count"] > 1 or time.monotonic() > stop_deadline):
                 _LOG.warning("%s: cancelling the job (%s)", label, "second signal" if signals["count"] > 1
                              else f"the stop took over {stop_timeout_s:.0f} s")
-                result.cancel()
+                _cancel(result, also_cancel)
                 finished.wait(30)
                 return "CANCELLED"
     finally:
@@ -93,6 +96,14 @@ def run_until_stopped(pipeline: beam.Pipeline, stop_file: str, status: Status, *
     if "error" in outcome:
         raise outcome["error"]
     return str(outcome.get("state"))
+
+
+def _cancel(result, also_cancel: Callable[[], object] | None) -> None:
+    try:
+        result.cancel()
+    finally:
+        if also_cancel:
+            also_cancel()
 
 
 def quiet_worker_shutdown() -> None:

@@ -208,3 +208,74 @@ def test_a_killed_taskmanager_fails_the_job_and_the_same_command_then_completes(
     assert bytes_here == bytes_there
     for key, (_, mel) in there.items():
         np.testing.assert_array_equal(here[key][1], mel)
+
+
+def test_the_watch_on_the_cluster_survives_a_killed_taskmanager_and_a_restart(flink_jar, gtzan_dir,  # noqa: F811
+                                                                              pretrained_cache, tmp_path):
+    """`tag --watch` on a session cluster of two TaskManagers, with checkpoints: the TaskManager that runs the
+    job is killed mid-watch, Flink restarts the job on the other one from its last checkpoint, and the files
+    that arrive after come through; then a drained stop, and a second session that tags only what is new.
+    Every (track, content) has one row."""
+    import shutil
+    import subprocess
+
+    from schemas import tags
+    from tests.test_watch import Watcher
+
+    workdir, port = tmp_path / "cluster", _free_port()
+    flink_cluster.start(workdir, jar=flink_jar, taskmanagers=2, slots=1, rest_port=port)
+    folder, output, log = tmp_path / "incoming", tmp_path / "tags", tmp_path / "watch.log"
+    folder.mkdir()
+    db = f"duckdb:///{tmp_path / 'c.duckdb'}"
+    flags = ("--runner", "FlinkRunner", "--flink_master", f"localhost:{port}", "--flink_job_server_jar", flink_jar,
+             "--flink_version", flink_version(), "--parallelism", "1", "--checkpointing_interval", "2000",
+             f"--job_server_jvm_properties=-Djava.io.tmpdir={tmp_path}")
+    clips = sorted(gtzan_dir.glob("*/*.flac"))
+    blues, rock, jazz, metal = (next(c for c in clips if c.parent.name == g) for g in ("blues", "rock", "jazz", "metal"))
+
+    def tracks() -> set[str]:
+        return {r["track_id"] for r in watcher.rows()}
+
+    try:
+        watcher = Watcher(folder, output, db, log, None, flags)
+        try:
+            shutil.copy(blues, folder / "blues.flac")
+            shutil.copy(rock, folder / "rock.flac")
+            watcher.wait_for(lambda: tracks() >= {"blues.flac", "rock.flac"}, "rows of the first two clips",
+                             timeout_s=180)
+            # The TaskManager whose SDK worker runs the job (parallelism 1: one of the two).
+            state = json.loads((workdir / "cluster.json").read_text())
+            busy = [tm["pid"] for tm in state["taskmanagers"]
+                    if subprocess.run(["pgrep", "-P", str(tm["pid"])], capture_output=True).stdout.strip()]
+            assert len(busy) == 1, state
+            time.sleep(3)  # a checkpoint after those rows
+            os.kill(busy[0], 9)
+            shutil.copy(jazz, folder / "jazz.flac")
+            watcher.wait_for(lambda: "jazz.flac" in tracks(), "the row of a file dropped after the kill",
+                             timeout_s=240)
+            assert any(job["state"] == "RUNNING" for job in _jobs(port))
+            assert watcher.stop(timeout_s=150) == 0
+        finally:
+            if watcher.process.poll() is None:
+                watcher.process.kill()
+        text = log.read_text()
+        assert "watch stopped (DONE)" in text, text[-3000:]
+        assert "switched from state RUNNING to RESTARTING" in (workdir / "log" / "jobmanager.log").read_text()
+        assert not [job for job in _jobs(port) if job["state"] not in ("FINISHED", "CANCELED")]  # none left running
+
+        shutil.copy(metal, folder / "metal.flac")
+        watcher = Watcher(folder, output, db, log, None, flags)
+        try:
+            watcher.wait_for(lambda: "metal.flac" in tracks(), "the new file's row after a restart", timeout_s=180)
+            time.sleep(2)
+            assert watcher.stop(timeout_s=150) == 0
+        finally:
+            if watcher.process.poll() is None:
+                watcher.process.kill()
+        assert not [job for job in _jobs(port) if job["state"] not in ("FINISHED", "CANCELED")]
+    finally:
+        flink_cluster.stop(workdir)
+    text = log.read_text()
+    assert text.count("watch stopped (DONE)") == 2, text[-3000:]
+    rows = sorted((r["track_id"], r[tags.FINGERPRINT]) for r in watcher.rows())
+    assert [track for track, _ in rows] == ["blues.flac", "jazz.flac", "metal.flac", "rock.flac"], rows
