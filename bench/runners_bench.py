@@ -1,6 +1,6 @@
 """The same featurize (and tag) job on each runner cattag supports here: throughput and fixed start-up cost.
 
-    .venv/bin/python bench/runners_bench.py [--copies 10] [--flink-jar JAR] [--only NAME] [--command tag]
+    .venv/bin/python bench/runners_bench.py [--copies 10] [--flink-jar JAR] [--only NAME] [--command tag] [--extra-flags "..."]
 
 Each configuration runs `cattag featurize` as a user would (a fresh process: interpreter start,
 imports, listing, job submission, the job, metadata) twice, on the same files: a one-clip catalogue,
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import pathlib
 import socket
 import subprocess
@@ -67,6 +68,8 @@ def main() -> None:
     parser.add_argument("--only", help="run only the configurations whose name contains this, or one of these "
                                            "comma-separated parts (e.g. 'DirectRunner,2 TM')")
     parser.add_argument("--command", choices=("featurize", "tag"), default="featurize")
+    parser.add_argument("--extra-flags", default="", help="flags added to every configuration's command "
+                                                          "(e.g. '--inference-threads 1')")
     args = parser.parse_args()
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="cattag-runners-"))
@@ -111,6 +114,7 @@ def main() -> None:
         for parallelism in (1, 2):
             configs[f"FlinkRunner [local], parallelism {parallelism}"] = [
                 *flink, "--flink_master", "[local]", "--environment_type", "LOOPBACK", "--parallelism", str(parallelism)]
+    configs = {name: [*flags, *shlex.split(args.extra_flags)] for name, flags in configs.items()}
     if args.only:
         configs = {name: flags for name, flags in configs.items() if any(part in name for part in args.only.split(","))}
     rows, running_shape = [], None
