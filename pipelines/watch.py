@@ -58,10 +58,11 @@ class WatchRun:
 def _cluster_job_cancel(options: PipelineOptions, session: str):
     """On a Flink cluster: names the job after the session and returns what cancels it over the cluster's REST
     API (runners.flink_cluster.cancel_jobs_named: a job Flink restarted outlives Beam's cancel); else None."""
-    master = options.get_all_options().get("flink_master")
-    if options.view_as(StandardOptions).runner != "FlinkRunner" or not master or master.startswith("["):
-        return None
     from runners import flink_cluster
+
+    master = options.get_all_options().get("flink_master")
+    if options.view_as(StandardOptions).runner != "FlinkRunner" or flink_cluster.rest_address(master) is None:
+        return None
 
     named = options.view_as(GoogleCloudOptions)
     named.job_name = named.job_name or f"cattag-watch-{session}"

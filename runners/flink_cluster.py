@@ -56,6 +56,7 @@ import xml.etree.ElementTree as ET
 from runners.ports import HOST, free_port, listening
 
 _LOG = logging.getLogger(__name__)
+_ENDED = ("FINISHED", "CANCELED", "FAILED")  # a Flink job's terminal states
 
 # The Maven recipe of the job server ships inside this package (package data, so an installed wheel has it
 # too); $CATTAG_FLINK_POM names another one.
@@ -267,12 +268,20 @@ def _overview(rest_port: int, timeout: float = 2.0) -> dict | None:
         return None
 
 
+def rest_address(master: str | None) -> str | None:
+    """host:port of a cluster's REST API from --flink_master (host:port or http://...); None for the embedded
+    cluster ([local], [auto]) or none."""
+    if not master or master.startswith("["):
+        return None
+    return master.split("://", 1)[-1].rstrip("/")
+
+
 def _rest(master: str | None, path: str):
     """The JSON a cluster's REST API (`master`: host:port or http://...) answers at `path`; None when it does
     not answer, or for the embedded cluster ([local], [auto])."""
-    if not master or master.startswith("["):
+    address = rest_address(master)
+    if address is None:
         return None
-    address = master.split("://", 1)[-1].rstrip("/")
     try:
         with urllib.request.urlopen(f"http://{address}{path}", timeout=5) as reply:
             return json.loads(reply.read())
@@ -282,14 +291,15 @@ def _rest(master: str | None, path: str):
 
 def cancel_jobs_named(master: str | None, name: str, *, wait_s: float = 30.0) -> list[str]:
     """Cancels the jobs called `name` that still run on the cluster at `master` (REST: PATCH /jobs/ID) and
-    waits up to `wait_s` for them to end; their ids. Beam's job server cancels a job it submitted to a cluster only while its own invocation of it lives:
-    once Flink has restarted the job (a TaskManager lost), cancelling through Beam leaves it running."""
-    if not master or master.startswith("["):
+    waits up to `wait_s` for them to end; their ids. Beam's job server cancels a job it submitted to a
+    cluster only while its own invocation of it lives: once Flink has restarted the job (a TaskManager
+    lost), cancelling through Beam leaves it running."""
+    address = rest_address(master)
+    if address is None:
         return []
-    address = master.split("://", 1)[-1].rstrip("/")
     cancelled = []
     for job in (_rest(master, "/jobs/overview") or {}).get("jobs", []):
-        if job.get("name") == name and job.get("state") not in ("FINISHED", "CANCELED", "FAILED"):
+        if job.get("name") == name and job.get("state") not in _ENDED:
             request = urllib.request.Request(f"http://{address}/jobs/{job['jid']}?mode=cancel", method="PATCH")
             try:
                 urllib.request.urlopen(request, timeout=5).close()
@@ -299,7 +309,7 @@ def cancel_jobs_named(master: str | None, name: str, *, wait_s: float = 30.0) ->
     deadline = time.monotonic() + wait_s  # cancelling is asynchronous: wait for the slots to come back
     while cancelled and time.monotonic() < deadline:
         states = {job.get("jid"): job.get("state") for job in (_rest(master, "/jobs/overview") or {}).get("jobs", [])}
-        if all(states.get(jid) in ("CANCELED", "FAILED", "FINISHED", None) for jid in cancelled):
+        if all(states.get(jid, "FINISHED") in _ENDED for jid in cancelled):
             break
         time.sleep(0.5)
     return cancelled

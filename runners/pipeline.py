@@ -38,9 +38,12 @@ def workers_share_this_disk(options: PipelineOptions) -> bool:
     TaskManagers start their SDK workers here, as this user."""
     if runs_on_this_machine(options):
         return True
-    master = options.get_all_options().get("flink_master") or ""
-    host = master.split("://")[-1].rsplit(":", 1)[0].strip("[]")
-    return options.view_as(StandardOptions).runner == "FlinkRunner" and host in ("localhost", "127.0.0.1", "::1")
+    from runners.flink_cluster import rest_address
+    from runners.flink_loopback import is_loopback
+
+    address = rest_address(options.get_all_options().get("flink_master"))
+    return (options.view_as(StandardOptions).runner == "FlinkRunner" and address is not None
+            and is_loopback(address.rsplit(":", 1)[0].strip("[]")))
 
 
 def runs_on_this_machine(options: PipelineOptions) -> bool:
