@@ -142,7 +142,7 @@ def build(
     if group_copies:
         artists = tracks | "Artists" >> beam.Map(lambda track: (track.entry.track_id, track.entry.artist))
         keys = beam.pvalue.AsSingleton({"words": features["fingerprints"], "artists": artists}
-                                       | "SplitKeysOfCopies" >> SplitKeysOfCopies())
+                                       | "SplitKeysOfCopies" >> SplitKeysOfCopies(output))
         tracks = tracks | "TracksWithCopies" >> beam.Map(featurize_steps.with_copies_key, keys)
         mel_moments = mel_moments | "MomentsWithCopies" >> beam.Map(featurize_steps.with_copies_key, keys)
         moves = beam.pvalue.AsDict(

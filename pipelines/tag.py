@@ -163,7 +163,7 @@ def build(pipeline: beam.Pipeline, plan: ListingPlan, tag_plan: TagPlan, *, run_
     tagged = todo | "TagEntries" >> tag_plan.tag_entries(progress_dir)
     rows = tagged["rows"]
     if tag_plan.settings.health:  # copies of one recording, by their fingerprints, across the run
-        rows = rows | "FindCopies" >> FindCopies()
+        rows = rows | "FindCopies" >> FindCopies(output.path)
     if reused is not None:  # they keep the recording ids of the copies they reused
         rows = (rows, reused) | "WithReused" >> beam.Flatten()
     if tag_plan.settings.health and tag_plan.settings.descriptors:  # loudness far from the rest of the run

@@ -86,6 +86,28 @@ def test_keys_pairs_alignment_and_clusters_end_to_end(recordings):
     assert all(value.startswith("rec-") and len(value) == 20 for value in ids.values())
 
 
+def test_cluster_copies_in_beam_finds_the_same_clusters_and_leaves_no_spilled_file(recordings, tmp_path):
+    """ClusterCopies (the index and the fingerprints spilled to files, shards joined back) against the
+    pure functions on the same fingerprints, with a distinct track that shares no recording."""
+    import apache_beam as beam
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from transforms.duplicate_steps import ClusterCopies
+
+    tracks = {f"{clip}/{name}": words for clip, copies in recordings.items() for name, words in copies.items()}
+    tracks["lone"] = np.random.default_rng(3).integers(0, 2**32, 240, dtype=np.uint64).astype(np.uint32)
+    expected = {track: recording for track, recording in recording_ids(tracks, [
+        (a, b) for a, b in candidate_pairs(tracks)
+        if align(tracks[a], tracks[b]).is_copy(min(len(tracks[a]), len(tracks[b])) * ITEM_S)]).items()
+        if track != "lone"}
+    assert len(set(expected.values())) == len(recordings)
+    spill_root = tmp_path / "spill"
+    with beam.Pipeline("DirectRunner") as pipeline:
+        clusters = (pipeline | beam.Create(sorted(tracks.items())) | ClusterCopies(str(spill_root)))
+        assert_that(clusters, equal_to([expected]))
+    assert not any(spill_root.rglob("*")), "the spilled index and fingerprints outlived the job"
+
+
 def test_silence_and_very_short_audio_have_no_fingerprint_to_match():
     silent = fingerprint(np.zeros(RATE * 10, np.float32), RATE)
     short = fingerprint(np.random.default_rng(0).normal(0, 0.1, RATE // 2).astype(np.float32), RATE)
@@ -115,6 +137,7 @@ def test_tag_gives_copies_one_recording_id_and_names_the_preferred_copy(tmp_path
     # Deterministic: a track with no copy has the id of its own track id.
     from transforms.duplicates import own_recording_id
     assert rows["d-other-song.flac"]["recording_id"] == own_recording_id("d-other-song.flac")
+    assert not list((tmp_path / "tags").glob(".temp-*")), "the clustering's spilled files outlived the job"
 
 
 def test_featurize_keeps_every_copy_of_a_recording_in_one_split(tmp_path, gtzan_dir):
@@ -173,6 +196,7 @@ def test_featurize_keeps_every_copy_of_a_recording_in_one_split(tmp_path, gtzan_
     moved = sorted(track for track in ("master", "compilation", "radio-edit") if grouped[track] != {own[track]})
     assert metadata["copies"] == {"tracks_with_copies": 3, "tracks_moved": 2, "moved": moved}
     assert metadata["split_key"] == "recording, then artist"
+    assert not list((tmp_path / "grouped").glob(".temp-*")), "temporary files outlived the job"
 
     featurize.run([*argv, "--output", str(tmp_path / "by-artist"), "--group-copies", "off"])
     by_artist = splits_of(tmp_path / "by-artist")

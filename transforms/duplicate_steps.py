@@ -2,13 +2,16 @@
 (transforms/duplicates.py has the functions). ClusterCopies finds them; FindCopies annotates tag rows with
 `recording_id` and `duplicate_of`; SplitKeysOfCopies gives featurize the split key each copy shares:
 
-    fingerprints --sampled keys, arrays per bundle--> GroupByKey(key shard) --pairs sharing a key-->
-        GroupByKey(pair shard) --shared enough--> join a's fingerprint, then b's --align--> confirmed copies
+    fingerprints --spilled: sampled keys by key shard, fingerprints by track shard-->
+        GroupByKey(key shard) --pairs sharing a key--> GroupByKey(pair shard) --shared enough--> candidates
+        --join the shard of a's fingerprint--> a's words sent to b's shard --join b's--> align --> copies
         --CombineGlobally(union-find)--> clusters
     FindCopies: clusters --join each member's preference--> preferred copy per cluster --join the rows--> rows
 
-The index travels as numpy blocks (a bundle's keys of one shard in one element): Beam's per-element cost
-would otherwise dominate, as a million tracks hold tens of millions of keys (bench/cluster_scale.py).
+The index and the fingerprints are written to temporary files a bundle at a time (transforms/spill.py),
+and the shuffles carry only the files' sections: a million tracks hold tens of millions of keys, which
+per element would drown in Beam's per-element cost, and as arrays in the shuffles kept 5.9 GB in the
+DirectRunner's memory (bench/cluster_scale.py). Each later step reads back its own shard only.
 
 Only the tracks with a copy travel past the alignment; a track without one gets its own id
 (duplicates.own_recording_id), so the same catalogue gives the same ids on every runner.
@@ -16,6 +19,7 @@ Only the tracks with a copy travel past the alignment; a track without one gets 
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 
 import apache_beam as beam
@@ -23,102 +27,156 @@ import numpy as np
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms import duplicates, splits
+from transforms import duplicates, spill, splits
 from transforms.chromaprint import ITEM_S
 
 
-KEY_SHARDS = 64  # the index's groups: each holds about 1/64 of every key entry, a few MB at a million tracks
-PAIR_SHARDS = 64
-_FLUSH_ENTRIES = 1 << 20  # key entries a worker buffers before it sends them on
+SHARDS = 256  # of the index, of the pairs and of the fingerprints: at a million tracks each holds about 4 MB
+_FLUSH_BYTES = 16 << 20  # what a worker buffers before it writes a file (its memory: a few times this)
 
 
-class _IndexBlocks(beam.DoFn):
-    """(track id, words) -> (key shard, (keys, track hashes)): a bundle's index entries as arrays, one block
-    per shard, so that a million tracks make thousands of elements, not hundreds of millions."""
+def _groups(shards: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """Shard numbers -> (shard, the positions holding it) for each shard present, in shard order."""
+    order = np.argsort(shards, kind="stable")
+    bounds = np.flatnonzero(np.diff(shards[order])) + 1
+    for part in np.split(order, bounds):
+        if len(part):
+            yield int(shards[part[0]]), part
+
+
+def _shard_of(hashes: np.ndarray) -> np.ndarray:
+    return (np.asarray(hashes, np.uint64) % np.uint64(SHARDS)).astype(np.int64)
+
+
+def _fingerprints(ids: list[str], hashes: np.ndarray, words: list[np.ndarray], **more: np.ndarray) -> dict:
+    """Fingerprints as arrays, for a spilled section."""
+    return {"ids": np.array(ids, dtype=str), "hashes": np.asarray(hashes, np.uint64),
+            "lengths": np.array([len(w) for w in words], np.int64),
+            "words": np.concatenate(words) if words else np.zeros(0, np.uint32), **more}
+
+
+def _unpacked(arrays: dict) -> Iterator[tuple[int, str, np.ndarray, int]]:
+    """A section written by _fingerprints -> (track hash, track id, words, position) per fingerprint."""
+    ends = np.cumsum(arrays["lengths"])
+    for i, (track_hash, track_id) in enumerate(zip(arrays["hashes"].tolist(), arrays["ids"].tolist())):
+        yield track_hash, track_id, arrays["words"][ends[i] - arrays["lengths"][i]:ends[i]], i
+
+
+def _read_fingerprints(sections, wanted: set[int]) -> dict[int, list[tuple[str, np.ndarray]]]:
+    """The spilled fingerprints of the tracks in `wanted` (by track hash) -> {hash: [(track id, words)]}:
+    a list, as two ids may share a hash (the alignment then tells them apart)."""
+    found: dict[int, list[tuple[str, np.ndarray]]] = {}
+    for section in sections:
+        for track_hash, track_id, words, _ in _unpacked(spill.read_section(section)):
+            if track_hash in wanted:
+                found.setdefault(track_hash, []).append((track_id, words))
+    return found
+
+
+class _SpillFingerprints(beam.DoFn):
+    """(track id, words) -> {"keys": [(key shard, section)], "words": [(track shard, section)]}: a bundle's
+    index entries (each track's sampled words) and fingerprints, written to one file per bundle (or per
+    _FLUSH_BYTES), so that a million tracks make a few hundred small elements to shuffle, not gigabytes."""
+
+    def __init__(self, folder: str):
+        self._folder = folder
 
     def start_bundle(self) -> None:
+        self._ids: list[str] = []
+        self._words: list[np.ndarray] = []
         self._keys: list[np.ndarray] = []
-        self._tracks: list[np.ndarray] = []
-        self._entries = 0
+        self._bytes = 0
 
-    def process(self, element) -> Iterator[tuple[int, tuple[np.ndarray, np.ndarray]]]:
+    def process(self, element) -> Iterator[dict]:
         track_id, words = element
-        keys = duplicates.index_keys(np.asarray(words, np.uint32))
-        self._keys.append(keys)
-        self._tracks.append(np.full(len(keys), duplicates.track_hash(track_id), np.uint64))
-        self._entries += len(keys)
-        if self._entries >= _FLUSH_ENTRIES:
-            yield from self._blocks()
+        words = np.asarray(words, np.uint32)
+        self._ids.append(track_id)
+        self._words.append(words)
+        self._keys.append(duplicates.index_keys(words))
+        self._bytes += 4 * len(words) + 12 * len(self._keys[-1]) + len(track_id)
+        if self._bytes >= _FLUSH_BYTES:
+            yield self._written()
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
-        for block in self._blocks():
-            yield WindowedValue(block, GlobalWindow().max_timestamp(), (GlobalWindow(),))
+        if self._ids:
+            yield WindowedValue(self._written(), GlobalWindow().max_timestamp(), (GlobalWindow(),))
 
-    def _blocks(self) -> Iterator[tuple[int, tuple[np.ndarray, np.ndarray]]]:
-        if not self._entries:
-            return
-        keys, tracks = np.concatenate(self._keys), np.concatenate(self._tracks)
+    def _written(self) -> dict:
+        ids, words, keys = self._ids, self._words, self._keys
         self.start_bundle()
-        yield from _by_shard(keys % KEY_SHARDS, keys, tracks)
+        hashes = np.array([duplicates.track_hash(track) for track in ids], np.uint64)
+        entry_keys = np.concatenate(keys)
+        entry_tracks = np.repeat(hashes, [len(k) for k in keys])
+        parts = [(("keys", shard), {"keys": entry_keys[at], "tracks": entry_tracks[at]})
+                 for shard, at in _groups((entry_keys % np.uint32(SHARDS)).astype(np.int64))]
+        parts += [(("words", shard), _fingerprints([ids[i] for i in at], hashes[at], [words[i] for i in at]))
+                  for shard, at in _groups(_shard_of(hashes))]
+        sections = spill.write_sections(self._folder, parts)
+        return {kind: [(shard, section) for (of, shard), section in sections if of == kind] for kind in ("keys", "words")}
 
 
-def _by_shard(shards: np.ndarray, first: np.ndarray, second: np.ndarray) -> Iterator[tuple[int, tuple]]:
-    order = np.argsort(shards, kind="stable")
-    shards, first, second = shards[order], first[order], second[order]
-    bounds = np.flatnonzero(np.diff(shards)) + 1
-    for part in np.split(np.arange(len(shards)), bounds):
-        if len(part):
-            yield int(shards[part[0]]), (first[part], second[part])
+def _pairs_of_key_shard(element, folder: str) -> Iterator[tuple[int, spill.Section]]:
+    """(key shard, sections of index entries) -> (pair shard, section of pairs): every pair of tracks sharing
+    a key, once per key, sent to the shard of the pair so that one shard counts all of a pair's keys."""
+    _, sections = element
+    blocks = [spill.read_section(section) for section in sections]
+    a, b = duplicates.pairs_in_block(np.concatenate([block["keys"] for block in blocks]),
+                                     np.concatenate([block["tracks"] for block in blocks]))
+    yield from spill.write_sections(folder, [(shard, {"a": a[at], "b": b[at]})
+                                             for shard, at in _groups(_shard_of(a ^ b))])
 
 
-def _pairs_of_shard(element) -> Iterator[tuple[int, tuple[np.ndarray, np.ndarray]]]:
-    """(key shard, blocks) -> (pair shard, (a hashes, b hashes)): every pair of tracks sharing a key, once
-    per key, sent to the shard of the pair so that one shard counts all of a pair's keys."""
-    _, blocks = element
-    blocks = list(blocks)
-    a, b = duplicates.pairs_in_block(np.concatenate([keys for keys, _ in blocks]),
-                                     np.concatenate([tracks for _, tracks in blocks]))
-    yield from _by_shard((a ^ b) % np.uint64(PAIR_SHARDS), a, b)
+def _candidates_of_pair_shard(element) -> Iterator[tuple[int, tuple[np.ndarray, np.ndarray]]]:
+    """(pair shard, sections of pairs) -> (track shard of a, (a hashes, b hashes)) of the pairs sharing enough
+    keys: few (copies, and the rare chance pair), so they travel as arrays, not spilled."""
+    _, sections = element
+    blocks = [spill.read_section(section) for section in sections]
+    pairs = duplicates.count_pairs(np.concatenate([block["a"] for block in blocks]),
+                                   np.concatenate([block["b"] for block in blocks]))
+    if pairs:
+        a, b = np.array(pairs, np.uint64).T
+        for shard, at in _groups(_shard_of(a)):
+            yield shard, (a[at], b[at])
 
 
-def _candidates_of_shard(element) -> Iterator[tuple[int, int]]:
-    """(pair shard, blocks of pairs) -> (a hash, b hash) of each pair sharing enough keys."""
-    _, blocks = element
-    blocks = list(blocks)
-    yield from duplicates.count_pairs(np.concatenate([a for a, _ in blocks]), np.concatenate([b for _, b in blocks]))
-
-
-def _with_first(element) -> Iterator[tuple[int, tuple[str, np.ndarray]]]:
+def _firsts_of_shard(element, folder: str) -> Iterator[tuple[int, spill.Section]]:
+    """(track shard, {"pairs": candidate pairs whose a is in it, "words": its fingerprints' sections}) ->
+    (track shard of b, section of (b hash, a's id, a's words)): a's fingerprint sent to where b's is."""
     _, grouped = element
-    for first in grouped["words"]:
-        for b in grouped["pairs"]:
-            yield b, first
+    pairs = list(grouped["pairs"])
+    if not pairs:
+        return
+    a = np.concatenate([first for first, _ in pairs])
+    b = np.concatenate([second for _, second in pairs])
+    fingerprints = _read_fingerprints(grouped["words"], set(a.tolist()))
+    partners, ids, words = [], [], []
+    for first, second in zip(a.tolist(), b.tolist()):
+        for track_id, track_words in fingerprints.get(first, ()):
+            partners.append(second)
+            ids.append(track_id)
+            words.append(track_words)
+    partners = np.array(partners, np.uint64)
+    yield from spill.write_sections(folder, [
+        (shard, _fingerprints([ids[i] for i in at], partners[at], [words[i] for i in at]))
+        for shard, at in _groups(_shard_of(partners))])
 
 
-def _confirmed(element, only_pairs_with: str | None) -> Iterator[tuple[str, str]]:
+def _confirmed_of_shard(element, only_pairs_with: str | None) -> Iterator[tuple[str, str]]:
+    """(track shard, {"firsts": sections from _firsts_of_shard, "words": its fingerprints' sections}) ->
+    (a id, b id), smaller first, of each candidate pair the alignment confirms as copies."""
     _, grouped = element
-    for b, words_b in grouped["words"]:
-        for a, words_a in grouped["firsts"]:
-            if a == b or (only_pairs_with and not (a.startswith(only_pairs_with) or b.startswith(only_pairs_with))):
-                continue
-            shorter = min(len(words_a), len(words_b)) * ITEM_S
-            if duplicates.align(words_a, words_b).is_copy(shorter):
-                yield min(a, b), max(a, b)
-
-
-class _SetOf(beam.CombineFn):
-    def create_accumulator(self) -> set:
-        return set()
-
-    def add_input(self, accumulator: set, value) -> set:
-        accumulator.add(value)
-        return accumulator
-
-    def merge_accumulators(self, accumulators) -> set:
-        return set().union(*accumulators)
-
-    def extract_output(self, accumulator: set) -> frozenset:
-        return frozenset(accumulator)
+    firsts = [spill.read_section(section) for section in grouped["firsts"]]
+    if not firsts:
+        return
+    seconds = _read_fingerprints(grouped["words"], {int(h) for block in firsts for h in block["hashes"]})
+    for block in firsts:
+        for partner, a, words_a, _ in _unpacked(block):
+            for b, words_b in seconds.get(partner, ()):
+                if a == b or (only_pairs_with and not (a.startswith(only_pairs_with) or b.startswith(only_pairs_with))):
+                    continue
+                shorter = min(len(words_a), len(words_b)) * ITEM_S
+                if duplicates.align(words_a, words_b).is_copy(shorter):
+                    yield min(a, b), max(a, b)
 
 
 class _Clusters(beam.CombineFn):
@@ -166,44 +224,54 @@ class ClusterCopies(beam.PTransform):
     """(track id, fingerprint words) -> one dict {track id: recording id} of every track that has a copy
     (a track missing from it has none: duplicates.own_recording_id is its recording). For a side input.
 
+    `temp_dir`: where the index and the fingerprints are spilled (transforms/spill.py), a folder every
+    worker reaches (the pipelines give their output folder); by default a new local temporary folder, which
+    serves the runners of one machine. The spilled files are removed once the clusters are known.
     `only_pairs_with`: align only the pairs where a track id starts with it (the new tracks of a run
     against the ones an output holds, whose pairs among themselves were settled when they were tagged)."""
 
-    def __init__(self, only_pairs_with: str | None = None):
+    def __init__(self, temp_dir: str | None = None, only_pairs_with: str | None = None):
         super().__init__()
+        self._folder = spill.new_folder(temp_dir or tempfile.mkdtemp(prefix="cattag-copies-"))
         self._only_pairs_with = only_pairs_with
 
     def expand(self, words):
-        words = words | "AsArrays" >> beam.Map(lambda kv: (kv[0], np.asarray(kv[1], np.uint32)))
-        candidates = (words
-                      | "IndexKeys" >> beam.ParDo(_IndexBlocks())
+        folder = self._folder
+        spilled = words | "SpillFingerprints" >> beam.ParDo(_SpillFingerprints(folder))
+        fingerprints = spilled | "FingerprintSections" >> beam.FlatMap(lambda written: written["words"])
+        candidates = (spilled
+                      | "KeySections" >> beam.FlatMap(lambda written: written["keys"])
                       | "ByKeyShard" >> beam.GroupByKey()
-                      | "PairsSharingKeys" >> beam.FlatMap(_pairs_of_shard)
+                      | "PairsSharingKeys" >> beam.FlatMap(_pairs_of_key_shard, folder)
                       | "ByPairShard" >> beam.GroupByKey()
-                      | "EnoughShared" >> beam.FlatMap(_candidates_of_shard))
-        # Only the fingerprints of candidate tracks go through the joins: at a million tracks the joins of
-        # all of them held most of the job's memory (bench/cluster_scale.py).
-        in_pairs = beam.pvalue.AsSingleton(
-            candidates | "CandidateTracks" >> beam.FlatMap(lambda pair: pair)
-            | "AsSet" >> beam.CombineGlobally(_SetOf()))
-        by_hash = (words
-                   | "ByTrackHash" >> beam.Map(lambda kv: (duplicates.track_hash(kv[0]), kv))
-                   | "OfCandidates" >> beam.Filter(lambda kv, tracks: kv[0] in tracks, in_pairs))
-        firsts = ({"pairs": candidates, "words": by_hash} | "JoinFirst" >> beam.CoGroupByKey()
-                  | "WithFirst" >> beam.FlatMap(_with_first))
-        copies = ({"firsts": firsts, "words": by_hash} | "JoinSecond" >> beam.CoGroupByKey()
-                  | "Align" >> beam.FlatMap(_confirmed, self._only_pairs_with))
-        return copies | "Clusters" >> beam.CombineGlobally(_Clusters())
+                      | "EnoughShared" >> beam.FlatMap(_candidates_of_pair_shard))
+        firsts = ({"pairs": candidates, "words": fingerprints} | "JoinFirst" >> beam.CoGroupByKey()
+                  | "FirstsToSeconds" >> beam.FlatMap(_firsts_of_shard, folder))
+        copies = ({"firsts": firsts, "words": fingerprints} | "JoinSecond" >> beam.CoGroupByKey()
+                  | "Align" >> beam.FlatMap(_confirmed_of_shard, self._only_pairs_with))
+        return (copies | "Clusters" >> beam.CombineGlobally(_Clusters())
+                | "RemoveSpilled" >> beam.Map(_after_removing, folder))
+
+
+def _after_removing(clusters: dict, folder: str) -> dict:
+    """The clusters, once the spilled files are gone: every step that reads them is done by now."""
+    spill.remove_folder(folder)
+    return clusters
 
 
 class FindCopies(beam.PTransform):
-    """Tag rows (with `fingerprint`) -> the rows with `recording_id` and `duplicate_of` set."""
+    """Tag rows (with `fingerprint`) -> the rows with `recording_id` and `duplicate_of` set. `temp_dir`: as
+    ClusterCopies'."""
+
+    def __init__(self, temp_dir: str | None = None):
+        super().__init__()
+        self._temp_dir = temp_dir
 
     def expand(self, rows):
         keyed = rows | "RowByTrack" >> beam.Map(lambda row: (row["track_id"], row))
         words = rows | "Fingerprints" >> beam.FlatMap(
             lambda row: [(row["track_id"], list(row["fingerprint"]))] if row.get("fingerprint") else [])
-        clusters = words | "ClusterCopies" >> ClusterCopies()
+        clusters = words | "ClusterCopies" >> ClusterCopies(self._temp_dir)
         members = clusters | "Members" >> beam.FlatMap(_members)
         preferences = rows | "Preference" >> beam.Map(
             lambda row: (row["track_id"], duplicates.preference(row["uri"], row.get("health_flags"))))
@@ -227,10 +295,15 @@ def _copies_keys(element) -> Iterator[tuple[str, str]]:
 
 class SplitKeysOfCopies(beam.PTransform):
     """{"words": (track id, fingerprint words), "artists": (track id, artist or None)} -> one dict
-    {track id: split key} of every track that has a copy (transforms.splits.copies_key), for featurize."""
+    {track id: split key} of every track that has a copy (transforms.splits.copies_key), for featurize.
+    `temp_dir`: as ClusterCopies'."""
+
+    def __init__(self, temp_dir: str | None = None):
+        super().__init__()
+        self._temp_dir = temp_dir
 
     def expand(self, inputs):
-        members = (inputs["words"] | "ClusterCopies" >> ClusterCopies()
+        members = (inputs["words"] | "ClusterCopies" >> ClusterCopies(self._temp_dir)
                    | "Members" >> beam.FlatMap(_members))
         return ({"recording": members, "artist": inputs["artists"]} | "JoinArtists" >> beam.CoGroupByKey()
                 | "ByRecording" >> beam.FlatMap(

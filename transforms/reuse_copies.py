@@ -184,7 +184,7 @@ class ReuseCopies(beam.PTransform):
                     if row.get("fingerprint") else []),
                   measured.measured | "NewWords" >> beam.Map(lambda kv: (NEW + kv[0], kv[1][1])))
                  | "AllWords" >> beam.Flatten())
-        clusters = words | "ClusterCopies" >> ClusterCopies(only_pairs_with=NEW)
+        clusters = words | "ClusterCopies" >> ClusterCopies(self._output, only_pairs_with=NEW)
         matched = measured.measured | "MatchHeld" >> beam.ParDo(
             _MatchHeld(), beam.pvalue.AsSingleton(clusters)).with_outputs(_MatchHeld.TODO, main="copies")
         reused = ({"copy": matched.copies, "held": held | "HeldById" >> beam.Map(lambda row: (row["track_id"], row))}
