@@ -31,7 +31,12 @@ from transforms import duplicates, spill, splits
 from transforms.chromaprint import ITEM_S
 
 
-SHARDS = 256  # of the index, of the pairs and of the fingerprints: at a million tracks each holds about 4 MB
+# Shards of the index, of the fingerprints and of the pairs: at a million tracks one index or fingerprint
+# shard holds about 16 MB. The pairs' step writes KEY_SHARDS x PAIR_SHARDS sections at most, which a small
+# catalogue pays for in file reads (256 x 256 made featurize of 600 tracks 80% slower, 64 x 32: bench/RESULTS.md).
+KEY_SHARDS = 64
+TRACK_SHARDS = 64
+PAIR_SHARDS = 32
 _FLUSH_BYTES = 16 << 20  # what a worker buffers before it writes a file (its memory: a few times this)
 
 
@@ -44,8 +49,8 @@ def _groups(shards: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
             yield int(shards[part[0]]), part
 
 
-def _shard_of(hashes: np.ndarray) -> np.ndarray:
-    return (np.asarray(hashes, np.uint64) % np.uint64(SHARDS)).astype(np.int64)
+def _shard_of(hashes: np.ndarray, shards: int = TRACK_SHARDS) -> np.ndarray:
+    return (np.asarray(hashes, np.uint64) % np.uint64(shards)).astype(np.int64)
 
 
 def _fingerprints(ids: list[str], hashes: np.ndarray, words: list[np.ndarray], **more: np.ndarray) -> dict:
@@ -66,8 +71,8 @@ def _read_fingerprints(sections, wanted: set[int]) -> dict[int, list[tuple[str, 
     """The spilled fingerprints of the tracks in `wanted` (by track hash) -> {hash: [(track id, words)]}:
     a list, as two ids may share a hash (the alignment then tells them apart)."""
     found: dict[int, list[tuple[str, np.ndarray]]] = {}
-    for section in sections:
-        for track_hash, track_id, words, _ in _unpacked(spill.read_section(section)):
+    for arrays in spill.read_sections(sections):
+        for track_hash, track_id, words, _ in _unpacked(arrays):
             if track_hash in wanted:
                 found.setdefault(track_hash, []).append((track_id, words))
     return found
@@ -108,7 +113,7 @@ class _SpillFingerprints(beam.DoFn):
         entry_keys = np.concatenate(keys)
         entry_tracks = np.repeat(hashes, [len(k) for k in keys])
         parts = [(("keys", shard), {"keys": entry_keys[at], "tracks": entry_tracks[at]})
-                 for shard, at in _groups((entry_keys % np.uint32(SHARDS)).astype(np.int64))]
+                 for shard, at in _groups(_shard_of(entry_keys, KEY_SHARDS))]
         parts += [(("words", shard), _fingerprints([ids[i] for i in at], hashes[at], [words[i] for i in at]))
                   for shard, at in _groups(_shard_of(hashes))]
         sections = spill.write_sections(self._folder, parts)
@@ -119,18 +124,18 @@ def _pairs_of_key_shard(element, folder: str) -> Iterator[tuple[int, spill.Secti
     """(key shard, sections of index entries) -> (pair shard, section of pairs): every pair of tracks sharing
     a key, once per key, sent to the shard of the pair so that one shard counts all of a pair's keys."""
     _, sections = element
-    blocks = [spill.read_section(section) for section in sections]
+    blocks = spill.read_sections(sections)
     a, b = duplicates.pairs_in_block(np.concatenate([block["keys"] for block in blocks]),
                                      np.concatenate([block["tracks"] for block in blocks]))
     yield from spill.write_sections(folder, [(shard, {"a": a[at], "b": b[at]})
-                                             for shard, at in _groups(_shard_of(a ^ b))])
+                                             for shard, at in _groups(_shard_of(a ^ b, PAIR_SHARDS))])
 
 
 def _candidates_of_pair_shard(element) -> Iterator[tuple[int, tuple[np.ndarray, np.ndarray]]]:
     """(pair shard, sections of pairs) -> (track shard of a, (a hashes, b hashes)) of the pairs sharing enough
     keys: few (copies, and the rare chance pair), so they travel as arrays, not spilled."""
     _, sections = element
-    blocks = [spill.read_section(section) for section in sections]
+    blocks = spill.read_sections(sections)
     pairs = duplicates.count_pairs(np.concatenate([block["a"] for block in blocks]),
                                    np.concatenate([block["b"] for block in blocks]))
     if pairs:
@@ -165,7 +170,7 @@ def _confirmed_of_shard(element, only_pairs_with: str | None) -> Iterator[tuple[
     """(track shard, {"firsts": sections from _firsts_of_shard, "words": its fingerprints' sections}) ->
     (a id, b id), smaller first, of each candidate pair the alignment confirms as copies."""
     _, grouped = element
-    firsts = [spill.read_section(section) for section in grouped["firsts"]]
+    firsts = spill.read_sections(grouped["firsts"])
     if not firsts:
         return
     seconds = _read_fingerprints(grouped["words"], {int(h) for block in firsts for h in block["hashes"]})
