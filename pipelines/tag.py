@@ -3,7 +3,8 @@
     ListCatalogue -> FanOutDecode -> Fingerprint -> [skip tracks OUT holds for this model]
         -> [ReuseCopies: copies of held tracks take their tags] --------------------------------.
         -> TagEntries (FeaturizeTracks, TagTracks: RunInference, aggregate per track)           |
-        -> [FindCopies: copies within the run share a recording id] -> WriteTags (OUT/tags-<run>-*.parquet)
+        -> [FindCopies: copies within the run share a recording id]
+        -> [LinkHeldCopies: --skip-existing, copies of held tracks join their recordings] -> WriteTags (OUT/tags-<run>-*.parquet)
         '-> failures (+ rejected) -> WriteErrors (OUT/_errors/*.parquet)
 
 The feature config comes from the model, and the audio goes through the same FeaturizeTracks as
@@ -32,6 +33,7 @@ from schemas.failure import ERRORS_SCHEMA, Failure
 from schemas.tag_output import RunRecord, TagOutput, read_tables
 from transforms import counters
 from transforms.duplicate_steps import FindCopies
+from transforms.link_copies import LinkHeldCopies
 from transforms.fingerprint import FingerprintInputs, SkipHeld
 from transforms.listing import ListCatalogue, ListingPlan, plan_listing
 from transforms.parquet_shards import WriteToParquetShards
@@ -164,6 +166,9 @@ def build(pipeline: beam.Pipeline, plan: ListingPlan, tag_plan: TagPlan, *, run_
     rows = tagged["rows"]
     if tag_plan.settings.health:  # copies of one recording, by their fingerprints, across the run
         rows = rows | "FindCopies" >> FindCopies(output.path)
+        # ... and across runs: ReuseCopies has matched this model's held rows already.
+        if skip_held and tag_plan.link_duplicates and not tag_plan.reuse_duplicates:
+            rows = rows | "LinkHeldCopies" >> LinkHeldCopies(output.tag_files(), output.path)
     if reused is not None:  # they keep the recording ids of the copies they reused
         rows = (rows, reused) | "WithReused" >> beam.Flatten()
     if tag_plan.settings.health and tag_plan.settings.descriptors:  # loudness far from the rest of the run

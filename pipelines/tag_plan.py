@@ -73,6 +73,11 @@ class TagOptions(PipelineOptions):
                                  "model (the same bytes, or the same recording by its audio fingerprint) takes that "
                                  "track's tags instead of running the model; its own health and loudness are "
                                  "measured, and `reused_from` names the copy. Costs one extra decode per new input")
+        parser.add_argument("--link-duplicates", choices=("on", "off"), default="on",
+                            help="with --skip-existing and --health on: a new input that is a copy of a track --output "
+                                 "holds (from any earlier run or a watch) takes that track's recording_id, and "
+                                 "duplicate_of its preferred copy; off leaves copies linked within this run only. "
+                                 "Costs a read of the held fingerprints per run (default %(default)s)")
 
 
 class WatchOptions(PipelineOptions):
@@ -114,6 +119,7 @@ class TagPlan:
     inference_batch_size: int = DEFAULT_BATCH_SIZE
     inference_threads: int = 0
     reuse_duplicates: bool = False
+    link_duplicates: bool = True
 
     @classmethod
     def from_options(cls, options: PipelineOptions, *, tagged_at: datetime.datetime | None) -> TagPlan:
@@ -145,7 +151,8 @@ class TagPlan:
                    assets=assets, settings=settings, policy=catalogue_options.segment_policy(),
                    inference_batch_size=tag_options.inference_batch_size,
                    inference_threads=tag_options.inference_threads,
-                   reuse_duplicates=tag_options.reuse_duplicates)
+                   reuse_duplicates=tag_options.reuse_duplicates,
+                   link_duplicates=tag_options.link_duplicates == "on")
 
     @property
     def model_version(self) -> str:

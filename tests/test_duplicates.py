@@ -246,6 +246,60 @@ def test_skip_existing_reuses_the_tags_of_a_copy_already_tagged(tmp_path, gtzan_
     assert sorted(record["reused"] for record in records) == [0, 2]
 
 
+def test_skip_existing_links_a_new_copy_to_the_recording_an_earlier_run_found(tmp_path, gtzan_dir, small_model):
+    """A second run over a grown folder, tags not reused: the new MP3 of a held master joins the held
+    recording (duplicate_of the held preferred copy), two new copies of a new song share an id of their own,
+    and a new song stays alone; with --link-duplicates off the MP3 keeps an id of this run."""
+    from pipelines import tag
+    from transforms.duplicates import own_recording_id
+
+    folder = tmp_path / "catalogue"
+    folder.mkdir()
+    ffmpeg = shutil.which("ffmpeg")
+
+    def encode(source, target, *args):
+        subprocess.run([ffmpeg, "-loglevel", "error", "-y", "-i", str(source), *args, str(folder / target)], check=True)
+
+    master = require(gtzan_dir / "rock" / "rock.00000.flac")
+    shutil.copy(master, folder / "a-master.flac")
+    encode(master, "c-radio-edit.flac", "-ss", "3", "-t", "24")
+    argv = ["--input", str(folder), "--model", small_model[0], "--progress", "off"]
+    tag.run([*argv, "--output", str(tmp_path / "tags")])
+    held = {row["track_id"]: row for row in tag.read_tags(str(tmp_path / "tags")).to_pylist()}
+    recording = held["a-master.flac"]["recording_id"]
+    assert held["c-radio-edit.flac"]["recording_id"] == recording
+    shutil.copytree(tmp_path / "tags", tmp_path / "tags-unlinked")
+
+    encode(master, "b-compilation.mp3", "-b:a", "128k")
+    other = require(gtzan_dir / "rock" / "rock.00002.flac")
+    shutil.copy(other, folder / "f-other.flac")
+    encode(other, "g-other.ogg", "-af", "volume=-6dB")
+    shutil.copy(require(gtzan_dir / "rock" / "rock.00001.flac"), folder / "e-new-song.flac")
+    second = tag.run([*argv, "--output", str(tmp_path / "tags"), "--skip-existing"])
+    assert (second.inputs, second.skipped, second.tagged, second.reused) == (6, 2, 4, 0)
+    rows = {row["track_id"]: row for row in tag.read_tags(str(tmp_path / "tags")).to_pylist()}
+    assert rows["b-compilation.mp3"]["recording_id"] == recording
+    assert rows["b-compilation.mp3"]["duplicate_of"] == "a-master.flac"
+    assert rows["f-other.flac"]["recording_id"] == rows["g-other.ogg"]["recording_id"] != recording
+    assert rows["g-other.ogg"]["duplicate_of"] == "f-other.flac" and rows["f-other.flac"]["duplicate_of"] is None
+    assert rows["e-new-song.flac"]["recording_id"] == own_recording_id("e-new-song.flac")
+    assert not list((tmp_path / "tags").glob(".temp-*")), "the clustering's spilled files outlived the job"
+
+    tag.run([*argv, "--output", str(tmp_path / "tags-unlinked"), "--skip-existing", "--link-duplicates", "off"])
+    unlinked = {row["track_id"]: row for row in tag.read_tags(str(tmp_path / "tags-unlinked")).to_pylist()}
+    assert unlinked["b-compilation.mp3"]["recording_id"] == own_recording_id("b-compilation.mp3") != recording
+
+
+def test_shared_keys_counts_what_a_set_intersection_counts():
+    from transforms.link_copies import shared_keys
+
+    rng = np.random.default_rng(8)
+    known = np.unique(rng.integers(0, 5000, 700).astype(np.uint32))
+    for keys in (np.unique(rng.integers(0, 5000, 60).astype(np.uint32)), np.array([0, 4999, 6000], np.uint32),
+                 np.zeros(0, np.uint32)):
+        assert shared_keys(keys, known) == len(set(keys.tolist()) & set(known.tolist()))
+
+
 def test_the_vectorized_index_finds_the_pairs_a_plain_loop_finds():
     """pairs_in_block + count_pairs against a dictionary of key -> tracks, on keys crowded on purpose (a key
     held by more tracks than MAX_TRACKS_PER_KEY gives no pair) and a track listed twice."""

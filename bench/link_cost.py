@@ -1,0 +1,131 @@
+"""What linking new copies to held recordings costs an incremental `cattag tag --skip-existing` run
+(transforms/link_copies.py: the held fingerprints read and indexed again each run), against the output's size.
+
+    .venv/bin/python bench/link_cost.py [--held 10000,100000] [--new 20] [--rounds 2]
+                                        [--workdir /tmp/cattag-link-cost]
+
+For each size, an output is made holding that many tag rows: generated fingerprints (240 random words, a
+30 s track) and, among them, the real rows of --new/2 GTZAN-dev clips (tagged first, so their fingerprints
+are the product's). The new folder holds an MP3 of each of those clips (a copy of a held track) and
+--new/2 other clips. Then `cattag tag --skip-existing --model musicnn-msd` runs over it with
+--link-duplicates on and off, alternating --rounds times, each in its own process with one worker on a
+fresh copy of the output: wall time and peak memory, and how many new rows joined a held recording.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import shutil
+import statistics
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+GTZAN = REPO.parent / "shared" / "data" / "gtzan-dev"
+
+
+def clips(n: int) -> list[pathlib.Path]:
+    """n GTZAN-dev clips, one genre after another."""
+    found = sorted(GTZAN.glob("*/*.flac"))
+    by_genre: dict[str, list[pathlib.Path]] = {}
+    for path in found:
+        by_genre.setdefault(path.parent.name, []).append(path)
+    ordered = [v[i] for i in range(max(len(v) for v in by_genre.values())) for v in by_genre.values() if i < len(v)]
+    return ordered[:n]
+
+
+def held_output(folder: pathlib.Path, size: int, real: pathlib.Path) -> None:
+    """`folder`: the real rows (a tag output of the held clips) plus generated rows up to `size`, in files of
+    10,000 rows with the columns an incremental run reads."""
+    rng = np.random.default_rng(11)
+    schema = pa.schema([("track_id", pa.string()), ("model_version", pa.string()),
+                        ("content_fingerprint", pa.string()), ("fingerprint", pa.list_(pa.uint32())),
+                        ("recording_id", pa.string()), ("duplicate_of", pa.string()),
+                        ("tagged_at", pa.timestamp("s", tz="UTC"))])
+    shutil.copytree(real, folder)
+    done = 0
+    while done < size:
+        n = min(10_000, size - done)
+        words = rng.integers(0, 2**32, (n, 240), dtype=np.uint64).astype(np.uint32)
+        table = pa.table({
+            "track_id": [f"generated/{done + i:07d}.flac" for i in range(n)],
+            "model_version": ["generated"] * n,
+            "content_fingerprint": [f"{done + i:032x}" for i in range(n)],
+            "fingerprint": pa.array(list(words), pa.list_(pa.uint32())),
+            "recording_id": [None] * n, "duplicate_of": [None] * n,
+            "tagged_at": pa.array([0] * n, pa.timestamp("s", tz="UTC"))}, schema=schema)
+        pq.write_table(table, folder / f"tags-generated-{done // 10_000:05d}.parquet")
+        done += n
+
+
+def main() -> None:
+    from tag_bench import child, run
+
+    if len(sys.argv) > 2 and sys.argv[1] == "--child":
+        child(sys.argv[2], sys.argv[3:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--held", default="10000,100000")
+    parser.add_argument("--new", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--workdir", default="/tmp/cattag-link-cost")
+    args = parser.parse_args()
+    work = pathlib.Path(args.workdir)
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "held-clips").mkdir(parents=True)
+    (work / "new").mkdir()
+    picked = clips(args.new)
+    for path in picked[:args.new // 2]:
+        shutil.copy(path, work / "held-clips" / path.name)
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(path), "-b:a", "128k",
+                        str(work / "new" / f"{path.stem}-compilation.mp3")], check=True)
+    for path in picked[args.new // 2:]:
+        shutil.copy(path, work / "new" / path.name)
+    from pipelines import tag
+
+    tag.run(["--input", str(work / "held-clips"), "--output", str(work / "real"), "--model", "musicnn-msd",
+             "--progress", "off", "--direct_num_workers", "1"])
+    lines = []
+    for size in (int(s) for s in args.held.split(",")):
+        held = work / f"held-{size}"
+        held_output(held, size, work / "real")
+        times: dict[str, list[float]] = {"on": [], "off": []}
+        peaks: dict[str, list[float]] = {"on": [], "off": []}
+        linked = None
+        for round_ in range(args.rounds):
+            for link in (("on", "off") if round_ % 2 == 0 else ("off", "on")):
+                out = work / f"out-{size}-{link}"
+                shutil.rmtree(out, ignore_errors=True)
+                shutil.copytree(held, out)
+                result = run("tag", ["--input", str(work / "new"), "--output", str(out), "--model", "musicnn-msd",
+                                     "--skip-existing", "--link-duplicates", link], 1)
+                times[link].append(result["wall_s"])
+                peaks[link].append(result["peak_mb"])
+                print(f"held {size:,}, round {round_}: link {link}: {result['wall_s']:.1f} s, "
+                      f"peak {result['peak_mb']:.0f} MiB", flush=True)
+                if link == "on":
+                    rows = tag.read_tags(str(out), ["track_id", "recording_id"]).to_pylist()
+                    real = {row["track_id"]: row for row in rows if not row["track_id"].startswith("generated/")}
+                    linked = sum(1 for row in real.values() if row["track_id"].endswith("-compilation.mp3")
+                                 and row["recording_id"] == real[row["track_id"].replace("-compilation.mp3", ".flac")]
+                                 ["recording_id"])
+        on, off = statistics.median(times["on"]), statistics.median(times["off"])
+        lines.append(f"| {size:,} | {off:.1f} | {on:.1f} | {on - off:+.1f} s ({(on / off - 1) * 100:+.1f}%) | "
+                     f"{max(peaks['off']):.0f} | {max(peaks['on']):.0f} | {linked}/{args.new // 2} |")
+        shutil.rmtree(held)
+    print(f"\n{args.new} new files ({args.new // 2} MP3 copies of held clips), musicnn-msd, 1 worker, "
+          f"median of {args.rounds} alternating runs each\n")
+    print("| held rows | link off s | link on s | added | peak MiB off | peak MiB on | copies linked |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
