@@ -290,14 +290,17 @@ def test_skip_existing_links_a_new_copy_to_the_recording_an_earlier_run_found(tm
     assert unlinked["b-compilation.mp3"]["recording_id"] == own_recording_id("b-compilation.mp3") != recording
 
 
-def test_shared_keys_counts_what_a_set_intersection_counts():
-    from transforms.link_copies import shared_keys
+def test_shared_key_counts_of_a_batch_match_index_keys_one_fingerprint_at_a_time():
+    from transforms.duplicates import index_keys, shared_key_counts
 
     rng = np.random.default_rng(8)
-    known = np.unique(rng.integers(0, 5000, 700).astype(np.uint32))
-    for keys in (np.unique(rng.integers(0, 5000, 60).astype(np.uint32)), np.array([0, 4999, 6000], np.uint32),
-                 np.zeros(0, np.uint32)):
-        assert shared_keys(keys, known) == len(set(keys.tolist()) & set(known.tolist()))
+    prints = [rng.integers(0, 3000, n).astype(np.uint32) for n in (240, 0, 13, 970, 240)]
+    prints[4][:100] = prints[0][:100]  # a copy's words, repeated words within one fingerprint
+    known = np.unique(np.concatenate([index_keys(prints[0]), rng.integers(0, 3000, 50).astype(np.uint32)]))
+    counts = shared_key_counts(np.concatenate(prints), np.array([len(p) for p in prints]), known)
+    assert counts.tolist() == [len(set(index_keys(p).tolist()) & set(known.tolist())) for p in prints]
+    assert counts[0] == len(index_keys(prints[0])) > 0
+    assert shared_key_counts(np.concatenate(prints), np.array([len(p) for p in prints]), known[:0]).tolist() == [0] * 5
 
 
 def test_the_vectorized_index_finds_the_pairs_a_plain_loop_finds():

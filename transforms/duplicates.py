@@ -50,10 +50,33 @@ def index_keys(words: np.ndarray) -> np.ndarray:
     """The words of one fingerprint that go into the index (uint32, distinct, sorted): those whose
     multiplicative (Knuth) hash falls in the lowest 1/KEY_SAMPLING of its range."""
     keys = np.unique(np.asarray(words, np.uint32))
-    hashed = keys.astype(np.uint64) * np.uint64(2654435761) & np.uint64(0xFFFFFFFF)
+    return keys[_sampled(keys)]
+
+
+def _sampled(words: np.ndarray) -> np.ndarray:
+    """Which words the index samples, chosen by content so that a copy samples the same ones."""
+    hashed = words.astype(np.uint64) * np.uint64(2654435761) & np.uint64(0xFFFFFFFF)
     # The hash's top bits decide: its low bits are the word's own low bits (an odd multiplier keeps them),
     # which a sample of 1 in 4 would then take from two bits of the word (bench/copies_bench.py: fewer copies found).
-    return keys[hashed < np.uint64(2**32 // KEY_SAMPLING)]
+    return hashed < np.uint64(2**32 // KEY_SAMPLING)
+
+
+def shared_key_counts(words: np.ndarray, lengths: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    """Many fingerprints, concatenated (`lengths` words each) -> how many of each one's index keys are in
+    `sorted_keys` (sorted, distinct): index_keys and a lookup for a whole batch at once, vectorized."""
+    words = np.asarray(words, np.uint32)
+    track_of = np.repeat(np.arange(len(lengths)), lengths)
+    sampled = _sampled(words)
+    words, track_of = words[sampled], track_of[sampled]
+    order = np.lexsort((words, track_of))
+    words, track_of = words[order], track_of[order]
+    distinct = np.ones(len(words), bool)
+    distinct[1:] = (words[1:] != words[:-1]) | (track_of[1:] != track_of[:-1])
+    words, track_of = words[distinct], track_of[distinct]
+    if not len(sorted_keys):
+        return np.zeros(len(lengths), np.int64)
+    at = np.minimum(np.searchsorted(sorted_keys, words), len(sorted_keys) - 1)
+    return np.bincount(track_of[sorted_keys[at] == words], minlength=len(lengths))
 
 
 def track_hash(track_id: str) -> int:

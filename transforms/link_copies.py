@@ -43,17 +43,10 @@ def _held_words(path: str, new_keys: np.ndarray) -> Iterator[tuple[str, np.ndarr
             lengths = prints.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
             words = prints.flatten().to_numpy(zero_copy_only=False).astype(np.uint32, copy=False)
             ends = np.cumsum(lengths)
-            for i, track_id in enumerate(batch.column("track_id").to_pylist()):
-                if lengths[i]:
-                    track_words = words[ends[i] - lengths[i]:ends[i]]
-                    if shared_keys(duplicates.index_keys(track_words), new_keys) >= duplicates.MIN_SHARED_KEYS:
-                        yield HELD + track_id, track_words
-
-
-def shared_keys(keys: np.ndarray, sorted_keys: np.ndarray) -> int:
-    """How many of `keys` are in `sorted_keys` (sorted, distinct)."""
-    at = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
-    return int(np.count_nonzero(sorted_keys[at] == keys))
+            shared = duplicates.shared_key_counts(words, lengths, new_keys)
+            ids = batch.column("track_id").to_pylist()
+            for i in np.flatnonzero(shared >= duplicates.MIN_SHARED_KEYS):
+                yield HELD + ids[i], words[ends[i] - lengths[i]:ends[i]]
 
 
 class _KeysOf(beam.CombineFn):
