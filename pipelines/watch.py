@@ -38,7 +38,7 @@ from transforms.catalogue import CatalogueEntry
 from transforms.fingerprint import FingerprintInputs, SkipUnchanged, keyed_by_track
 from transforms.progress import EventReader
 from transforms.watch import PollCatalogue, check_watchable
-from transforms.watch_sink import WriteWindows
+from transforms.watch_sink import COPIES_HELD, COPIES_OFF, COPIES_WINDOW, WriteWindows
 
 _LOG = logging.getLogger(__name__)
 
@@ -138,8 +138,11 @@ def build(pipeline: beam.Pipeline, plan: TagPlan, source: PollCatalogue, *, sess
     read_failures = read[FingerprintInputs.FAILED] | "FailureWindows" >> beam.WindowInto(
         window.FixedWindows(window_s))
     failures = (read_failures, tagged["failures"]) | "AllFailures" >> beam.Flatten()
+    copies = COPIES_OFF
+    if plan.settings.health:
+        copies = COPIES_HELD if plan.link_duplicates else COPIES_WINDOW
     return {"rows": tagged["rows"], "failures": failures} | "WriteWindows" >> WriteWindows(
-        plan.output.path, session, plan.schema, db_url, events_dir)
+        plan.output.path, session, plan.schema, db_url, events_dir, copies)
 
 
 class _Status:

@@ -303,6 +303,55 @@ def test_shared_key_counts_of_a_batch_match_index_keys_one_fingerprint_at_a_time
     assert shared_key_counts(np.concatenate(prints), np.array([len(p) for p in prints]), known[:0]).tolist() == [0] * 5
 
 
+def test_a_watch_window_links_its_copies_within_it_and_to_the_held_recordings(recordings, tmp_path):
+    """link_window (the watch's sink): real fingerprints of three rock clips and their copies. Held in OUT:
+    rock.00000's original (a batch row with its recording id) and its MP3 (a watch row: no id yet)."""
+    import datetime
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from transforms.duplicates import own_recording_id
+    from transforms.link_copies import HeldRecordings, link_window
+
+    def row(clip, name, **more):
+        return {"track_id": f"{clip}/{name}", "uri": f"/music/{clip}/{name}", "health_flags": [],
+                "fingerprint": recordings[clip][name].tolist(), **more}
+
+    at = datetime.datetime(2026, 12, 1, tzinfo=datetime.UTC)
+    output = tmp_path / "tags"
+    output.mkdir()
+    pq.write_table(pa.Table.from_pylist([row("rock.00000", "original.flac", recording_id="rec-held", duplicate_of=None,
+                                             tagged_at=at)]), output / "tags-run1-00000-of-00001.parquet")
+    pq.write_table(pa.Table.from_pylist([row("rock.00000", "mp3-128k.mp3", recording_id=None, duplicate_of=None,
+                                             tagged_at=at)]), output / "tags-watch-s1-0001.parquet")
+    held = HeldRecordings(str(output))
+    window = [row("rock.00000", "quieter-6db.ogg"), row("rock.00000", "trimmed-3s-head.flac"),
+              row("rock.00001", "original.flac"), row("rock.00001", "mp3-128k.mp3"), row("rock.00002", "original.flac"),
+              {"track_id": "no-fingerprint.wav", "uri": "/music/no-fingerprint.wav", "fingerprint": None}]
+    linked = {r["track_id"]: r for r in link_window(window, held)}
+    # Copies of a held recording take its id, and duplicate_of its preferred copy: the held row that is in a
+    # recording comes before the smaller track id of a row without one.
+    for name in ("quieter-6db.ogg", "trimmed-3s-head.flac"):
+        assert linked[f"rock.00000/{name}"]["recording_id"] == "rec-held"
+        assert linked[f"rock.00000/{name}"]["duplicate_of"] == "rock.00000/original.flac"
+    # New copies of each other: one id, the lossless one preferred; alone: its own id.
+    new_pair = linked["rock.00001/original.flac"], linked["rock.00001/mp3-128k.mp3"]
+    assert new_pair[0]["recording_id"] == new_pair[1]["recording_id"] != "rec-held"
+    assert new_pair[0]["duplicate_of"] is None and new_pair[1]["duplicate_of"] == "rock.00001/original.flac"
+    assert linked["rock.00002/original.flac"]["recording_id"] == own_recording_id("rock.00002/original.flac")
+    assert linked["no-fingerprint.wav"]["recording_id"] == own_recording_id("no-fingerprint.wav")
+    # Within the window alone (--link-duplicates off): the rock.00000 copies are one recording of their own.
+    alone = {r["track_id"]: r for r in link_window(window, None)}
+    assert alone["rock.00000/quieter-6db.ogg"]["recording_id"] == alone["rock.00000/trimmed-3s-head.flac"]["recording_id"]
+    assert alone["rock.00000/quieter-6db.ogg"]["recording_id"] != "rec-held"
+    # A held file replaced (another size) is read again: its index is kept per (path, size).
+    pq.write_table(pa.Table.from_pylist([row("rock.00002", "original.flac", recording_id="rec-other", duplicate_of=None,
+                                             tagged_at=at)]), output / "tags-watch-s1-0001.parquet")
+    again = {r["track_id"]: r for r in link_window(window, held)}
+    assert again["rock.00002/original.flac"]["recording_id"] == "rec-other"
+
+
 def test_the_vectorized_index_finds_the_pairs_a_plain_loop_finds():
     """pairs_in_block + count_pairs against a dictionary of key -> tracks, on keys crowded on purpose (a key
     held by more tracks than MAX_TRACKS_PER_KEY gives no pair) and a track listed twice."""

@@ -132,6 +132,16 @@ def db_genres(url: str) -> dict[str, str | None]:
         return dict(con.execute("SELECT track_id, genre FROM tags").fetchall())
 
 
+def db_query(url: str, sql: str) -> dict:
+    """The (key, value) rows of a query as a dict (read-only for DuckDB: the watcher may write)."""
+    backend, target = parse_url(url)
+    if backend == "duckdb":
+        with duckdb.connect(target, read_only=True) as con:
+            return dict(con.execute(sql).fetchall())
+    with psycopg.connect(target) as con:
+        return dict(con.execute(sql).fetchall())
+
+
 @pytest.fixture(params=["duckdb", "postgresql"])
 def db(request, tmp_path):
     if request.param == "duckdb":
@@ -217,6 +227,14 @@ def test_watch_tags_arrivals_once_each_and_survives_a_restart(gtzan_dir, pretrai
     assert len(keys) == len(set(keys))
     assert sorted(e["track_id"] for e in watcher.errors()) == ["notes.mp3", "truncated.flac"]
     assert sorted(db_genres(db)) == ["blues.flac", "new.flac", "rock.flac", "slow.flac"]
+    # new.flac is slow.flac's audio: it joins the recording the first session gave slow.flac.
+    latest = {r["track_id"]: r for r in sorted(after, key=lambda r: r["tagged_at"])}
+    assert all(r["recording_id"] for r in after)
+    assert latest["new.flac"]["recording_id"] == latest["slow.flac"]["recording_id"]
+    assert latest["new.flac"]["duplicate_of"] == "slow.flac" and latest["slow.flac"]["duplicate_of"] is None
+    assert len({latest[t]["recording_id"] for t in ("blues.flac", "rock.flac", "slow.flac")}) == 3
+    assert db_query(db, "SELECT track_id, recording_id FROM recordings") == {
+        t: latest[t]["recording_id"] for t in latest}
 
 
 def _processes() -> list[str]:

@@ -61,9 +61,9 @@ def _sampled(words: np.ndarray) -> np.ndarray:
     return hashed < np.uint64(2**32 // KEY_SAMPLING)
 
 
-def shared_key_counts(words: np.ndarray, lengths: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
-    """Many fingerprints, concatenated (`lengths` words each) -> how many of each one's index keys are in
-    `sorted_keys` (sorted, distinct): index_keys and a lookup for a whole batch at once, vectorized."""
+def batch_index_keys(words: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Many fingerprints, concatenated (`lengths` words each) -> (keys, fingerprint of each key): what
+    index_keys gives each one, for a whole batch at once (vectorized), sorted by fingerprint then key."""
     words = np.asarray(words, np.uint32)
     track_of = np.repeat(np.arange(len(lengths)), lengths)
     sampled = _sampled(words)
@@ -72,11 +72,17 @@ def shared_key_counts(words: np.ndarray, lengths: np.ndarray, sorted_keys: np.nd
     words, track_of = words[order], track_of[order]
     distinct = np.ones(len(words), bool)
     distinct[1:] = (words[1:] != words[:-1]) | (track_of[1:] != track_of[:-1])
-    words, track_of = words[distinct], track_of[distinct]
+    return words[distinct], track_of[distinct]
+
+
+def shared_key_counts(words: np.ndarray, lengths: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    """Many fingerprints, concatenated (`lengths` words each) -> how many of each one's index keys are in
+    `sorted_keys` (sorted, distinct)."""
+    keys, track_of = batch_index_keys(words, lengths)
     if not len(sorted_keys):
         return np.zeros(len(lengths), np.int64)
-    at = np.minimum(np.searchsorted(sorted_keys, words), len(sorted_keys) - 1)
-    return np.bincount(track_of[sorted_keys[at] == words], minlength=len(lengths))
+    at = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+    return np.bincount(track_of[sorted_keys[at] == keys], minlength=len(lengths))
 
 
 def track_hash(track_id: str) -> int:

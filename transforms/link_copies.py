@@ -23,7 +23,9 @@ import numpy as np
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from schemas.tag_output import TagOutput
 from transforms import duplicates
+from transforms.chromaprint import ITEM_S
 from transforms.duplicate_steps import ClusterCopies
 from transforms.reuse_copies import HELD, NEW
 
@@ -83,8 +85,8 @@ def _held_in_clusters(path: str, clusters: dict) -> Iterator[tuple[str, dict]]:
 
 def held_link(rows: list[dict]) -> tuple[str, str]:
     """The held rows of one cluster -> (recording id, preferred copy) that its new members take: those of the
-    smallest held track id (its latest row); a held row with no recording id (a watch's) is its own."""
-    held = min(rows, key=lambda row: (row["track_id"], -row["tagged_at"].timestamp() if row.get("tagged_at") else 0.0))
+    first by _held_order; a held row with no recording id (an older watch's) is its own recording."""
+    held = min(rows, key=_held_order)
     return (held.get("recording_id") or duplicates.own_recording_id(held["track_id"]),
             held.get("duplicate_of") or held["track_id"])
 
@@ -123,3 +125,115 @@ class LinkHeldCopies(beam.PTransform):
             | "ByCluster" >> beam.GroupByKey()
             | "HeldLink" >> beam.MapTuple(lambda cluster, members: (cluster, held_link(list(members)))))
         return rows | "Link" >> beam.Map(linked, clusters, links)
+
+
+class _FileKeys:
+    """One held tag file's index: its rows' index keys, sorted, each with its row number."""
+
+    def __init__(self, path: str):
+        self.path = path
+        keys, rows = [np.zeros(0, np.uint32)], [np.zeros(0, np.int64)]
+        with FileSystems.open(path) as handle:
+            parquet = pq.ParquetFile(handle)
+            if "fingerprint" in parquet.schema_arrow.names:
+                first = 0
+                for batch in parquet.iter_batches(columns=["fingerprint"], batch_size=4096):
+                    prints = batch.column("fingerprint")
+                    lengths = prints.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
+                    batch_keys, of = duplicates.batch_index_keys(
+                        prints.flatten().to_numpy(zero_copy_only=False), lengths)
+                    keys.append(batch_keys)
+                    rows.append(of + first)
+                    first += len(lengths)
+        keys, rows = np.concatenate(keys), np.concatenate(rows)
+        order = np.argsort(keys, kind="stable")
+        self.keys, self.rows = keys[order], rows[order].astype(np.int32)
+
+    def candidates(self, keys: np.ndarray) -> np.ndarray:
+        """The rows sharing at least MIN_SHARED_KEYS of `keys` (a fingerprint's index keys); a key held by
+        more than MAX_TRACKS_PER_KEY rows counts for none, as in the index."""
+        left = np.searchsorted(self.keys, keys, side="left")
+        right = np.searchsorted(self.keys, keys, side="right")
+        spans = [(a, b) for a, b in zip(left.tolist(), right.tolist()) if 0 < b - a <= duplicates.MAX_TRACKS_PER_KEY]
+        if not spans:
+            return np.zeros(0, np.int32)
+        rows, counts = np.unique(np.concatenate([self.rows[a:b] for a, b in spans]), return_counts=True)
+        return rows[counts >= duplicates.MIN_SHARED_KEYS]
+
+
+class HeldRecordings:
+    """The held copies of a few new tracks at a time (a watch's window): each held tag file's index keys,
+    kept per file (a tag file is written once and never changed; a path whose size changed is read again),
+    looked up for the new tracks' keys, and the candidates aligned.
+
+    Memory: about 0.5 kB per held track (60 keys and row numbers); the first window reads every held file's
+    fingerprints once (bench/RESULTS.md)."""
+
+    def __init__(self, output: str):
+        self._pattern = TagOutput(output).tags_pattern
+        self._files: dict[tuple[str, int], _FileKeys] = {}
+
+    def copies_of(self, words: dict[str, np.ndarray]) -> dict[str, dict]:
+        """new track id -> the recording columns of one held copy of it (held_link's choice among them)."""
+        matched = FileSystems.match([self._pattern])[0].metadata_list
+        current = {(m.path, m.size_in_bytes) for m in matched}
+        self._files = {key: index for key, index in self._files.items() if key in current}
+        keys = {track: duplicates.index_keys(track_words) for track, track_words in words.items()}
+        found: dict[str, list[dict]] = {}
+        for path, size in sorted(current):
+            index = self._files.get((path, size))
+            if index is None:
+                index = self._files[(path, size)] = _FileKeys(path)
+            wanted = {track: index.candidates(track_keys) for track, track_keys in keys.items()}
+            if not any(len(rows) for rows in wanted.values()):
+                continue
+            rows = _rows_of(path, sorted({int(r) for found_rows in wanted.values() for r in found_rows}))
+            for track, candidates in wanted.items():
+                for row in (rows[int(r)] for r in candidates):
+                    held_words = np.asarray(row["fingerprint"], np.uint32)
+                    shorter = min(len(held_words), len(words[track])) * ITEM_S
+                    if duplicates.align(held_words, words[track]).is_copy(shorter):
+                        found.setdefault(track, []).append({name: row.get(name) for name in _RECORDING_COLUMNS})
+        return {track: min(held, key=_held_order) for track, held in found.items()}
+
+
+def _rows_of(path: str, numbers: list[int]) -> dict[int, dict]:
+    """Rows `numbers` of a tag file, with the copy columns: the file's columns read once, those rows taken."""
+    with FileSystems.open(path) as handle:
+        parquet = pq.ParquetFile(handle)
+        present = [name for name in ("fingerprint", *_RECORDING_COLUMNS) if name in parquet.schema_arrow.names]
+        table = parquet.read(columns=present)
+    taken = table.take(numbers).to_pylist()
+    return dict(zip(numbers, taken, strict=True))
+
+
+def _held_order(row: dict) -> tuple:
+    """Which held copy a new one follows: one already in a recording (a row a watch wrote before copies were
+    linked has none), then the smallest track id, its latest row."""
+    return (row.get("recording_id") is None, row["track_id"],
+            -row["tagged_at"].timestamp() if row.get("tagged_at") else 0.0)
+
+
+def link_window(rows: list[dict], held: HeldRecordings | None) -> list[dict]:
+    """A watch window's rows -> the same rows with `recording_id` and `duplicate_of`: copies within the window
+    share one recording (as FindCopies does in a batch run), and with `held`, a window's recording that has a
+    copy in OUT joins that copy's recording (as LinkHeldCopies does)."""
+    words = {row["track_id"]: np.asarray(row["fingerprint"], np.uint32) for row in rows if row.get("fingerprint")}
+    confirmed = [(a, b) for a, b in duplicates.candidate_pairs(words)
+                 if duplicates.align(words[a], words[b]).is_copy(min(len(words[a]), len(words[b])) * ITEM_S)]
+    recording = duplicates.recording_ids(sorted(words), confirmed)
+    members: dict[str, list[dict]] = {}
+    for row in rows:
+        members.setdefault(recording.get(row["track_id"], duplicates.own_recording_id(row["track_id"])), []).append(row)
+    copies = held.copies_of(words) if held is not None and words else {}
+    out = []
+    for recording_id, cluster in members.items():
+        held_rows = [copies[row["track_id"]] for row in cluster if row["track_id"] in copies]
+        if held_rows:
+            recording_id, preferred = held_link(held_rows)
+        else:
+            preferred = min(cluster, key=lambda row: duplicates.preference(row["uri"], row.get("health_flags")))["track_id"]
+        for row in cluster:
+            out.append({**row, "recording_id": recording_id,
+                        "duplicate_of": None if preferred == row["track_id"] else preferred})
+    return sorted(out, key=lambda row: row["track_id"])

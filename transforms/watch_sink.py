@@ -23,10 +23,12 @@ from database import connect
 from schemas.failure import ERRORS_SCHEMA, Failure
 from schemas.tag_output import TagOutput
 from transforms import counters
+from transforms.link_copies import HeldRecordings, link_window
 from transforms.progress import EventLog
 
 _DB_RETRY_S = 60.0
 ROW, FAILURE = "row", "failure"
+COPIES_OFF, COPIES_WINDOW, COPIES_HELD = "off", "window", "held"
 
 
 def as_row_outcome(row: dict) -> tuple[None, tuple[str, dict]]:
@@ -40,9 +42,10 @@ def as_failure_outcome(failure: Failure) -> tuple[None, tuple[str, Failure]]:
 class WriteWindows(beam.PTransform):
     """{'rows': tag rows, 'failures': Failure}, windowed -> the paths of the files each window wrote."""
 
-    def __init__(self, output: str, session: str, schema: pa.Schema, db_url: str | None, events_dir: str | None):
+    def __init__(self, output: str, session: str, schema: pa.Schema, db_url: str | None, events_dir: str | None,
+                 copies: str = COPIES_OFF):
         super().__init__()
-        self._writer = WriteWindow(output, session, schema, db_url, events_dir)
+        self._writer = WriteWindow(output, session, schema, db_url, events_dir, copies)
 
     def expand(self, outcomes):
         return (
@@ -55,17 +58,24 @@ class WriteWindows(beam.PTransform):
 
 
 class WriteWindow(beam.DoFn):
-    """(None, [("row", row) | ("failure", Failure)]) of one window -> its Parquet files and DB upsert."""
+    """(None, [("row", row) | ("failure", Failure)]) of one window -> its Parquet files and DB upsert.
 
-    def __init__(self, output: str, session: str, schema: pa.Schema, db_url: str | None, events_dir: str | None):
+    `copies`: COPIES_WINDOW gives copies within a window one recording id; COPIES_HELD also links them to
+    the recordings OUT holds (transforms/link_copies.py); COPIES_OFF (no fingerprints) leaves them null."""
+
+    def __init__(self, output: str, session: str, schema: pa.Schema, db_url: str | None, events_dir: str | None,
+                 copies: str = COPIES_OFF):
         self._output = output
         self._session = session
         self._schema = schema
         self._db_url = db_url
         self._events_dir = events_dir
+        self._copies = copies
 
     def setup(self) -> None:
         self._events = EventLog(self._events_dir) if self._events_dir else None
+        # One instance per worker; the window step has one key, so one worker keeps the held index.
+        self._held = HeldRecordings(self._output) if self._copies == COPIES_HELD else None
 
     def process(self, keyed, window=beam.DoFn.WindowParam) -> Iterator[str]:
         _, outcomes = keyed
@@ -84,6 +94,8 @@ class WriteWindow(beam.DoFn):
         if latest:
             path = output.watch_file(name)
             rows = [latest[track_id] for track_id in sorted(latest)]
+            if self._copies != COPIES_OFF:
+                rows = link_window(rows, self._held)
             write_atomically(pa.Table.from_pylist(rows, schema=self._schema), path)
             if self._db_url:
                 upsert(self._db_url, path)
