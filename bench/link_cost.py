@@ -41,7 +41,7 @@ def clips(n: int) -> list[pathlib.Path]:
     return ordered[:n]
 
 
-def held_output(folder: pathlib.Path, size: int, real: pathlib.Path) -> None:
+def held_output(folder: pathlib.Path, size: int, real: pathlib.Path, model_version: str = "generated") -> None:
     """`folder`: the real rows (a tag output of the held clips) plus generated rows up to `size`, in files of
     10,000 rows with the columns an incremental run reads."""
     rng = np.random.default_rng(11)
@@ -56,7 +56,7 @@ def held_output(folder: pathlib.Path, size: int, real: pathlib.Path) -> None:
         words = rng.integers(0, 2**32, (n, 240), dtype=np.uint64).astype(np.uint32)
         table = pa.table({
             "track_id": [f"generated/{done + i:07d}.flac" for i in range(n)],
-            "model_version": ["generated"] * n,
+            "model_version": [model_version] * n,
             "content_fingerprint": [f"{done + i:032x}" for i in range(n)],
             "fingerprint": pa.array(list(words), pa.list_(pa.uint32())),
             "recording_id": [None] * n, "duplicate_of": [None] * n,
@@ -96,6 +96,9 @@ def main() -> None:
     parser.add_argument("--new", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workdir", default="/tmp/cattag-link-cost")
+    parser.add_argument("--reuse", action="store_true",
+                        help="compare --reuse-duplicates (on) against --link-duplicates off, the generated rows "
+                             "of the tagging model's version: what reusing copies' tags costs against the output's size")
     args = parser.parse_args()
     work = pathlib.Path(args.workdir)
     shutil.rmtree(work, ignore_errors=True)
@@ -115,7 +118,8 @@ def main() -> None:
     lines, watch_lines = [], []
     for size in (int(s) for s in args.held.split(",")):
         held = work / f"held-{size}"
-        held_output(held, size, work / "real")
+        version = pq.read_table(sorted((work / "real").glob("tags-*.parquet"))[0], columns=["model_version"]).column(0)[0].as_py()
+        held_output(held, size, work / "real", version if args.reuse else "generated")
         times: dict[str, list[float]] = {"on": [], "off": []}
         peaks: dict[str, list[float]] = {"on": [], "off": []}
         linked = None
@@ -124,8 +128,10 @@ def main() -> None:
                 out = work / f"out-{size}-{link}"
                 shutil.rmtree(out, ignore_errors=True)
                 shutil.copytree(held, out)
+                flags = (["--reuse-duplicates"] if link == "on" else ["--link-duplicates", "off"]) if args.reuse \
+                    else ["--link-duplicates", link]
                 result = run("tag", ["--input", str(work / "new"), "--output", str(out), "--model", "musicnn-msd",
-                                     "--skip-existing", "--link-duplicates", link], 1)
+                                     "--skip-existing", *flags], 1)
                 times[link].append(result["wall_s"])
                 peaks[link].append(result["peak_mb"])
                 print(f"held {size:,}, round {round_}: link {link}: {result['wall_s']:.1f} s, "
@@ -136,16 +142,21 @@ def main() -> None:
                     linked = sum(1 for row in real.values() if row["track_id"].endswith("-compilation.mp3")
                                  and row["recording_id"] == real[row["track_id"].replace("-compilation.mp3", ".flac")]
                                  ["recording_id"])
-        watch_lines.append(watch_index_figures(held, work / f"out-{size}-on", size))
+        if not args.reuse:
+            watch_lines.append(watch_index_figures(held, work / f"out-{size}-on", size))
         on, off = statistics.median(times["on"]), statistics.median(times["off"])
         lines.append(f"| {size:,} | {off:.1f} | {on:.1f} | {on - off:+.1f} s ({(on / off - 1) * 100:+.1f}%) | "
                      f"{max(peaks['off']):.0f} | {max(peaks['on']):.0f} | {linked}/{args.new // 2} |")
         shutil.rmtree(held)
     print(f"\n{args.new} new files ({args.new // 2} MP3 copies of held clips), musicnn-msd, 1 worker, "
           f"median of {args.rounds} alternating runs each\n")
+    if args.reuse:
+        print("on: --reuse-duplicates; off: --link-duplicates off (held rows of the tagging model's version)\n")
     print("| held rows | link off s | link on s | added | peak MiB off | peak MiB on | copies linked |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     print("\n".join(lines))
+    if args.reuse:
+        return
     print(f"\nThe watch's held index (transforms/link_copies.HeldRecordings), in this process: a window of the "
           f"{args.new} new tracks looked up\n")
     print("| held rows | first window s (index built) | next window s | index MiB | copies found |")

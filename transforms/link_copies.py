@@ -27,45 +27,9 @@ from schemas.tag_output import TagOutput
 from transforms import duplicates
 from transforms.chromaprint import ITEM_S
 from transforms.duplicate_steps import ClusterCopies
-from transforms.reuse_copies import HELD, NEW
+from transforms.held_tags import HELD, NEW, KeysOf, held_words, read_files
 
 _RECORDING_COLUMNS = ("track_id", "recording_id", "duplicate_of", "tagged_at")
-
-
-def _held_words(path: str, new_keys: np.ndarray) -> Iterator[tuple[str, np.ndarray]]:
-    """A tag file -> (HELD + track id, words) of its tracks that share at least MIN_SHARED_KEYS index keys with
-    the new tracks: no other can be a candidate, so the rest of the catalogue is never indexed (an incremental
-    run of a few files against a million held tracks). Read as arrays, not as Python lists of words."""
-    with FileSystems.open(path) as handle:
-        parquet = pq.ParquetFile(handle)
-        if "fingerprint" not in parquet.schema_arrow.names or not len(new_keys):
-            return
-        for batch in parquet.iter_batches(columns=["track_id", "fingerprint"], batch_size=4096):
-            prints = batch.column("fingerprint")
-            lengths = prints.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
-            words = prints.flatten().to_numpy(zero_copy_only=False).astype(np.uint32, copy=False)
-            ends = np.cumsum(lengths)
-            shared = duplicates.shared_key_counts(words, lengths, new_keys)
-            ids = batch.column("track_id").to_pylist()
-            for i in np.flatnonzero(shared >= duplicates.MIN_SHARED_KEYS):
-                yield HELD + ids[i], words[ends[i] - lengths[i]:ends[i]]
-
-
-class _KeysOf(beam.CombineFn):
-    """Fingerprints -> the distinct index keys of them all, sorted."""
-
-    def create_accumulator(self):
-        return []
-
-    def add_input(self, keys, words):
-        keys.append(duplicates.index_keys(np.asarray(words, np.uint32)))
-        return keys
-
-    def merge_accumulators(self, accumulators):
-        return [np.unique(np.concatenate([k for keys in accumulators for k in keys] or [np.zeros(0, np.uint32)]))]
-
-    def extract_output(self, keys):
-        return np.unique(np.concatenate(keys or [np.zeros(0, np.uint32)]))
 
 
 def _held_in_clusters(path: str, clusters: dict) -> Iterator[tuple[str, dict]]:
@@ -112,15 +76,15 @@ class LinkHeldCopies(beam.PTransform):
     def expand(self, rows):
         # The held files are read twice, the fingerprints then the recording columns of the few held tracks
         # with a new copy, so that no runner holds every held row while the clusters are found.
-        files = rows.pipeline | "HeldFiles" >> beam.Create(self._held_files) | "SpreadFiles" >> beam.Reshuffle()
         new_words = rows | "NewWords" >> beam.FlatMap(
             lambda row: [(NEW + row["track_id"], np.asarray(row["fingerprint"], np.uint32))] if row.get("fingerprint") else [])
         new_keys = beam.pvalue.AsSingleton(
-            new_words | "NewFingerprints" >> beam.Values() | "NewKeys" >> beam.CombineGlobally(_KeysOf()))
-        words = ((files | "HeldWords" >> beam.FlatMap(_held_words, new_keys), new_words) | "AllWords" >> beam.Flatten())
+            new_words | "NewFingerprints" >> beam.Values() | "NewKeys" >> beam.CombineGlobally(KeysOf()))
+        words = ((read_files(rows.pipeline, self._held_files, "Words") | "HeldWords" >> beam.FlatMap(held_words, new_keys),
+                  new_words) | "AllWords" >> beam.Flatten())
         clusters = beam.pvalue.AsSingleton(words | "ClusterCopies" >> ClusterCopies(self._temp_dir, only_pairs_with=NEW))
         links = beam.pvalue.AsDict(
-            files
+            read_files(rows.pipeline, self._held_files, "InClusters")
             | "HeldInClusters" >> beam.FlatMap(_held_in_clusters, clusters)
             | "ByCluster" >> beam.GroupByKey()
             | "HeldLink" >> beam.MapTuple(lambda cluster, members: (cluster, held_link(list(members)))))

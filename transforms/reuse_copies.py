@@ -11,8 +11,9 @@ its own fingerprint, health and loudness (measured in that decode: a remaster is
 tags it took. Tempo and key are the recording's, so they come with the tags.
 
 The cost: one decode and fingerprint per new input before the model, which an input that turns out to have
-no copy pays on top of its tagging (bench/RESULTS.md has the figure), and the held fingerprints are clustered
-again each run (only pairs with a new input are aligned).
+no copy pays on top of its tagging (bench/RESULTS.md has the figure), and a scan of the held files each run:
+their content hashes, and the fingerprints of this model's rows, of which only those sharing index keys with
+a new input are clustered (transforms/held_tags.py).
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ from schemas.tag_output import TagOutput
 from transforms import audio, duplicates
 from transforms.catalogue import CatalogueEntry
 from transforms.duplicate_steps import ClusterCopies
+from transforms.held_tags import HELD, NEW, KeysOf, SetOf, held_rows_where, held_words, read_files
 from transforms.health import Thresholds, true_peak_over
 from transforms.track_health import check
 
-HELD, NEW = "held:", "new:"  # the two sides' track ids, apart in the clustering
 LOUDNESS_COLUMNS = ("loudness_lufs", "loudness_range_lu", "true_peak_dbtp", "loudness_variation_lu")
 REUSED_FROM = "reused_from"
 
@@ -168,26 +169,33 @@ class ReuseCopies(beam.PTransform):
 
     def expand(self, entries):
         version = self._version
-        held = (entries.pipeline
-                | "ReadHeldRows" >> beam.io.ReadFromParquet(TagOutput(self._output).tags_pattern)
-                | "HeldOfThisModel" >> beam.Filter(lambda row: row["model_version"] == version))
+        # The held files are scanned for the few rows this run uses (transforms/held_tags.py): reading every
+        # held row through the runner kept the whole output in the DirectRunner's memory.
+        held = TagOutput(self._output).tag_files()
+        contents = beam.pvalue.AsSingleton(
+            entries | "Contents" >> beam.FlatMap(lambda entry: [entry.fingerprint] if entry.fingerprint else [])
+            | "ContentSet" >> beam.CombineGlobally(SetOf()))
         same = ({"entry": entries | "ByContent" >> beam.Map(lambda entry: (entry.fingerprint, entry)),
-                 "held": held | "HeldByContent" >> beam.FlatMap(
-                     lambda row: [(row[tags.FINGERPRINT], row)] if row.get(tags.FINGERPRINT) else [])}
+                 "held": read_files(entries.pipeline, held, "SameBytes") | "HeldSameBytes" >> beam.FlatMap(held_rows_where, tags.FINGERPRINT, contents, version)}
                 | "JoinContent" >> beam.CoGroupByKey()
                 | "SameBytes" >> beam.ParDo(_SameBytes(self._names, self._tagged_at)).with_outputs(
                     _SameBytes.TODO, main="reused"))
         measured = same[_SameBytes.TODO] | "MeasureNew" >> beam.ParDo(_MeasureNew(**self._decode)).with_outputs(
             _MeasureNew.TODO, main="measured")
-        words = ((held | "HeldWords" >> beam.FlatMap(
-                    lambda row: [(HELD + row["track_id"], np.asarray(row["fingerprint"], np.uint32))]
-                    if row.get("fingerprint") else []),
-                  measured.measured | "NewWords" >> beam.Map(lambda kv: (NEW + kv[0], kv[1][1])))
+        new_words = measured.measured | "NewWords" >> beam.Map(lambda kv: (NEW + kv[0], kv[1][1]))
+        new_keys = beam.pvalue.AsSingleton(
+            new_words | "NewFingerprints" >> beam.Values() | "NewKeys" >> beam.CombineGlobally(KeysOf()))
+        words = ((read_files(entries.pipeline, held, "Words") | "HeldWords" >> beam.FlatMap(held_words, new_keys, version),
+                  new_words)
                  | "AllWords" >> beam.Flatten())
         clusters = words | "ClusterCopies" >> ClusterCopies(self._output, only_pairs_with=NEW)
         matched = measured.measured | "MatchHeld" >> beam.ParDo(
             _MatchHeld(), beam.pvalue.AsSingleton(clusters)).with_outputs(_MatchHeld.TODO, main="copies")
-        reused = ({"copy": matched.copies, "held": held | "HeldById" >> beam.Map(lambda row: (row["track_id"], row))}
+        needed = beam.pvalue.AsSingleton(
+            matched.copies | "HeldCopyIds" >> beam.Keys() | "HeldIdSet" >> beam.CombineGlobally(SetOf()))
+        reused = ({"copy": matched.copies,
+                   "held": read_files(entries.pipeline, held, "CopyRows")
+                   | "HeldCopyRows" >> beam.FlatMap(held_rows_where, "track_id", needed, version)}
                   | "JoinHeldCopy" >> beam.CoGroupByKey()
                   | "ReuseMatched" >> beam.ParDo(_ReuseMatched(self._names, self._tagged_at)))
         todo = ((measured[_MeasureNew.TODO], matched[_MatchHeld.TODO]) | "StillToTag" >> beam.Flatten())
