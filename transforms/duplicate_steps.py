@@ -28,7 +28,6 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import duplicates, spill, splits
-from transforms.chromaprint import ITEM_S
 
 
 # Shards of the index, of the fingerprints and of the pairs: at a million tracks one index or fingerprint
@@ -179,8 +178,7 @@ def _confirmed_of_shard(element, only_pairs_with: str | None) -> Iterator[tuple[
             for b, words_b in seconds.get(partner, ()):
                 if a == b or (only_pairs_with and not (a.startswith(only_pairs_with) or b.startswith(only_pairs_with))):
                     continue
-                shorter = min(len(words_a), len(words_b)) * ITEM_S
-                if duplicates.align(words_a, words_b).is_copy(shorter):
+                if duplicates.is_copy(words_a, words_b):
                     yield min(a, b), max(a, b)
 
 

@@ -159,6 +159,11 @@ def align(a: np.ndarray, b: np.ndarray) -> Alignment:
     return Alignment(offset, length * ITEM_S, float(bits) / (32.0 * length))
 
 
+def is_copy(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two fingerprints are copies of one recording: their best alignment passes Alignment.is_copy."""
+    return align(a, b).is_copy(min(len(a), len(b)) * ITEM_S)
+
+
 def recording_ids(track_ids: Iterable[str], copies: Iterable[tuple[str, str]]) -> dict[str, str]:
     """track id -> recording id: tracks joined by confirmed copy pairs share one, "rec-" and 16 hex digits
     of the BLAKE2b of the cluster's smallest track id (a track with no copy gets its own)."""

@@ -28,27 +28,34 @@ def read_files(pipeline: beam.Pipeline, paths: list[str], label: str) -> beam.PC
     return pipeline | f"{label}Files" >> beam.Create(sorted(paths)) | f"{label}Spread" >> beam.Reshuffle()
 
 
+def fingerprint_batches(path: str, columns: list[str]) -> Iterator[tuple[pa.RecordBatch, np.ndarray, np.ndarray]]:
+    """A tag file's rows in batches -> (the batch's `columns`, its fingerprints' words concatenated, each row's
+    word count): arrays, not Python lists of words. None for a file from before the fingerprint existed."""
+    with FileSystems.open(path) as handle:
+        parquet = pq.ParquetFile(handle)
+        if "fingerprint" not in parquet.schema_arrow.names:
+            return
+        for batch in parquet.iter_batches(columns=[*columns, "fingerprint"], batch_size=4096):
+            prints = batch.column("fingerprint")
+            lengths = prints.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
+            yield batch, prints.flatten().to_numpy(zero_copy_only=False).astype(np.uint32, copy=False), lengths
+
+
 def held_words(path: str, new_keys: np.ndarray, model_version: str | None = None) -> Iterator[tuple[str, np.ndarray]]:
     """A tag file -> (HELD + track id, words) of its tracks that share at least MIN_SHARED_KEYS index keys with
     the new tracks: no other can be a candidate, so the rest of the catalogue is never indexed (an incremental
-    run of a few files against a million held tracks). Read as arrays, not as Python lists of words.
-    `model_version`: only the rows of that model."""
-    with FileSystems.open(path) as handle:
-        parquet = pq.ParquetFile(handle)
-        if "fingerprint" not in parquet.schema_arrow.names or not len(new_keys):
-            return
-        columns = ["track_id", "fingerprint", *(["model_version"] if model_version is not None else [])]
-        for batch in parquet.iter_batches(columns=columns, batch_size=4096):
-            prints = batch.column("fingerprint")
-            lengths = prints.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
-            words = prints.flatten().to_numpy(zero_copy_only=False).astype(np.uint32, copy=False)
-            ends = np.cumsum(lengths)
-            shared = duplicates.shared_key_counts(words, lengths, new_keys)
-            if model_version is not None:
-                shared[np.asarray(batch.column("model_version").to_pylist()) != model_version] = 0
-            ids = batch.column("track_id").to_pylist()
-            for i in np.flatnonzero(shared >= duplicates.MIN_SHARED_KEYS):
-                yield HELD + ids[i], words[ends[i] - lengths[i]:ends[i]]
+    run of a few files against a million held tracks). `model_version`: only the rows of that model."""
+    if not len(new_keys):
+        return
+    columns = ["track_id", *(["model_version"] if model_version is not None else [])]
+    for batch, words, lengths in fingerprint_batches(path, columns):
+        ends = np.cumsum(lengths)
+        shared = duplicates.shared_key_counts(words, lengths, new_keys)
+        if model_version is not None:
+            shared[np.asarray(batch.column("model_version").to_pylist()) != model_version] = 0
+        ids = batch.column("track_id").to_pylist()
+        for i in np.flatnonzero(shared >= duplicates.MIN_SHARED_KEYS):
+            yield HELD + ids[i], words[ends[i] - lengths[i]:ends[i]]
 
 
 class KeysOf(beam.CombineFn):

@@ -25,9 +25,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from schemas.tag_output import TagOutput
 from transforms import duplicates
-from transforms.chromaprint import ITEM_S
 from transforms.duplicate_steps import ClusterCopies
-from transforms.held_tags import HELD, NEW, KeysOf, held_words, read_files
+from transforms.held_tags import HELD, NEW, KeysOf, fingerprint_batches, held_words, read_files
 
 _RECORDING_COLUMNS = ("track_id", "recording_id", "duplicate_of", "tagged_at")
 
@@ -95,20 +94,13 @@ class _FileKeys:
     """One held tag file's index: its rows' index keys, sorted, each with its row number."""
 
     def __init__(self, path: str):
-        self.path = path
         keys, rows = [np.zeros(0, np.uint32)], [np.zeros(0, np.int64)]
-        with FileSystems.open(path) as handle:
-            parquet = pq.ParquetFile(handle)
-            if "fingerprint" in parquet.schema_arrow.names:
-                first = 0
-                for batch in parquet.iter_batches(columns=["fingerprint"], batch_size=4096):
-                    prints = batch.column("fingerprint")
-                    lengths = prints.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
-                    batch_keys, of = duplicates.batch_index_keys(
-                        prints.flatten().to_numpy(zero_copy_only=False), lengths)
-                    keys.append(batch_keys)
-                    rows.append(of + first)
-                    first += len(lengths)
+        first = 0
+        for _, words, lengths in fingerprint_batches(path, []):
+            batch_keys, of = duplicates.batch_index_keys(words, lengths)
+            keys.append(batch_keys)
+            rows.append(of + first)
+            first += len(lengths)
         keys, rows = np.concatenate(keys), np.concatenate(rows)
         order = np.argsort(keys, kind="stable")
         self.keys, self.rows = keys[order], rows[order].astype(np.int32)
@@ -154,9 +146,7 @@ class HeldRecordings:
             rows = _rows_of(path, sorted({int(r) for found_rows in wanted.values() for r in found_rows}))
             for track, candidates in wanted.items():
                 for row in (rows[int(r)] for r in candidates):
-                    held_words = np.asarray(row["fingerprint"], np.uint32)
-                    shorter = min(len(held_words), len(words[track])) * ITEM_S
-                    if duplicates.align(held_words, words[track]).is_copy(shorter):
+                    if duplicates.is_copy(np.asarray(row["fingerprint"], np.uint32), words[track]):
                         found.setdefault(track, []).append({name: row.get(name) for name in _RECORDING_COLUMNS})
         return {track: min(held, key=_held_order) for track, held in found.items()}
 
@@ -184,7 +174,7 @@ def link_window(rows: list[dict], held: HeldRecordings | None) -> list[dict]:
     copy in OUT joins that copy's recording (as LinkHeldCopies does)."""
     words = {row["track_id"]: np.asarray(row["fingerprint"], np.uint32) for row in rows if row.get("fingerprint")}
     confirmed = [(a, b) for a, b in duplicates.candidate_pairs(words)
-                 if duplicates.align(words[a], words[b]).is_copy(min(len(words[a]), len(words[b])) * ITEM_S)]
+                 if duplicates.is_copy(words[a], words[b])]
     recording = duplicates.recording_ids(sorted(words), confirmed)
     members: dict[str, list[dict]] = {}
     for row in rows:
